@@ -1,0 +1,343 @@
+//! crid's configuration: TOML at /etc/crid/config.toml, every field defaulted
+//! so that no file is needed, unknown keys and bad values refused at start.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Where crid looks for its configuration unless told otherwise.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/crid/config.toml";
+
+/// A configuration that cannot be used; the message names the key.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML did not parse or named an unknown key (toml's message names it).
+    #[error("parsing config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message, with the key and line.
+        message: String,
+    },
+    /// A key parsed but its value is not usable.
+    #[error("config key `{key}`: {reason}")]
+    Invalid {
+        /// Dotted key path, e.g. `containerd.namespace`.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Unix socket the CRI services listen on (created 0660).
+    pub socket: PathBuf,
+    /// Persistent state (sandbox and container records).
+    pub state_dir: PathBuf,
+    /// Volatile state: netns pins, fifos, helper sockets.
+    pub runtime_dir: PathBuf,
+    /// Cgroup driver reported to the kubelet; crid manages cgroups through cgroupfs.
+    pub cgroup_driver: CgroupDriver,
+    /// Logging.
+    pub log: LogConfig,
+    /// The containerd crid drives.
+    pub containerd: ContainerdConfig,
+    /// CNI network configuration.
+    pub cni: CniConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            socket: PathBuf::from("/run/crid/crid.sock"),
+            state_dir: PathBuf::from("/var/lib/crid"),
+            runtime_dir: PathBuf::from("/run/crid"),
+            cgroup_driver: CgroupDriver::Cgroupfs,
+            log: LogConfig::default(),
+            containerd: ContainerdConfig::default(),
+            cni: CniConfig::default(),
+        }
+    }
+}
+
+/// The cgroup driver; only cgroupfs is supported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupDriver {
+    /// crid writes cgroupfs paths itself (cgroup v1 and v2).
+    Cgroupfs,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter: a level (`info`) or directives (`crid=debug,tonic=info`).
+    pub level: String,
+    /// `text` (human readable) or `json` (one object per line).
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (coloured on a terminal).
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The containerd crid is a client of.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContainerdConfig {
+    /// containerd's gRPC socket.
+    pub address: PathBuf,
+    /// containerd namespace holding crid's containers, images and snapshots.
+    pub namespace: String,
+    /// Snapshotter for image layers and container root filesystems.
+    pub snapshotter: String,
+    /// Seconds a single health probe of containerd may take.
+    pub probe_timeout_secs: u64,
+}
+
+impl Default for ContainerdConfig {
+    fn default() -> Self {
+        ContainerdConfig {
+            address: PathBuf::from("/run/containerd/containerd.sock"),
+            namespace: "crid".into(),
+            snapshotter: "overlayfs".into(),
+            probe_timeout_secs: 2,
+        }
+    }
+}
+
+/// CNI network configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CniConfig {
+    /// Directory of `.conflist`/`.conf`/`.json` network configs; the first by name is used.
+    pub conf_dir: PathBuf,
+    /// Directories searched, in order, for plugin binaries.
+    pub bin_dirs: Vec<PathBuf>,
+}
+
+impl Default for CniConfig {
+    fn default() -> Self {
+        CniConfig {
+            conf_dir: PathBuf::from("/etc/cni/net.d"),
+            bin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path`; a missing file at the default path means all defaults,
+    /// a missing file anywhere else is an error (the operator named it).
+    pub fn load(path: &Path, explicit: bool) -> Result<Config, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&text, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                let cfg = Config::default();
+                cfg.validate()?;
+                Ok(cfg)
+            }
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    /// Parses and validates TOML text; `path` only labels errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The full default file, as printed by `crid --print-default-config`.
+    pub fn default_toml() -> String {
+        // Serialising a plain struct of strings, paths and numbers cannot fail.
+        toml::to_string_pretty(&Config::default()).unwrap_or_default()
+    }
+
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let absolute = [
+            ("socket", &self.socket),
+            ("state_dir", &self.state_dir),
+            ("runtime_dir", &self.runtime_dir),
+            ("containerd.address", &self.containerd.address),
+            ("cni.conf_dir", &self.cni.conf_dir),
+        ];
+        for (key, p) in absolute {
+            if !p.is_absolute() {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: format!("{} is not an absolute path", p.display()),
+                });
+            }
+        }
+        if let Some(p) = self.cni.bin_dirs.iter().find(|p| !p.is_absolute()) {
+            return Err(ConfigError::Invalid {
+                key: "cni.bin_dirs",
+                reason: format!("{} is not an absolute path", p.display()),
+            });
+        }
+        if !valid_containerd_namespace(&self.containerd.namespace) {
+            return Err(ConfigError::Invalid {
+                key: "containerd.namespace",
+                reason: format!(
+                    "{:?} is not a containerd namespace (lowercase letters, digits, '-', '_', '.'; starts with a letter or digit)",
+                    self.containerd.namespace
+                ),
+            });
+        }
+        if self.containerd.snapshotter.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "containerd.snapshotter",
+                reason: "must not be empty".into(),
+            });
+        }
+        if self.containerd.probe_timeout_secs == 0 {
+            return Err(ConfigError::Invalid {
+                key: "containerd.probe_timeout_secs",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.log.level.trim().is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "log.level",
+                reason: "must not be empty".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// containerd's namespace rule: `^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$`,
+/// at most 76 bytes.
+fn valid_containerd_namespace(ns: &str) -> bool {
+    if ns.is_empty() || ns.len() > 76 {
+        return false;
+    }
+    let mut prev_sep = true;
+    for b in ns.bytes() {
+        let sep = matches!(b, b'.' | b'_' | b'-');
+        if sep && prev_sep {
+            return false;
+        }
+        if !sep && !b.is_ascii_alphanumeric() {
+            return false;
+        }
+        prev_sep = sep;
+    }
+    !prev_sep
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn default_file_round_trips() {
+        let text = Config::default_toml();
+        assert!(text.contains("[containerd]"), "{text}");
+        assert_eq!(parse(&text).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn overrides_apply() {
+        let cfg = parse(
+            "socket = \"/tmp/x.sock\"\n[containerd]\nnamespace = \"other\"\n[log]\nformat = \"json\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.socket, PathBuf::from("/tmp/x.sock"));
+        assert_eq!(cfg.containerd.namespace, "other");
+        assert_eq!(cfg.containerd.snapshotter, "overlayfs");
+        assert_eq!(cfg.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = parse("[containerd]\nadress = \"/x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("adress"), "{err}");
+        let err = parse("bogus = 1\n").unwrap_err().to_string();
+        assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = parse("cgroup_driver = \"systemd\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("systemd"), "{err}");
+        let err = parse("[containerd]\nnamespace = \"Bad/NS\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("containerd.namespace"), "{err}");
+        let err = parse("state_dir = \"relative\"\n").unwrap_err().to_string();
+        assert!(err.contains("state_dir"), "{err}");
+        let err = parse("[cni]\nbin_dirs = [\"/ok\", \"rel\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cni.bin_dirs"), "{err}");
+    }
+
+    #[test]
+    fn missing_default_file_is_defaults_but_missing_named_file_is_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("none.toml");
+        assert_eq!(Config::load(&p, false).unwrap(), Config::default());
+        assert!(matches!(
+            Config::load(&p, true),
+            Err(ConfigError::Read { .. })
+        ));
+    }
+
+    #[test]
+    fn namespace_rule() {
+        for ok in ["crid", "k8s.io", "a-b_c.d", "x1"] {
+            assert!(valid_containerd_namespace(ok), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "a..b", "a/b", "a b"] {
+            assert!(!valid_containerd_namespace(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! Types shared by the crid daemon and the per-pod helper.
+
+pub mod cni_config;
+pub mod config;
+pub mod ids;
+pub mod protocol;

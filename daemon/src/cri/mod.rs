@@ -1,0 +1,40 @@
+//! CRI translation: validate the request, call the domain, build the response.
+//! One module per RPC family; `runtime_service` and `image_service` only
+//! dispatch the generated tonic traits to them.
+
+pub mod image_service;
+pub mod runtime_info;
+pub mod runtime_service;
+
+use crate::containerd::Containerd;
+use crid_common::config::Config;
+use std::sync::Arc;
+
+/// State shared by every CRI call.
+pub struct Crid {
+    /// The effective configuration.
+    pub config: Config,
+    /// The containerd adapter.
+    pub containerd: Containerd,
+}
+
+/// The tonic service object for both CRI services; cheap to clone.
+#[derive(Clone)]
+pub struct CriService {
+    /// Shared state.
+    pub crid: Arc<Crid>,
+}
+
+impl CriService {
+    /// Builds the service around the effective config and a containerd handle.
+    pub fn new(config: Config, containerd: Containerd) -> CriService {
+        CriService {
+            crid: Arc::new(Crid { config, containerd }),
+        }
+    }
+}
+
+/// Turns a domain result into a tonic response, mapping the error once.
+pub(crate) fn respond<T>(r: crate::error::Result<T>) -> Result<tonic::Response<T>, tonic::Status> {
+    r.map(tonic::Response::new).map_err(tonic::Status::from)
+}

@@ -1,0 +1,94 @@
+//! crid: a Kubernetes CRI v1 runtime on containerd.
+
+mod containerd;
+mod cri;
+mod error;
+mod logging;
+mod rpc_layer;
+mod server;
+
+use clap::Parser;
+use crid_common::config::{Config, DEFAULT_CONFIG_PATH};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Command line; everything else lives in the config file.
+#[derive(Debug, Parser)]
+#[command(
+    name = "crid",
+    version,
+    about = "Kubernetes CRI v1 runtime on containerd"
+)]
+struct Args {
+    /// Configuration file (TOML).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// CRI socket path (overrides `socket`).
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// containerd socket path (overrides `containerd.address`).
+    #[arg(long, value_name = "PATH")]
+    containerd_address: Option<PathBuf>,
+    /// Log filter, e.g. `debug` or `crid=debug,info` (overrides `log.level`).
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
+    /// Print the full default configuration file and exit.
+    #[arg(long)]
+    print_default_config: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.print_default_config {
+        print!("{}", Config::default_toml());
+        return ExitCode::SUCCESS;
+    }
+    let config = match load_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("crid: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = logging::init(&config.log) {
+        eprintln!("crid: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("crid: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(server::serve(config, server::shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "crid failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The config file, then the flags over it, validated once more.
+fn load_config(args: &Args) -> Result<Config, crid_common::config::ConfigError> {
+    let (path, explicit) = match &args.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+    };
+    let mut config = Config::load(&path, explicit)?;
+    if let Some(s) = &args.socket {
+        config.socket = s.clone();
+    }
+    if let Some(a) = &args.containerd_address {
+        config.containerd.address = a.clone();
+    }
+    if let Some(l) = &args.log_level {
+        config.log.level = l.clone();
+    }
+    config.validate()?;
+    Ok(config)
+}

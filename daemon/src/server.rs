@@ -1,0 +1,196 @@
+//! The CRI socket: created safely, served with the RPC layer, removed on shutdown.
+
+use crate::containerd::Containerd;
+use crate::cri::CriService;
+use crate::rpc_layer::RpcSpanLayer;
+use crid_common::config::Config;
+use crid_proto::cri::image_service_server::ImageServiceServer;
+use crid_proto::cri::runtime_service_server::RuntimeServiceServer;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use thiserror::Error;
+use tokio::net::UnixListener;
+
+/// Largest CRI message accepted or sent (the kubelet's own limit).
+const MAX_MESSAGE: usize = 16 << 20;
+/// How long in-flight calls may run on after a shutdown signal; a client that
+/// keeps its connection open must not hold crid up for longer.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Why crid could not start serving.
+#[derive(Debug, Error)]
+pub enum ServeError {
+    /// The socket's directory could not be made.
+    #[error("creating {dir}: {source}")]
+    SocketDir {
+        /// The directory.
+        dir: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Another process already answers on the socket.
+    #[error("{0} is in use by a running process; is another crid running?")]
+    InUse(PathBuf),
+    /// The path exists and is not a socket; refusing to delete it.
+    #[error("{0} exists and is not a socket")]
+    NotASocket(PathBuf),
+    /// Binding or preparing the socket failed.
+    #[error("listening on {path}: {source}")]
+    Listen {
+        /// The socket path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("serving CRI: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Binds the CRI socket: parent dirs created, a stale socket replaced, mode 0660.
+pub async fn bind_socket(path: &Path) -> Result<UnixListener, ServeError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| ServeError::SocketDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if tokio::net::UnixStream::connect(path).await.is_ok() {
+                return Err(ServeError::InUse(path.to_path_buf()));
+            }
+            tracing::info!(socket = %path.display(), "replacing stale socket");
+            std::fs::remove_file(path).map_err(|source| ServeError::Listen {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        Ok(_) => return Err(ServeError::NotASocket(path.to_path_buf())),
+        Err(_) => {}
+    }
+    let listen_err = |source| ServeError::Listen {
+        path: path.to_path_buf(),
+        source,
+    };
+    let listener = UnixListener::bind(path).map_err(listen_err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(listen_err)?;
+    Ok(listener)
+}
+
+/// Serves both CRI services until `shutdown` completes, then removes the socket.
+pub async fn serve<F>(config: Config, shutdown: F) -> Result<(), ServeError>
+where
+    F: std::future::Future<Output = ()> + Send,
+{
+    let socket = config.socket.clone();
+    let listener = bind_socket(&socket).await?;
+    let containerd = Containerd::new(&config.containerd);
+    let health = containerd.spawn_health_watch();
+    let svc = CriService::new(config, containerd);
+    tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "crid serving CRI v1");
+
+    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        shutdown.await;
+        let _ = signalled_tx.send(());
+    };
+    let serving = tonic::transport::Server::builder()
+        .layer(RpcSpanLayer)
+        .add_service(
+            RuntimeServiceServer::new(svc.clone())
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        )
+        .add_service(
+            ImageServiceServer::new(svc)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        )
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::UnixListenerStream::new(listener),
+            shutdown,
+        );
+    let grace_over = async move {
+        if signalled_rx.await.is_ok() {
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let result = tokio::select! {
+        r = serving => r,
+        _ = grace_over => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the shutdown grace period; closing them");
+            Ok(())
+        }
+    };
+
+    health.abort();
+    if let Err(e) = std::fs::remove_file(&socket) {
+        tracing::warn!(socket = %socket.display(), error = %e, "could not remove socket");
+    }
+    tracing::info!("crid stopped; pods keep running");
+    result.map_err(ServeError::from)
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            tracing::error!("cannot install signal handlers; crid will only stop when killed");
+            return std::future::pending().await;
+        }
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal = name, "shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn socket_is_created_with_parents_and_mode_0660() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/crid.sock");
+        let _l = bind_socket(&path).await.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o660);
+    }
+
+    #[tokio::test]
+    async fn stale_socket_is_replaced_but_live_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("crid.sock");
+        let live = bind_socket(&path).await.unwrap();
+        assert!(matches!(
+            bind_socket(&path).await,
+            Err(ServeError::InUse(_))
+        ));
+        drop(live); // the file stays behind: a stale socket
+        assert!(path.exists());
+        let _again = bind_socket(&path).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_regular_file_is_never_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("crid.sock");
+        std::fs::write(&path, "keep").unwrap();
+        assert!(matches!(
+            bind_socket(&path).await,
+            Err(ServeError::NotASocket(_))
+        ));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "keep");
+    }
+}

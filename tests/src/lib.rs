@@ -1,0 +1,115 @@
+//! The end-to-end harness: a private containerd per test (own root, state and
+//! socket), crid started against it on a temporary socket, and CRI clients.
+//! Everything is torn down on drop: processes stopped, mounts under the
+//! test's directory detached, the directory removed.
+
+pub mod containerd;
+pub mod crid;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub use containerd::PrivateContainerd;
+pub use crid::{CriClients, CridProcess};
+
+/// Boxed error for test plumbing.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A fresh directory for one test, named so leak checks can find leftovers.
+pub fn test_dir() -> tempfile::TempDir {
+    let base = Path::new("/var/tmp");
+    tempfile::Builder::new()
+        .prefix("crid-test-")
+        .tempdir_in(base)
+        .expect("creating a test directory under /var/tmp")
+}
+
+/// Path of a workspace binary (`crid`, `crid-pod-helper`), next to the test
+/// executable's profile dir unless `CRID_BIN_DIR` says otherwise.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("CRID_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    let bin = profile_dir.join(name);
+    assert!(
+        bin.exists(),
+        "{} not built; run `cargo build --workspace` (tests/run.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Polls `f` every 50 ms until it returns `Some` or `timeout` passes.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Mount points at or below `dir`, deepest first.
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut found: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    found.dedup();
+    found
+}
+
+/// Detaches every mount at or below `dir`.
+pub fn unmount_all_under(dir: &Path) {
+    for m in mounts_under(dir) {
+        let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() {
+            let oct = std::str::from_utf8(&b[i + 1..i + 4]).ok();
+            if let Some(v) = oct.and_then(|o| u8::from_str_radix(o, 8).ok()) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mountinfo_unescapes_octal() {
+        assert_eq!(super::unescape_mountinfo("/a\\040b"), "/a b");
+        assert_eq!(super::unescape_mountinfo("/plain"), "/plain");
+    }
+}
