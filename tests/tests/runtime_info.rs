@@ -254,3 +254,38 @@ fn printed_default_config_is_complete_and_loads() {
     let parsed = crid_common::config::Config::parse(&text, std::path::Path::new("-")).unwrap();
     assert_eq!(parsed, crid_common::config::Config::default());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_carry_one_span_per_cri_call() {
+    let dir = test_dir();
+    let ctrd = PrivateContainerd::start(&dir.path().join("containerd"))
+        .await
+        .unwrap();
+    let mut config = CridProcess::test_config(dir.path(), &ctrd.socket());
+    config.log.format = crid_common::config::LogFormat::Json;
+    let crid = CridProcess::start(config).await.unwrap();
+    let mut c = crid.clients().await.unwrap();
+    let err = c
+        .runtime
+        .list_metric_descriptors(cri::ListMetricDescriptorsRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented);
+
+    let found = wait_for(Duration::from_secs(5), || async {
+        crid.log()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("every log line is JSON"))
+            .find(|v| v["span"]["method"] == "ListMetricDescriptors")
+    })
+    .await
+    .expect("a log line in the ListMetricDescriptors span");
+    assert_eq!(found["span"]["name"], "cri");
+    assert!(
+        found["code"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Unimplemented"),
+        "{found}"
+    );
+}
