@@ -11,6 +11,7 @@
 //! `oci/spec.go`, `oci/spec_opts.go`); each module cites what it mirrors.
 
 pub mod devices;
+pub mod host;
 pub mod mounts;
 pub mod namespaces;
 pub mod process;
@@ -147,7 +148,8 @@ pub struct SandboxFacts {
     pub privileged: bool,
 }
 
-/// Facts about the node, read once at start by the caller.
+/// Facts about the node, read once at start ([`host::read_host_facts`]).
+/// `Default` is for tests: every capability, v1, no swap/hugetlb controller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostFacts {
     /// /sys/fs/cgroup is a cgroup2 mount (unified mode; hybrid counts as v1).
