@@ -234,6 +234,12 @@ pub fn generate(
         ));
     }
 
+    if !config.cdi_devices.is_empty() {
+        // Silently dropping a requested device would start the container
+        // without it; refuse until CDI is supported.
+        return Err(SpecError::Unsupported("CDI devices"));
+    }
+
     let image_default = ImageConfig::default();
     let image = inputs.image_config.unwrap_or(&image_default);
 

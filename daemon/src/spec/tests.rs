@@ -370,6 +370,15 @@ fn errors_map_to_grpc_codes() {
     f.netns_path = None;
     let err = gen(&container(Default::default()), &f, &FakeHost::default()).unwrap_err();
     assert!(matches!(err, SpecError::FailedPrecondition(_)));
+    // CDI devices are refused, not dropped.
+    let mut config = container(Default::default());
+    config.cdi_devices = vec![crid_proto::cri::CdiDevice {
+        name: "vendor.com/gpu=0".into(),
+    }];
+    assert!(matches!(
+        gen(&config, &facts(), &FakeHost::default()),
+        Err(SpecError::Unsupported("CDI devices"))
+    ));
     // Unsupported feature -> InvalidArgument naming it.
     let e: crate::error::Error = SpecError::Unsupported("idmapped mounts").into();
     let s = tonic::Status::from(e);
