@@ -418,3 +418,6 @@ pub(crate) mod testing;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod runc_tests;
