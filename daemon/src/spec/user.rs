@@ -252,6 +252,9 @@ impl<T, F: Fn() -> Result<T, SpecError>> Lazy<T, F> {
 /// /etc/passwd links to a host path cannot make crid read host files.
 pub struct RootfsDir(pub PathBuf);
 
+/// Largest /etc/passwd or /etc/group crid reads from an image.
+pub const MAX_ETC_FILE: u64 = 16 << 20;
+
 /// Symlinks followed before giving up (Linux's MAXSYMLINKS).
 const MAX_SYMLINKS: usize = 40;
 
@@ -309,12 +312,22 @@ impl RootfsDir {
 
 impl RootfsFiles for RootfsDir {
     fn etc_file(&self, name: &str) -> io::Result<Option<String>> {
+        use std::io::Read;
         let path = self.resolve_in_root(&Path::new("/etc").join(name))?;
-        match std::fs::read(&path) {
-            Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+        let file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        // The image is untrusted: never read an unbounded file into memory.
+        let mut bytes = Vec::new();
+        file.take(MAX_ETC_FILE + 1).read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > MAX_ETC_FILE {
+            return Err(io::Error::other(format!(
+                "/etc/{name} of the image is larger than {MAX_ETC_FILE} bytes"
+            )));
         }
+        Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
     }
 }
 
@@ -516,6 +529,19 @@ mod tests {
             r.resolve_in_root(Path::new("/etc/group")).unwrap(),
             root.join("secret")
         );
+    }
+
+    #[test]
+    fn rootfs_dir_refuses_huge_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        let f = std::fs::File::create(dir.path().join("etc/passwd")).unwrap();
+        f.set_len(MAX_ETC_FILE + 1).unwrap();
+        let r = RootfsDir(dir.path().to_path_buf());
+        assert!(r.etc_file("passwd").is_err());
+        // A directory where the file should be is an error too, not "absent".
+        std::fs::create_dir(dir.path().join("etc/group")).unwrap();
+        assert!(r.etc_file("group").is_err());
     }
 
     #[test]
