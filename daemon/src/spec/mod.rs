@@ -326,6 +326,20 @@ pub fn generate(
     Ok(spec)
 }
 
+/// Type URL containerd registers for the OCI runtime spec (typeurl:
+/// `types.containerd.io` + `opencontainers/runtime-spec/<major>/Spec`).
+pub const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+
+/// The spec as containerd stores it in `Container.spec`: JSON in an `Any`.
+pub fn to_containerd_any(spec: &Spec) -> Result<prost_types::Any, SpecError> {
+    let value = serde_json::to_vec(spec)
+        .map_err(|e| SpecError::io("encoding the OCI spec", io::Error::other(e)))?;
+    Ok(prost_types::Any {
+        type_url: SPEC_TYPE_URL.to_string(),
+        value,
+    })
+}
+
 /// A privileged container needs a privileged sandbox (the pod config says so).
 fn sandbox_allows_privileged(inputs: &SpecInputs<'_>) -> bool {
     inputs.sandbox.privileged

@@ -420,3 +420,20 @@ fn image_without_config_and_no_resources() {
     let ns = spec.linux().clone().unwrap().namespaces().clone().unwrap();
     assert_eq!(ns[0].path().as_deref(), Some(Path::new("/proc/101/ns/pid")));
 }
+
+#[test]
+fn containerd_any_round_trips() {
+    let spec = gen(
+        &container(Default::default()),
+        &facts(),
+        &FakeHost::default(),
+    )
+    .unwrap();
+    let any = to_containerd_any(&spec).unwrap();
+    assert_eq!(
+        any.type_url,
+        "types.containerd.io/opencontainers/runtime-spec/1/Spec"
+    );
+    let back: Spec = serde_json::from_slice(&any.value).unwrap();
+    assert_eq!(back, spec);
+}
