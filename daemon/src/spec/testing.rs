@@ -1,0 +1,109 @@
+//! Fakes of the spec module's OS traits, for unit tests.
+
+use super::devices::DeviceNode;
+use super::mounts::Propagation;
+use super::user::RootfsFiles;
+use super::HostView;
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// An image rootfs with optional /etc/passwd and /etc/group.
+pub struct FakeRootfs {
+    files: HashMap<String, String>,
+}
+
+impl FakeRootfs {
+    /// A rootfs with these files (None: absent).
+    pub fn new(passwd: Option<&str>, group: Option<&str>) -> FakeRootfs {
+        let mut files = HashMap::new();
+        if let Some(p) = passwd {
+            files.insert("passwd".to_string(), p.to_string());
+        }
+        if let Some(g) = group {
+            files.insert("group".to_string(), g.to_string());
+        }
+        FakeRootfs { files }
+    }
+}
+
+impl RootfsFiles for FakeRootfs {
+    fn etc_file(&self, name: &str) -> io::Result<Option<String>> {
+        Ok(self.files.get(name).cloned())
+    }
+}
+
+/// A host: every path is on a private mount and is its own real path unless told.
+#[derive(Default)]
+pub struct FakeHost {
+    propagation: Vec<(PathBuf, Propagation)>,
+    real: HashMap<PathBuf, PathBuf>,
+    devices: HashMap<PathBuf, Vec<(PathBuf, DeviceNode)>>,
+    host_devices: Vec<DeviceNode>,
+}
+
+impl FakeHost {
+    /// Paths under `prefix` are on a mount with this propagation.
+    pub fn with_propagation(mut self, prefix: &str, p: Propagation) -> Self {
+        self.propagation.push((prefix.into(), p));
+        self
+    }
+
+    /// `path` resolves to `real`.
+    pub fn with_real_path(mut self, path: &str, real: &str) -> Self {
+        self.real.insert(path.into(), real.into());
+        self
+    }
+
+    /// A device node at `path`.
+    pub fn with_device(mut self, path: &str, node: DeviceNode) -> Self {
+        self.devices
+            .insert(path.into(), vec![(PathBuf::new(), node)]);
+        self
+    }
+
+    /// A directory of device nodes (relative path, node).
+    pub fn with_device_dir(mut self, path: &str, nodes: Vec<(&str, DeviceNode)>) -> Self {
+        self.devices.insert(
+            path.into(),
+            nodes.into_iter().map(|(r, n)| (r.into(), n)).collect(),
+        );
+        self
+    }
+
+    /// The host's /dev.
+    pub fn with_host_devices(mut self, nodes: Vec<DeviceNode>) -> Self {
+        self.host_devices = nodes;
+        self
+    }
+}
+
+impl HostView for FakeHost {
+    fn mount_propagation(&self, path: &Path) -> io::Result<Propagation> {
+        Ok(self
+            .propagation
+            .iter()
+            .filter(|(p, _)| path.starts_with(p))
+            .max_by_key(|(p, _)| p.components().count())
+            .map_or(Propagation::Private, |(_, prop)| *prop))
+    }
+
+    fn real_path(&self, path: &Path) -> io::Result<PathBuf> {
+        Ok(self
+            .real
+            .get(path)
+            .cloned()
+            .unwrap_or_else(|| path.to_path_buf()))
+    }
+
+    fn device_nodes(&self, path: &Path) -> io::Result<Vec<(PathBuf, DeviceNode)>> {
+        self.devices
+            .get(path)
+            .cloned()
+            .ok_or_else(|| io::ErrorKind::NotFound.into())
+    }
+
+    fn host_devices(&self) -> io::Result<Vec<DeviceNode>> {
+        Ok(self.host_devices.clone())
+    }
+}
