@@ -45,6 +45,10 @@ fi
 if pgrep -a -x crid-pod-helper; then
   log "LEAK: crid-pod-helper processes"; leaks=1
 fi
+cgroups=$(find /sys/fs/cgroup -mindepth 1 -maxdepth 2 -type d \( -name 'crid' -o -name 'crid-*' \) 2>/dev/null)
+if [ -n "$cgroups" ]; then
+  echo "$cgroups"; log "LEAK: cgroups"; leaks=1
+fi
 if compgen -G '/var/tmp/crid-test-*' >/dev/null; then
   ls -d /var/tmp/crid-test-*; log "LEAK: test directories"; leaks=1
 fi

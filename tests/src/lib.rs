@@ -89,6 +89,44 @@ pub fn unmount_all_under(dir: &Path) {
     }
 }
 
+/// Removes the cgroup `rel` (e.g. `crid-env-test`) and its empty children from
+/// every cgroup hierarchy under /sys/fs/cgroup (v1 controllers and v2), deepest
+/// first; cgroups still holding processes stay and are reported.
+pub fn remove_cgroup_everywhere(rel: &str) -> Vec<PathBuf> {
+    let mut left = vec![];
+    let Ok(roots) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return left;
+    };
+    let mut candidates: Vec<PathBuf> = roots
+        .filter_map(Result::ok)
+        .map(|e| e.path().join(rel))
+        .collect();
+    // Pure v2: the hierarchy is /sys/fs/cgroup itself.
+    candidates.push(Path::new("/sys/fs/cgroup").join(rel));
+    for top in candidates.into_iter().filter(|p| p.is_dir()) {
+        let mut dirs = vec![];
+        collect_dirs(&top, &mut dirs);
+        dirs.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        for d in dirs {
+            if std::fs::remove_dir(&d).is_err() {
+                left.push(d);
+            }
+        }
+    }
+    left
+}
+
+fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
+    out.push(dir.to_path_buf());
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.filter_map(Result::ok) {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                collect_dirs(&e.path(), out);
+            }
+        }
+    }
+}
+
 /// mountinfo escapes space, tab, newline and backslash as octal.
 fn unescape_mountinfo(s: &str) -> String {
     let b = s.as_bytes();

@@ -7,6 +7,20 @@ use crid_e2e::images::{push_index, Format};
 use crid_e2e::{test_dir, ImageBuilder, PrivateContainerd, Registry, RegistryOptions};
 use std::process::Command;
 
+/// `ctr run` puts containers under the cgroup `/<namespace>/<id>` and leaves
+/// the namespace's cgroup behind; remove it when the test ends.
+struct CgroupCleanup;
+
+impl Drop for CgroupCleanup {
+    fn drop(&mut self) {
+        let left = crid_e2e::remove_cgroup_everywhere("crid-env-test");
+        assert!(
+            left.is_empty() || std::thread::panicking(),
+            "cgroups still busy: {left:?}"
+        );
+    }
+}
+
 fn ctr(ctrd: &PrivateContainerd, args: &[&str]) -> std::process::Output {
     Command::new("ctr")
         .arg("--address")
@@ -19,6 +33,7 @@ fn ctr(ctrd: &PrivateContainerd, args: &[&str]) -> std::process::Output {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn containerd_pulls_and_runs_a_harness_image() {
+    let _cgroups = CgroupCleanup;
     let dir = test_dir();
     let ctrd = PrivateContainerd::start(&dir.path().join("containerd"))
         .await
