@@ -1,11 +1,15 @@
 //! crid: a Kubernetes CRI v1 runtime on containerd.
 
+mod cgroups;
 mod containerd;
 mod cri;
 mod error;
+mod helper_client;
 mod logging;
 mod rpc_layer;
+mod sandbox;
 mod server;
+mod store;
 
 use clap::Parser;
 use crid_common::config::{Config, DEFAULT_CONFIG_PATH};
