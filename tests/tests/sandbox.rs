@@ -200,6 +200,17 @@ async fn pods_get_ips_reach_each_other_and_leave_nothing_behind() {
         .unwrap()
         .sysctls
         .insert("net.ipv4.ip_unprivileged_port_start".into(), "100".into());
+    a_cfg
+        .linux
+        .as_mut()
+        .unwrap()
+        .sysctls
+        .insert("kernel.shmmni".into(), "2048".into());
+    a_cfg.dns_config = Some(cri::DnsConfig {
+        servers: vec!["10.96.0.10".into()],
+        searches: vec!["default.svc.cluster.local".into()],
+        options: vec!["ndots:5".into()],
+    });
     let a = run(&mut c, a_cfg.clone()).await.unwrap();
     let b = run(&mut c, pod_config("pod-b", "uid-b")).await.unwrap();
     assert_eq!(
@@ -259,6 +270,38 @@ async fn pods_get_ips_reach_each_other_and_leave_nothing_behind() {
         "1024",
         "the host's value is untouched"
     );
+
+    let shmmni = in_ns(
+        &ns_a.join("ipc"),
+        nix::sched::CloneFlags::CLONE_NEWIPC,
+        || std::fs::read_to_string("/proc/sys/kernel/shmmni").unwrap(),
+    );
+    assert_eq!(shmmni.trim(), "2048");
+
+    // The pod's PID namespace: its init is pid 1 there, and not in ours.
+    let reaper = ia["reaperPid"].as_u64().unwrap();
+    let st = std::fs::read_to_string(format!("/proc/{reaper}/status")).unwrap();
+    let nspid = st.lines().find(|l| l.starts_with("NSpid:")).unwrap();
+    assert!(nspid.ends_with("\t1"), "{nspid}");
+    assert_ne!(
+        std::fs::read_link(format!("/proc/{reaper}/ns/pid")).unwrap(),
+        std::fs::read_link("/proc/self/ns/pid").unwrap()
+    );
+
+    // Per-pod files and /dev/shm.
+    let sandbox_dir = PathBuf::from(ia["sandboxDir"].as_str().unwrap());
+    let resolv = std::fs::read_to_string(sandbox_dir.join("resolv.conf")).unwrap();
+    assert_eq!(
+        resolv,
+        "search default.svc.cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(sandbox_dir.join("hostname")).unwrap(),
+        "pod-a\n"
+    );
+    let hosts = std::fs::read_to_string(sandbox_dir.join("hosts")).unwrap();
+    assert!(hosts.contains(&format!("{ip_a}\tpod-a")), "{hosts}");
+    assert!(mounts_under(&runtime_dir).contains(&sandbox_dir.join("shm")));
 
     // Pod A reaches pod B over the bridge.
     let ns_b = PathBuf::from(ib["nsDir"].as_str().unwrap());
@@ -413,13 +456,44 @@ async fn killed_helper_is_replaced_and_the_pod_keeps_its_ip_and_stop_is_idempote
     drop(c);
     crid.stop();
     assert!(alive(new), "helper survives a crid stop");
+    let crid_config = config.clone();
     let crid = CridProcess::start(config).await.unwrap();
     let mut c = crid.clients().await.unwrap();
     let (st, info) = status(&mut c, &id).await;
     assert_eq!(st.state, cri::PodSandboxState::SandboxReady as i32);
     assert_eq!(info["helperPid"].as_u64(), Some(new));
 
-    // Stop twice, then again after the helper is long gone; then remove.
+    // The helper dying while crid is down is repaired when crid comes back.
+    drop(c);
+    drop(crid);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(new as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let crid = CridProcess::start(crid_config).await.unwrap();
+    let mut c = crid.clients().await.unwrap();
+    let new = wait_for(Duration::from_secs(5), || {
+        let mut c = c.clone();
+        let id = id.clone();
+        async move {
+            let (st, info) = status(&mut c, &id).await;
+            let pid = info["helperPid"].as_u64()?;
+            (pid != new && alive(pid) && st.state == cri::PodSandboxState::SandboxReady as i32)
+                .then_some(pid)
+        }
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "helper not replaced after crid restart; log:\n{}",
+            crid.log()
+        )
+    });
+    let (st, _) = status(&mut c, &id).await;
+    assert_eq!(st.network.unwrap().ip, ip, "the pod keeps its IP");
+
+    // Stop twice, then remove.
     for _ in 0..2 {
         c.runtime
             .stop_pod_sandbox(cri::StopPodSandboxRequest {
