@@ -133,43 +133,22 @@ pub fn create(fs: &dyn CgroupFs, hs: &[Hierarchy], parent: &[String]) -> Result<
     let mut placement = Placement::default();
     let r = (|| {
         for h in hs {
-            let mut dir = h.mount.clone();
-            let cpuset = h.controllers.iter().any(|c| c == "cpuset");
-            for comp in parent
-                .iter()
-                .chain(std::iter::once(&HELPER_LEAF.to_string()))
-            {
-                let parent_dir = dir.clone();
-                dir.push(comp);
-                if fs.exists(&dir) {
-                    continue;
-                }
-                match fs.mkdir(&dir) {
-                    Ok(()) => {}
-                    // Another pod's Run made the shared ancestor meanwhile.
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            // A shared ancestor (crid's own `/crid`) may be removed by another
+            // pod's teardown between our check and our mkdir: walk again.
+            let mut tries = 0;
+            let leaf = loop {
+                match walk(fs, h, parent, &mut placement.created) {
+                    Ok(leaf) => break leaf,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 5 => tries += 1,
                     Err(e) => {
                         return Err(Error::Internal(format!(
-                            "creating cgroup {}: {e}",
-                            dir.display()
+                            "creating the helper cgroup in {}: {e}",
+                            h.mount.display()
                         )))
                     }
                 }
-                placement.created.push(dir.clone());
-                if cpuset {
-                    // A v1 cpuset cgroup takes no task until cpus and mems are
-                    // set; inherit the parent's, as runc does.
-                    for f in ["cpuset.cpus", "cpuset.mems"] {
-                        let v = fs.read(&parent_dir.join(f)).unwrap_or_default();
-                        if !v.trim().is_empty() {
-                            fs.write(&dir.join(f), v.trim()).map_err(|e| {
-                                Error::Internal(format!("setting {} in {}: {e}", f, dir.display()))
-                            })?;
-                        }
-                    }
-                }
-            }
-            placement.leaves.push(dir);
+            };
+            placement.leaves.push(leaf);
         }
         Ok(())
     })();
@@ -180,6 +159,44 @@ pub fn create(fs: &dyn CgroupFs, hs: &[Hierarchy], parent: &[String]) -> Result<
             Err(e)
         }
     }
+}
+
+/// Makes the missing dirs of `<parent>/crid-pod-helper` below one mount.
+fn walk(
+    fs: &dyn CgroupFs,
+    h: &Hierarchy,
+    parent: &[String],
+    created: &mut Vec<PathBuf>,
+) -> std::io::Result<PathBuf> {
+    let cpuset = h.controllers.iter().any(|c| c == "cpuset");
+    let mut dir = h.mount.clone();
+    for comp in parent.iter().map(String::as_str).chain([HELPER_LEAF]) {
+        let parent_dir = dir.clone();
+        dir.push(comp);
+        if !fs.exists(&dir) {
+            match fs.mkdir(&dir) {
+                Ok(()) => created.push(dir.clone()),
+                // Another pod's Run made the shared ancestor meanwhile.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if cpuset {
+            // A v1 cpuset cgroup takes no task until cpus and mems are set;
+            // inherit the parent's, as runc does. Checked on existing dirs
+            // too: a concurrent Run may have made one and not filled it yet.
+            for f in ["cpuset.cpus", "cpuset.mems"] {
+                let mine = fs.read(&dir.join(f)).unwrap_or_default();
+                if mine.trim().is_empty() {
+                    let v = fs.read(&parent_dir.join(f)).unwrap_or_default();
+                    if !v.trim().is_empty() {
+                        fs.write(&dir.join(f), v.trim())?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(dir)
 }
 
 /// Removes the dirs crid created, deepest first; missing ones are fine. A

@@ -79,6 +79,48 @@ impl Drop for TestNet {
     }
 }
 
+/// An extra CNI plugin: its type and its script, given the test dir.
+type ExtraPlugin<'a> = (&'a str, &'a dyn Fn(&Path) -> String);
+
+/// One test's world, dropped in field order: crid, the bridge,
+/// containerd, the directory.
+struct Env {
+    crid: CridProcess,
+    net: TestNet,
+    config: crid_common::config::Config,
+    runtime_dir: PathBuf,
+    _ctrd: PrivateContainerd,
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    /// containerd, network N (with an extra plugin `(type, script given the
+    /// test dir)`) and crid.
+    async fn start(n: u8, extra: Option<ExtraPlugin<'_>>) -> Env {
+        let dir = test_dir();
+        let ctrd = PrivateContainerd::start(&dir.path().join("containerd"))
+            .await
+            .unwrap();
+        let mut config = CridProcess::test_config(dir.path(), &ctrd.socket());
+        let net = TestNet::new(n, &mut config, extra.map(|e| e.0));
+        if let Some((name, script)) = extra {
+            let plugin = config.cni.bin_dirs[0].join(name);
+            std::fs::write(&plugin, script(dir.path())).unwrap();
+            std::fs::set_permissions(&plugin, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+        }
+        let crid = CridProcess::start(config.clone()).await.unwrap();
+        Env {
+            crid,
+            net,
+            runtime_dir: config.runtime_dir.clone(),
+            config,
+            _ctrd: ctrd,
+            dir,
+        }
+    }
+}
+
 fn pod_config(name: &str, uid: &str) -> cri::PodSandboxConfig {
     cri::PodSandboxConfig {
         metadata: Some(cri::PodSandboxMetadata {
@@ -183,15 +225,9 @@ fn assert_gone(runtime_dir: &Path, id: &str, helper_pid: u64, net: &TestNet) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pods_get_ips_reach_each_other_and_leave_nothing_behind() {
-    let dir = test_dir();
-    let ctrd = PrivateContainerd::start(&dir.path().join("containerd"))
-        .await
-        .unwrap();
-    let mut config = CridProcess::test_config(dir.path(), &ctrd.socket());
-    let net = TestNet::new(41, &mut config, None);
-    let runtime_dir = config.runtime_dir.clone();
-    let crid = CridProcess::start(config).await.unwrap();
-    let mut c = crid.clients().await.unwrap();
+    let env = Env::start(41, None).await;
+    let (net, runtime_dir) = (&env.net, env.runtime_dir.clone());
+    let mut c = env.crid.clients().await.unwrap();
 
     let mut a_cfg = pod_config("pod-a", "uid-a");
     a_cfg
@@ -348,8 +384,8 @@ async fn pods_get_ips_reach_each_other_and_leave_nothing_behind() {
     let helper_b = ib["helperPid"].as_u64().unwrap();
     stop_remove(&mut c, &a).await;
     stop_remove(&mut c, &b).await;
-    assert_gone(&runtime_dir, &a, helper_a, &net);
-    assert_gone(&runtime_dir, &b, helper_b, &net);
+    assert_gone(&runtime_dir, &a, helper_a, net);
+    assert_gone(&runtime_dir, &b, helper_b, net);
     // Removing an unknown id is fine (kubelet semantics).
     c.runtime
         .remove_pod_sandbox(cri::RemovePodSandboxRequest {
@@ -361,15 +397,9 @@ async fn pods_get_ips_reach_each_other_and_leave_nothing_behind() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn port_mapping_reaches_the_pod_from_the_host() {
-    let dir = test_dir();
-    let ctrd = PrivateContainerd::start(&dir.path().join("containerd"))
-        .await
-        .unwrap();
-    let mut config = CridProcess::test_config(dir.path(), &ctrd.socket());
-    let net = TestNet::new(42, &mut config, None);
-    let runtime_dir = config.runtime_dir.clone();
-    let crid = CridProcess::start(config).await.unwrap();
-    let mut c = crid.clients().await.unwrap();
+    let env = Env::start(42, None).await;
+    let (net, runtime_dir) = (&env.net, env.runtime_dir.clone());
+    let mut c = env.crid.clients().await.unwrap();
 
     let mut cfg = pod_config("web", "uid-web");
     cfg.port_mappings.push(cri::PortMapping {
@@ -402,7 +432,7 @@ async fn port_mapping_reaches_the_pod_from_the_host() {
 
     let helper = info["helperPid"].as_u64().unwrap();
     stop_remove(&mut c, &id).await;
-    assert_gone(&runtime_dir, &id, helper, &net);
+    assert_gone(&runtime_dir, &id, helper, net);
     let rules = std::process::Command::new("iptables-save")
         .output()
         .unwrap();
@@ -412,15 +442,9 @@ async fn port_mapping_reaches_the_pod_from_the_host() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_helper_is_replaced_and_the_pod_keeps_its_ip_and_stop_is_idempotent() {
-    let dir = test_dir();
-    let ctrd = PrivateContainerd::start(&dir.path().join("containerd"))
-        .await
-        .unwrap();
-    let mut config = CridProcess::test_config(dir.path(), &ctrd.socket());
-    let net = TestNet::new(43, &mut config, None);
-    let runtime_dir = config.runtime_dir.clone();
-    let mut crid = CridProcess::start(config.clone()).await.unwrap();
-    let mut c = crid.clients().await.unwrap();
+    let mut env = Env::start(43, None).await;
+    let runtime_dir = env.runtime_dir.clone();
+    let mut c = env.crid.clients().await.unwrap();
 
     let id = run(&mut c, pod_config("sturdy", "uid-sturdy"))
         .await
@@ -445,7 +469,7 @@ async fn killed_helper_is_replaced_and_the_pod_keeps_its_ip_and_stop_is_idempote
         }
     })
     .await
-    .unwrap_or_else(|| panic!("helper not replaced within 2 s; log:\n{}", crid.log()));
+    .unwrap_or_else(|| panic!("helper not replaced within 2 s; log:\n{}", env.crid.log()));
     assert!(started.elapsed() < Duration::from_secs(2));
     let (st, _) = status(&mut c, &id).await;
     assert_eq!(st.network.unwrap().ip, ip, "the pod keeps its IP");
@@ -454,25 +478,24 @@ async fn killed_helper_is_replaced_and_the_pod_keeps_its_ip_and_stop_is_idempote
 
     // A crid restart leaves the helper running and the pod ready.
     drop(c);
-    crid.stop();
+    env.crid.stop();
     assert!(alive(new), "helper survives a crid stop");
-    let crid_config = config.clone();
-    let crid = CridProcess::start(config).await.unwrap();
-    let mut c = crid.clients().await.unwrap();
+    env.crid = CridProcess::start(env.config.clone()).await.unwrap();
+    let mut c = env.crid.clients().await.unwrap();
     let (st, info) = status(&mut c, &id).await;
     assert_eq!(st.state, cri::PodSandboxState::SandboxReady as i32);
     assert_eq!(info["helperPid"].as_u64(), Some(new));
 
     // The helper dying while crid is down is repaired when crid comes back.
     drop(c);
-    drop(crid);
+    env.crid.stop();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(new as i32),
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    let crid = CridProcess::start(crid_config).await.unwrap();
-    let mut c = crid.clients().await.unwrap();
+    env.crid = CridProcess::start(env.config.clone()).await.unwrap();
+    let mut c = env.crid.clients().await.unwrap();
     let new = wait_for(Duration::from_secs(5), || {
         let mut c = c.clone();
         let id = id.clone();
@@ -487,7 +510,7 @@ async fn killed_helper_is_replaced_and_the_pod_keeps_its_ip_and_stop_is_idempote
     .unwrap_or_else(|| {
         panic!(
             "helper not replaced after crid restart; log:\n{}",
-            crid.log()
+            env.crid.log()
         )
     });
     let (st, _) = status(&mut c, &id).await;
@@ -505,27 +528,17 @@ async fn killed_helper_is_replaced_and_the_pod_keeps_its_ip_and_stop_is_idempote
     let (st, _) = status(&mut c, &id).await;
     assert_eq!(st.state, cri::PodSandboxState::SandboxNotready as i32);
     stop_remove(&mut c, &id).await;
-    assert_gone(&runtime_dir, &id, new, &net);
+    assert_gone(&runtime_dir, &id, new, &env.net);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failing_cni_plugin_leaves_nothing_behind() {
-    let dir = test_dir();
-    let ctrd = PrivateContainerd::start(&dir.path().join("containerd"))
-        .await
-        .unwrap();
-    let mut config = CridProcess::test_config(dir.path(), &ctrd.socket());
-    let net = TestNet::new(44, &mut config, Some("crid-fail"));
-    let plugin = config.cni.bin_dirs[0].join("crid-fail");
-    std::fs::write(
-        &plugin,
-        "#!/bin/sh\ncat >/dev/null\nif [ \"$CNI_COMMAND\" = ADD ]; then\n  echo '{\"cniVersion\":\"1.0.0\",\"code\":999,\"msg\":\"crid-fail says no\"}'\n  exit 1\nfi\nexit 0\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&plugin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let runtime_dir = config.runtime_dir.clone();
-    let crid = CridProcess::start(config).await.unwrap();
-    let mut c = crid.clients().await.unwrap();
+    let script = |_: &Path| {
+        "#!/bin/sh\ncat >/dev/null\nif [ \"$CNI_COMMAND\" = ADD ]; then\n  echo '{\"cniVersion\":\"1.0.0\",\"code\":999,\"msg\":\"crid-fail says no\"}'\n  exit 1\nfi\nexit 0\n".to_string()
+    };
+    let env = Env::start(44, Some(("crid-fail", &script))).await;
+    let (net, runtime_dir) = (&env.net, env.runtime_dir.clone());
+    let mut c = env.crid.clients().await.unwrap();
 
     let err = run(&mut c, pod_config("doomed", "uid-doomed"))
         .await
@@ -563,7 +576,7 @@ async fn failing_cni_plugin_leaves_nothing_behind() {
         .collect();
     assert!(helpers.is_empty(), "helper left: {helpers:?}");
     // The name is free again.
-    std::fs::remove_file(crid.config.cni.conf_dir.join("10-test.conflist")).unwrap();
+    std::fs::remove_file(env.config.cni.conf_dir.join("10-test.conflist")).unwrap();
     let err = run(&mut c, pod_config("doomed", "uid-doomed"))
         .await
         .unwrap_err();
@@ -572,15 +585,9 @@ async fn failing_cni_plugin_leaves_nothing_behind() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn host_network_pod_has_no_netns_and_bad_input_is_refused() {
-    let dir = test_dir();
-    let ctrd = PrivateContainerd::start(&dir.path().join("containerd"))
-        .await
-        .unwrap();
-    let mut config = CridProcess::test_config(dir.path(), &ctrd.socket());
-    let net = TestNet::new(45, &mut config, None);
-    let runtime_dir = config.runtime_dir.clone();
-    let crid = CridProcess::start(config).await.unwrap();
-    let mut c = crid.clients().await.unwrap();
+    let env = Env::start(45, None).await;
+    let (net, runtime_dir) = (&env.net, env.runtime_dir.clone());
+    let mut c = env.crid.clients().await.unwrap();
 
     let mut cfg = pod_config("hostnet", "uid-hostnet");
     cfg.linux.as_mut().unwrap().security_context = Some(cri::LinuxSandboxSecurityContext {
@@ -616,7 +623,7 @@ async fn host_network_pod_has_no_netns_and_bad_input_is_refused() {
     let err = run(&mut c, cfg).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::AlreadyExists);
     stop_remove(&mut c, &id).await;
-    assert_gone(&runtime_dir, &id, helper, &net);
+    assert_gone(&runtime_dir, &id, helper, net);
 
     let mut bad = Vec::new();
     let mut no_md = pod_config("x", "u");
@@ -655,4 +662,69 @@ async fn host_network_pod_has_no_netns_and_bad_input_is_refused() {
         .unwrap()
         .into_inner();
     assert!(list.items.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn half_failed_teardown_stays_listed_not_ready_until_a_retry_succeeds() {
+    // A chained plugin that passes prevResult through on ADD and fails DEL
+    // while the marker file exists.
+    let script = |dir: &Path| {
+        r#"#!/usr/bin/python3
+import json, os, sys
+conf = json.load(sys.stdin)
+if os.environ["CNI_COMMAND"] == "ADD":
+    print(json.dumps(conf["prevResult"]))
+elif os.environ["CNI_COMMAND"] == "DEL" and os.path.exists("MARKER"):
+    print(json.dumps({"cniVersion": "1.0.0", "code": 999, "msg": "DEL denied by test"}))
+    sys.exit(1)
+"#
+        .replace("MARKER", &dir.join("deny-del").display().to_string())
+    };
+    let env = Env::start(46, Some(("crid-deny-del", &script))).await;
+    let (net, runtime_dir) = (&env.net, env.runtime_dir.clone());
+    let marker = env.dir.path().join("deny-del");
+    let mut c = env.crid.clients().await.unwrap();
+
+    let id = run(&mut c, pod_config("stubborn", "uid-stubborn"))
+        .await
+        .unwrap();
+    let (_, info) = status(&mut c, &id).await;
+    let helper = info["helperPid"].as_u64().unwrap();
+    std::fs::write(&marker, "").unwrap();
+    let err = c
+        .runtime
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("DEL denied by test"), "{err:?}");
+    let err = c
+        .runtime
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("DEL denied by test"), "{err:?}");
+    let (st, info) = status(&mut c, &id).await;
+    assert_eq!(st.state, cri::PodSandboxState::SandboxNotready as i32);
+    assert!(
+        info["state"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("teardown failed"),
+        "{info}"
+    );
+    let list = c
+        .runtime
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.items.len(), 1, "still listed for the kubelet to retry");
+
+    std::fs::remove_file(&marker).unwrap();
+    stop_remove(&mut c, &id).await;
+    assert_gone(&runtime_dir, &id, helper, net);
 }

@@ -69,10 +69,14 @@ pub async fn status(
     crid: &Crid,
     req: cri::PodSandboxStatusRequest,
 ) -> Result<cri::PodSandboxStatusResponse> {
-    let r = crid
-        .sandboxes
-        .get(&req.pod_sandbox_id)
-        .ok_or_else(|| Error::NotFound(format!("pod sandbox {} not found", req.pod_sandbox_id)))?;
+    // Reading a record waits for an operation in progress on it (blocking).
+    let sb = Arc::clone(&crid.sandboxes);
+    let id = req.pod_sandbox_id.clone();
+    let r = blocking(move || {
+        sb.get(&id)
+            .ok_or_else(|| Error::NotFound(format!("pod sandbox {id} not found")))
+    })
+    .await?;
     tracing::Span::current().record("pod", r.id.as_str());
     let network = r.ips.first().map(|ip| cri::PodSandboxNetworkStatus {
         ip: ip.clone(),
@@ -119,7 +123,10 @@ pub async fn status(
         }),
         info,
         containers_statuses: Vec::new(),
-        timestamp: 0,
+        timestamp: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0),
     })
 }
 
@@ -129,9 +136,9 @@ pub async fn list(
     req: cri::ListPodSandboxRequest,
 ) -> Result<cri::ListPodSandboxResponse> {
     let filter = req.filter.unwrap_or_default();
-    let mut items: Vec<cri::PodSandbox> = crid
-        .sandboxes
-        .all()
+    let sb = Arc::clone(&crid.sandboxes);
+    let all = blocking(move || Ok(sb.all())).await?;
+    let mut items: Vec<cri::PodSandbox> = all
         .into_iter()
         .filter(|r| filter.id.is_empty() || r.id.starts_with(&filter.id))
         .filter(|r| {

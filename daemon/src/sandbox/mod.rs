@@ -16,7 +16,7 @@ use crate::helper_client;
 use crate::store::Store;
 use crid_common::cni_exec::{pod_ips, CniInvocation, HostRunner};
 use crid_common::config::Config;
-use crid_common::protocol::{Adopt, HelperSpec, OwnNamespaces, SetupReport, PROTOCOL_VERSION};
+use crid_common::protocol::{Adopt, HelperSpec, SetupReport};
 use crid_proto::cri;
 use record::{NamespaceModes, SandboxRecord, SandboxState, RECORD_VERSION};
 use serde_json::{json, Map, Value};
@@ -145,24 +145,28 @@ impl Sandboxes {
             md.attempt,
         );
         let id = crid_common::ids::generate_id();
-        // Reserve the name before any work.
-        {
+        // Reserve the name before any work. Lock order is always a record
+        // before `inner`, so the existing record is looked at after `inner`
+        // is released.
+        let existing = {
             let mut inner = lock(&self.inner);
-            if let Some(existing) = inner.names.get(&key) {
-                let ready = inner
-                    .by_id
-                    .get(existing)
-                    .is_some_and(|e| lock(&e.rec).is_ready());
-                if ready {
-                    // The kubelet retrying a Run whose answer it lost.
-                    return Ok(existing.clone());
+            match inner.names.get(&key) {
+                Some(existing) => Some((existing.clone(), inner.by_id.get(existing).cloned())),
+                None => {
+                    inner.names.insert(key.clone(), id.clone());
+                    None
                 }
-                return Err(Error::AlreadyExists(format!(
-                    "sandbox name {}_{}_{}_{} is reserved by sandbox {existing}",
-                    md.name, md.namespace, md.uid, md.attempt
-                )));
             }
-            inner.names.insert(key.clone(), id.clone());
+        };
+        if let Some((existing, entry)) = existing {
+            if entry.is_some_and(|e| lock(&e.rec).is_ready()) {
+                // The kubelet retrying a Run whose answer it lost.
+                return Ok(existing);
+            }
+            return Err(Error::AlreadyExists(format!(
+                "sandbox name {}_{}_{}_{} is reserved by sandbox {existing}",
+                md.name, md.namespace, md.uid, md.attempt
+            )));
         }
         tracing::Span::current().record("pod", id.as_str());
         let dir = self.config.runtime_dir.join("sandboxes").join(&id);
@@ -227,13 +231,7 @@ impl Sandboxes {
     ) -> Result<std::process::Child> {
         let mut rec = lock(&entry.rec);
         self.store.put(&rec.id, &rec)?;
-        let own = OwnNamespaces {
-            net: rec.namespace_modes.network != validate::MODE_NODE,
-            ipc: rec.namespace_modes.ipc != validate::MODE_NODE,
-            // POD (0) shares one PID namespace; CONTAINER (1) gives each
-            // container its own, made by runc later.
-            pid: rec.namespace_modes.pid == 0,
-        };
+        let own = rec.own_namespaces();
         let io = |what: &str, dir: &Path| {
             let what = format!("{what} {}", dir.display());
             move |e: std::io::Error| Error::Internal(format!("{what}: {e}"))
@@ -273,18 +271,7 @@ impl Sandboxes {
             self.store.put(&rec.id, &rec)?;
         }
 
-        let spec = HelperSpec {
-            version: PROTOCOL_VERSION,
-            sandbox_id: rec.id.clone(),
-            cgroup_procs: rec.cgroups.leaves.clone(),
-            namespaces: own,
-            ns_dir: rec.ns_dir(),
-            socket: rec.socket(),
-            hostname: rec.hostname.clone(),
-            sysctls: linux.sysctls.clone().into_iter().collect(),
-            cni: rec.cni.clone(),
-            adopt: None,
-        };
+        let spec = rec.helper_spec(linux.sysctls.clone().into_iter().collect(), None);
         let (child, report) = self.start_helper(&rec, &spec)?;
         match report {
             SetupReport::Ready {
@@ -407,11 +394,7 @@ impl Sandboxes {
     }
 
     fn readopt(&self, rec: &mut SandboxRecord) -> Result<std::process::Child> {
-        let own = OwnNamespaces {
-            net: rec.namespace_modes.network != validate::MODE_NODE,
-            ipc: rec.namespace_modes.ipc != validate::MODE_NODE,
-            pid: rec.namespace_modes.pid == 0,
-        };
+        let own = rec.own_namespaces();
         for (ns, wanted) in [("net", own.net), ("uts", own.net), ("ipc", own.ipc)] {
             if wanted && !is_ns_pin(&rec.ns_dir().join(ns)) {
                 return Err(Error::Internal(format!(
@@ -419,20 +402,12 @@ impl Sandboxes {
                 )));
             }
         }
-        let spec = HelperSpec {
-            version: PROTOCOL_VERSION,
-            sandbox_id: rec.id.clone(),
-            cgroup_procs: rec.cgroups.leaves.clone(),
-            namespaces: own,
-            ns_dir: rec.ns_dir(),
-            socket: rec.socket(),
-            hostname: rec.hostname.clone(),
-            sysctls: Default::default(),
-            cni: None,
-            adopt: Some(Adopt {
+        let spec = rec.helper_spec(
+            Default::default(),
+            Some(Adopt {
                 reaper_pid: rec.reaper_pid,
             }),
-        };
+        );
         let (mut child, report) = self.start_helper(rec, &spec)?;
         match report {
             SetupReport::Ready { pid, .. } => {
@@ -485,6 +460,14 @@ impl Sandboxes {
         }
         if let Err(e) = cgroups::remove(self.cgroupfs.as_ref(), &rec.cgroups.created) {
             errors.push(e.to_string());
+        } else if rec.cgroup_parent.is_empty() {
+            // crid's own shared `/crid` parent: whichever pod leaves it empty
+            // removes it (it may have been created by another pod).
+            for leaf in &rec.cgroups.leaves {
+                if let Some(shared) = leaf.parent().and_then(Path::parent) {
+                    let _ = self.cgroupfs.rmdir(shared);
+                }
+            }
         }
         if errors.is_empty() {
             rec.torn_down = true;

@@ -11,8 +11,10 @@
 //! cgroups) is released; a half-failed teardown leaves it false and the
 //! reason in the state, so a later Stop/Remove retries.
 
+use super::validate::MODE_NODE;
 use crate::cgroups::Placement;
 use crid_common::cni_exec::CniInvocation;
+use crid_common::protocol::{Adopt, HelperSpec, OwnNamespaces, PROTOCOL_VERSION};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -107,5 +109,39 @@ impl SandboxRecord {
     /// Whether the record says Ready.
     pub fn is_ready(&self) -> bool {
         self.state == SandboxState::Ready
+    }
+    /// The namespaces the pod has of its own (NODE means the host's).
+    pub fn own_namespaces(&self) -> OwnNamespaces {
+        OwnNamespaces {
+            net: self.namespace_modes.network != MODE_NODE,
+            ipc: self.namespace_modes.ipc != MODE_NODE,
+            // POD (0) shares one PID namespace; CONTAINER (1) gives each
+            // container its own, made by runc later.
+            pid: self.namespace_modes.pid == 0,
+        }
+    }
+    /// What a helper for this sandbox is started with: a fresh set-up
+    /// (`sysctls`, `cni`) or, with `adopt`, a re-adoption of the pins.
+    pub fn helper_spec(
+        &self,
+        sysctls: BTreeMap<String, String>,
+        adopt: Option<Adopt>,
+    ) -> HelperSpec {
+        HelperSpec {
+            version: PROTOCOL_VERSION,
+            sandbox_id: self.id.clone(),
+            cgroup_procs: self.cgroups.leaves.clone(),
+            namespaces: self.own_namespaces(),
+            ns_dir: self.ns_dir(),
+            socket: self.socket(),
+            hostname: self.hostname.clone(),
+            sysctls,
+            cni: if adopt.is_some() {
+                None
+            } else {
+                self.cni.clone()
+            },
+            adopt,
+        }
     }
 }
