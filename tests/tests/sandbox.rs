@@ -193,6 +193,26 @@ fn alive(pid: u64) -> bool {
         .unwrap_or(false)
 }
 
+/// Waits until sandbox `id` is Ready with a live helper other than `old`.
+async fn replaced_helper(
+    c: &crid_e2e::CriClients,
+    id: &str,
+    old: u64,
+    timeout: Duration,
+) -> Option<u64> {
+    wait_for(timeout, || {
+        let mut c = c.clone();
+        let id = id.to_string();
+        async move {
+            let (st, info) = status(&mut c, &id).await;
+            let pid = info["helperPid"].as_u64()?;
+            (pid != old && alive(pid) && st.state == cri::PodSandboxState::SandboxReady as i32)
+                .then_some(pid)
+        }
+    })
+    .await
+}
+
 /// Runs `f` on a thread that has joined the namespace pinned at `pin`.
 fn in_ns<T: Send>(pin: &Path, kind: nix::sched::CloneFlags, f: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|s| {
@@ -283,6 +303,13 @@ async fn pods_get_ips_reach_each_other_and_leave_nothing_behind() {
             .any(|l| l.contains(":memory:") && l.ends_with(&leaf)),
         "{cg}"
     );
+
+    // After set-up the helper keeps only CAP_KILL, CAP_SYS_PTRACE, CAP_SYS_ADMIN.
+    let st = std::fs::read_to_string(format!("/proc/{helper_a}/status")).unwrap();
+    for set in ["CapEff:", "CapPrm:", "CapBnd:"] {
+        let line = st.lines().find(|l| l.starts_with(set)).unwrap();
+        assert!(line.ends_with("0000000000280020"), "{line}");
+    }
 
     // Hostname and sysctl inside the pod's namespaces.
     let ns_a = PathBuf::from(ia["nsDir"].as_str().unwrap());
@@ -458,18 +485,9 @@ async fn killed_helper_is_replaced_and_the_pod_keeps_its_ip_and_stop_is_idempote
     )
     .unwrap();
     let started = std::time::Instant::now();
-    let new = wait_for(Duration::from_secs(2), || {
-        let mut c = c.clone();
-        let id = id.clone();
-        async move {
-            let (st, info) = status(&mut c, &id).await;
-            let pid = info["helperPid"].as_u64()?;
-            (pid != old && alive(pid) && st.state == cri::PodSandboxState::SandboxReady as i32)
-                .then_some(pid)
-        }
-    })
-    .await
-    .unwrap_or_else(|| panic!("helper not replaced within 2 s; log:\n{}", env.crid.log()));
+    let new = replaced_helper(&c, &id, old, Duration::from_secs(2))
+        .await
+        .unwrap_or_else(|| panic!("helper not replaced within 2 s; log:\n{}", env.crid.log()));
     assert!(started.elapsed() < Duration::from_secs(2));
     let (st, _) = status(&mut c, &id).await;
     assert_eq!(st.network.unwrap().ip, ip, "the pod keeps its IP");
@@ -496,23 +514,14 @@ async fn killed_helper_is_replaced_and_the_pod_keeps_its_ip_and_stop_is_idempote
     .unwrap();
     env.crid = CridProcess::start(env.config.clone()).await.unwrap();
     let mut c = env.crid.clients().await.unwrap();
-    let new = wait_for(Duration::from_secs(5), || {
-        let mut c = c.clone();
-        let id = id.clone();
-        async move {
-            let (st, info) = status(&mut c, &id).await;
-            let pid = info["helperPid"].as_u64()?;
-            (pid != new && alive(pid) && st.state == cri::PodSandboxState::SandboxReady as i32)
-                .then_some(pid)
-        }
-    })
-    .await
-    .unwrap_or_else(|| {
-        panic!(
-            "helper not replaced after crid restart; log:\n{}",
-            env.crid.log()
-        )
-    });
+    let new = replaced_helper(&c, &id, new, Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "helper not replaced after a crid restart; log:\n{}",
+                env.crid.log()
+            )
+        });
     let (st, _) = status(&mut c, &id).await;
     assert_eq!(st.network.unwrap().ip, ip, "the pod keeps its IP");
 

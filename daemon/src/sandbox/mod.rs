@@ -525,9 +525,20 @@ impl Sandboxes {
         Ok(())
     }
 
-    /// A copy of a sandbox's record.
+    /// A copy of a sandbox's record. A Ready sandbox whose namespace pins are
+    /// gone (e.g. unmounted behind crid's back) is shown NotReady: Ready
+    /// must mean the namespaces really exist.
     pub fn get(&self, id: &str) -> Option<SandboxRecord> {
-        self.entry(id).map(|e| lock(&e.rec).clone())
+        let mut rec = self.entry(id).map(|e| lock(&e.rec).clone())?;
+        if rec.is_ready() {
+            let own = rec.own_namespaces();
+            for (ns, wanted) in [("net", own.net), ("ipc", own.ipc)] {
+                if wanted && !is_ns_pin(&rec.ns_dir().join(ns)) {
+                    rec.state = SandboxState::NotReady(format!("the pod's {ns} namespace is gone"));
+                }
+            }
+        }
+        Some(rec)
     }
 
     /// Copies of all records.
