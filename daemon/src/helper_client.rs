@@ -124,10 +124,14 @@ pub fn helper_alive(pid: u32) -> bool {
 /// Ends a helper: Shutdown over its socket, then SIGKILL if it lingers; and
 /// the pod's reaper, if it survived. Returns once both are gone.
 pub fn end(socket: &Path, helper_pid: Option<u32>, reaper_pid: Option<u32>) -> Result<(), String> {
-    if let Some(pid) = helper_pid.filter(|p| helper_alive(*p)) {
+    // Asked over the socket even when no pid is recorded: crid may have died
+    // between the helper's set-up and persisting its pid.
+    if helper_pid.is_none_or(helper_alive) && socket.exists() {
         if let Ok(mut s) = connect(socket, Duration::from_secs(2)) {
             let _ = call(&mut s, &Request::Shutdown);
         }
+    }
+    if let Some(pid) = helper_pid.filter(|p| helper_alive(*p)) {
         if !wait_gone(pid, HELPER_COMM, Duration::from_secs(2)) {
             kill9(pid);
             if !wait_gone(pid, HELPER_COMM, Duration::from_secs(2)) {

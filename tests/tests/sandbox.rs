@@ -590,6 +590,10 @@ async fn failing_cni_plugin_leaves_nothing_behind() {
         .await
         .unwrap_err();
     assert!(!err.message().contains("reserved"), "{err:?}");
+    assert!(
+        err.message().contains("no network config"),
+        "config removal picked up: {err:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

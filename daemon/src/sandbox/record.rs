@@ -145,3 +145,22 @@ impl SandboxRecord {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_serialise_with_their_reason() {
+        let v = serde_json::to_value(SandboxState::NotReady("stopped".into())).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"state": "not_ready", "reason": "stopped"})
+        );
+        let v = serde_json::to_value(SandboxState::Ready).unwrap();
+        assert_eq!(v, serde_json::json!({"state": "ready"}));
+        let back: SandboxState =
+            serde_json::from_value(serde_json::json!({"state": "creating"})).unwrap();
+        assert_eq!(back, SandboxState::Creating);
+    }
+}
