@@ -7,6 +7,7 @@
 //! helper; on EOF it starts a new helper that re-adopts the pinned namespaces.
 
 pub mod files;
+pub mod os;
 pub mod record;
 pub mod validate;
 
@@ -14,7 +15,7 @@ use crate::cgroups::{self, CgroupFs, Hierarchy, RealCgroupFs};
 use crate::error::{Error, Result};
 use crate::helper_client;
 use crate::store::Store;
-use crid_common::cni_exec::{pod_ips, CniInvocation, HostRunner};
+use crid_common::cni_exec::{pod_ips, CniInvocation};
 use crid_common::config::Config;
 use crid_common::protocol::{Adopt, HelperSpec, SetupReport};
 use crid_proto::cri;
@@ -39,6 +40,7 @@ pub struct Sandboxes {
     store: Store<SandboxRecord>,
     cgroupfs: Box<dyn CgroupFs>,
     hierarchies: Vec<Hierarchy>,
+    os: Box<dyn os::TeardownOs>,
     helper: PathBuf,
     inner: Mutex<Inner>,
 }
@@ -65,25 +67,14 @@ impl Sandboxes {
     /// Opens the store, reloads records, and re-attaches to live helpers
     /// (restarting dead ones for Ready sandboxes).
     pub fn open(config: &Config) -> Result<Arc<Sandboxes>> {
-        let store = Store::open(&config.state_dir.join("sandboxes"), RECORD_VERSION)?;
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
             .map_err(|e| Error::Internal(format!("reading mountinfo: {e}")))?;
-        let helper = if config.sandbox.helper_path.as_os_str().is_empty() {
-            std::env::current_exe()
-                .ok()
-                .and_then(|p| p.parent().map(|d| d.join("crid-pod-helper")))
-                .unwrap_or_else(|| PathBuf::from("/usr/local/bin/crid-pod-helper"))
-        } else {
-            config.sandbox.helper_path.clone()
-        };
-        let me = Arc::new(Sandboxes {
-            config: config.clone(),
-            store,
-            cgroupfs: Box::new(RealCgroupFs),
-            hierarchies: cgroups::hierarchies(&mountinfo),
-            helper,
-            inner: Mutex::new(Inner::default()),
-        });
+        let me = Sandboxes::new(
+            config,
+            Box::new(RealCgroupFs),
+            cgroups::hierarchies(&mountinfo),
+            Box::new(os::RealOs),
+        )?;
         let (records, bad) = me.store.load_all()?;
         for e in bad {
             tracing::error!(error = %e, "skipping unreadable sandbox record");
@@ -117,6 +108,33 @@ impl Sandboxes {
             }
         }
         Ok(me)
+    }
+
+    /// An empty set of sandboxes on the given OS layers (no records loaded).
+    pub fn new(
+        config: &Config,
+        cgroupfs: Box<dyn CgroupFs>,
+        hierarchies: Vec<Hierarchy>,
+        os: Box<dyn os::TeardownOs>,
+    ) -> Result<Arc<Sandboxes>> {
+        let store = Store::open(&config.state_dir.join("sandboxes"), RECORD_VERSION)?;
+        let helper = if config.sandbox.helper_path.as_os_str().is_empty() {
+            std::env::current_exe()
+                .ok()
+                .and_then(|p| p.parent().map(|d| d.join("crid-pod-helper")))
+                .unwrap_or_else(|| PathBuf::from("/usr/local/bin/crid-pod-helper"))
+        } else {
+            config.sandbox.helper_path.clone()
+        };
+        Ok(Arc::new(Sandboxes {
+            config: config.clone(),
+            store,
+            cgroupfs,
+            hierarchies,
+            os,
+            helper,
+            inner: Mutex::new(Inner::default()),
+        }))
     }
 
     fn entry(&self, id_or_prefix: &str) -> Option<Arc<Entry>> {
@@ -433,27 +451,30 @@ impl Sandboxes {
         rec.state = SandboxState::NotReady("stopping".into());
         self.store.put(&rec.id, rec)?;
         let mut errors = Vec::new();
-        if let Err(e) = helper_client::end(&rec.socket(), rec.helper_pid, rec.reaper_pid) {
+        if let Err(e) = self
+            .os
+            .end_helper(&rec.socket(), rec.helper_pid, rec.reaper_pid)
+        {
             errors.push(e);
         }
         // DEL always runs when the pod was meant to have a network: it is
         // idempotent, and ADD may have got further than anything recorded.
         if let Some(inv) = &rec.cni {
-            if let Err(e) = inv.del(&HostRunner, rec.cni_result.as_ref()) {
+            if let Err(e) = self.os.cni_del(inv, rec.cni_result.as_ref()) {
                 errors.push(format!("CNI DEL: {e}"));
             }
         }
         for ns in ["net", "uts", "ipc"] {
             let pin = rec.ns_dir().join(ns);
-            if let Err(e) = files::unmount(&pin) {
+            if let Err(e) = self.os.unmount(&pin) {
                 errors.push(format!("unpinning {}: {e}", pin.display()));
-            } else if let Err(e) = std::fs::remove_file(&pin) {
+            } else if let Err(e) = self.os.remove_file(&pin) {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     errors.push(format!("removing {}: {e}", pin.display()));
                 }
             }
         }
-        if let Err(e) = files::unmount(&rec.dir.join("shm")) {
+        if let Err(e) = self.os.unmount(&rec.dir.join("shm")) {
             errors.push(format!("unmounting /dev/shm: {e}"));
         } else {
             rec.shm_mounted = false;
@@ -662,6 +683,160 @@ fn parse_quantity(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[derive(Default)]
+    struct OsLog {
+        fail_del: AtomicBool,
+        calls: Mutex<Vec<String>>,
+    }
+
+    struct FakeOs(Arc<OsLog>);
+
+    impl os::TeardownOs for FakeOs {
+        fn end_helper(
+            &self,
+            _socket: &Path,
+            helper: Option<u32>,
+            _reaper: Option<u32>,
+        ) -> std::result::Result<(), String> {
+            lock(&self.0.calls).push(format!("end {helper:?}"));
+            Ok(())
+        }
+        fn cni_del(
+            &self,
+            inv: &CniInvocation,
+            prev: Option<&Value>,
+        ) -> std::result::Result<(), String> {
+            lock(&self.0.calls).push(format!("del {} {}", inv.container_id, prev.is_some()));
+            if self.0.fail_del.load(Ordering::SeqCst) {
+                return Err("plugin bridge DEL failed: boom".into());
+            }
+            Ok(())
+        }
+        fn unmount(&self, p: &Path) -> std::io::Result<()> {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            lock(&self.0.calls).push(format!("umount {name}"));
+            Ok(())
+        }
+        fn remove_file(&self, _p: &Path) -> std::io::Result<()> {
+            Err(std::io::ErrorKind::NotFound.into())
+        }
+    }
+
+    struct NoCgroups;
+
+    impl CgroupFs for NoCgroups {
+        fn exists(&self, _p: &Path) -> bool {
+            false
+        }
+        fn mkdir(&self, _p: &Path) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn rmdir(&self, _p: &Path) -> std::io::Result<()> {
+            Err(std::io::ErrorKind::NotFound.into())
+        }
+        fn read(&self, _p: &Path) -> std::io::Result<String> {
+            Ok(String::new())
+        }
+        fn write(&self, _p: &Path, _v: &str) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn record(dir: &Path) -> SandboxRecord {
+        let list = crid_common::cni_config::NetworkConfigList {
+            file: "/x.conflist".into(),
+            name: "n".into(),
+            cni_version: "1.0.0".into(),
+            plugins: vec![json!({"type": "bridge"})],
+        };
+        SandboxRecord {
+            id: "sb1".into(),
+            name: "p".into(),
+            namespace: "ns".into(),
+            uid: "u".into(),
+            attempt: 0,
+            state: SandboxState::Ready,
+            torn_down: false,
+            created_at: 1,
+            labels: Default::default(),
+            annotations: Default::default(),
+            runtime_handler: String::new(),
+            hostname: "p".into(),
+            log_directory: String::new(),
+            namespace_modes: NamespaceModes::default(),
+            cgroup_parent: String::new(),
+            cgroups: Default::default(),
+            dir: dir.join("run/sandboxes/sb1"),
+            shm_mounted: true,
+            cni: Some(CniInvocation::new(&list, "sb1", &dir.join("ns/net"))),
+            cni_result: Some(json!({"ips": []})),
+            ips: vec!["10.0.0.2".into()],
+            helper_pid: Some(4242),
+            reaper_pid: None,
+        }
+    }
+
+    #[test]
+    fn half_failed_teardown_is_recorded_and_retried_then_idempotent() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = Config {
+            state_dir: d.path().join("state"),
+            runtime_dir: d.path().join("run"),
+            ..Config::default()
+        };
+        let log = Arc::new(OsLog::default());
+        log.fail_del.store(true, Ordering::SeqCst);
+        let sb = Sandboxes::new(
+            &cfg,
+            Box::new(NoCgroups),
+            vec![],
+            Box::new(FakeOs(log.clone())),
+        )
+        .unwrap();
+        let mut rec = record(d.path());
+
+        let err = sb.teardown(&mut rec).unwrap_err().to_string();
+        assert!(
+            err.contains("CNI DEL: plugin bridge DEL failed: boom"),
+            "{err}"
+        );
+        assert!(!rec.torn_down);
+        assert!(
+            matches!(&rec.state, SandboxState::NotReady(r) if r.starts_with("teardown failed")),
+            "{:?}",
+            rec.state
+        );
+        // Every step ran despite the failure, helper first, DEL with prevResult.
+        assert_eq!(
+            *lock(&log.calls),
+            vec![
+                "end Some(4242)",
+                "del sb1 true",
+                "umount net",
+                "umount uts",
+                "umount ipc",
+                "umount shm"
+            ]
+        );
+        let (stored, _) = sb.store.load_all().unwrap();
+        assert_eq!(stored, vec![rec.clone()], "the failure is persisted");
+
+        log.fail_del.store(false, Ordering::SeqCst);
+        sb.teardown(&mut rec).unwrap();
+        assert!(rec.torn_down);
+        assert_eq!(rec.state, SandboxState::NotReady("stopped".into()));
+        assert_eq!(rec.helper_pid, None);
+        let calls = lock(&log.calls).len();
+        sb.teardown(&mut rec).unwrap();
+        assert_eq!(
+            lock(&log.calls).len(),
+            calls,
+            "a torn-down sandbox is left alone"
+        );
+        assert_eq!(sb.store.load_all().unwrap().0, vec![rec]);
+    }
 
     #[test]
     fn capability_args_from_config() {
