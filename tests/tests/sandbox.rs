@@ -226,6 +226,15 @@ fn in_ns<T: Send>(pin: &Path, kind: nix::sched::CloneFlags, f: impl FnOnce() -> 
     })
 }
 
+/// A TCP listener on `port` inside the pod whose pins are in `ns_dir`.
+fn pod_listener(ns_dir: &Path, port: u16) -> TcpListener {
+    in_ns(
+        &ns_dir.join("net"),
+        nix::sched::CloneFlags::CLONE_NEWNET,
+        || TcpListener::bind(("0.0.0.0", port)).unwrap(),
+    )
+}
+
 /// Nothing of sandbox `id` is left: no pins or mounts, no sandbox dir, no
 /// cgroup dirs, no helper, no IP allocation.
 fn assert_gone(runtime_dir: &Path, id: &str, helper_pid: u64, net: &TestNet) {
@@ -368,11 +377,7 @@ async fn pods_get_ips_reach_each_other_and_leave_nothing_behind() {
 
     // Pod A reaches pod B over the bridge.
     let ns_b = PathBuf::from(ib["nsDir"].as_str().unwrap());
-    let listener = in_ns(
-        &ns_b.join("net"),
-        nix::sched::CloneFlags::CLONE_NEWNET,
-        || TcpListener::bind("0.0.0.0:8080").unwrap(),
-    );
+    let listener = pod_listener(&ns_b, 8080);
     let server = std::thread::spawn(move || {
         let (mut s, peer) = listener.accept().unwrap();
         let mut buf = [0u8; 5];
@@ -438,11 +443,7 @@ async fn port_mapping_reaches_the_pod_from_the_host() {
     let id = run(&mut c, cfg).await.unwrap();
     let (_, info) = status(&mut c, &id).await;
     let ns = PathBuf::from(info["nsDir"].as_str().unwrap());
-    let listener = in_ns(
-        &ns.join("net"),
-        nix::sched::CloneFlags::CLONE_NEWNET,
-        || TcpListener::bind("0.0.0.0:8080").unwrap(),
-    );
+    let listener = pod_listener(&ns, 8080);
     let server = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
         s.write_all(b"pong").unwrap();
