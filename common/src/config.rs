@@ -55,6 +55,8 @@ pub struct Config {
     pub containerd: ContainerdConfig,
     /// CNI network configuration.
     pub cni: CniConfig,
+    /// Pod sandboxes and their helpers.
+    pub sandbox: SandboxConfig,
 }
 
 impl Default for Config {
@@ -67,6 +69,7 @@ impl Default for Config {
             log: LogConfig::default(),
             containerd: ContainerdConfig::default(),
             cni: CniConfig::default(),
+            sandbox: SandboxConfig::default(),
         }
     }
 }
@@ -152,6 +155,28 @@ impl Default for CniConfig {
     }
 }
 
+/// Pod sandboxes and their per-pod helpers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    /// The crid-pod-helper binary; empty means the one next to crid's own executable.
+    pub helper_path: PathBuf,
+    /// Size of each pod's /dev/shm tmpfs in bytes (the kubelet's default is 64 MiB).
+    pub shm_size_bytes: u64,
+    /// Seconds a helper may take for set-up (namespaces and CNI ADD).
+    pub setup_timeout_secs: u64,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            helper_path: PathBuf::new(),
+            shm_size_bytes: 64 << 20,
+            setup_timeout_secs: 60,
+        }
+    }
+}
+
 impl Config {
     /// Reads `path`; a missing file at the default path means all defaults,
     /// a missing file anywhere else is an error (the operator named it).
@@ -227,6 +252,29 @@ impl Config {
         if self.containerd.probe_timeout_secs == 0 {
             return Err(ConfigError::Invalid {
                 key: "containerd.probe_timeout_secs",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if !self.sandbox.helper_path.as_os_str().is_empty()
+            && !self.sandbox.helper_path.is_absolute()
+        {
+            return Err(ConfigError::Invalid {
+                key: "sandbox.helper_path",
+                reason: format!(
+                    "{} is not an absolute path",
+                    self.sandbox.helper_path.display()
+                ),
+            });
+        }
+        if self.sandbox.shm_size_bytes < 4096 {
+            return Err(ConfigError::Invalid {
+                key: "sandbox.shm_size_bytes",
+                reason: "must be at least 4096".into(),
+            });
+        }
+        if self.sandbox.setup_timeout_secs == 0 {
+            return Err(ConfigError::Invalid {
+                key: "sandbox.setup_timeout_secs",
                 reason: "must be at least 1".into(),
             });
         }
@@ -318,6 +366,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("cni.bin_dirs"), "{err}");
+        let err = parse("[sandbox]\nhelper_path = \"rel\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sandbox.helper_path"), "{err}");
+        let err = parse("[sandbox]\nsetup_timeout_secs = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sandbox.setup_timeout_secs"), "{err}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Types shared by the crid daemon and the per-pod helper.
 
 pub mod cni_config;
+pub mod cni_exec;
 pub mod config;
 pub mod ids;
 pub mod protocol;

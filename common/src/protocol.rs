@@ -100,6 +100,163 @@ pub fn check_hello(peer: &Hello) -> Result<(), FrameError> {
     Ok(())
 }
 
+/// Writes one message as a frame on a blocking stream (the helper's side).
+pub fn write_frame_sync<W, T>(w: &mut W, msg: &T) -> Result<(), FrameError>
+where
+    W: std::io::Write,
+    T: Serialize,
+{
+    let body = serde_json::to_vec(msg)?;
+    if body.len() > MAX_FRAME {
+        return Err(FrameError::TooLarge(body.len()));
+    }
+    w.write_all(&(body.len() as u32).to_be_bytes())?;
+    w.write_all(&body)?;
+    w.flush()?;
+    Ok(())
+}
+
+/// Reads one frame from a blocking stream; `Ok(None)` on a clean end of stream.
+pub fn read_frame_sync<R, T>(r: &mut R) -> Result<Option<T>, FrameError>
+where
+    R: std::io::Read,
+    T: DeserializeOwned,
+{
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)?;
+    Ok(Some(serde_json::from_slice(&body)?))
+}
+
+/// Calls `f` with a path naming unix socket `path` that fits into
+/// `sockaddr_un` (108 bytes): `path` itself when short enough, otherwise
+/// `/proc/self/fd/<dirfd>/<name>` through an fd of its directory, so deep
+/// runtime dirs work without chdir (which would race in a threaded process).
+pub fn with_socket_path<T>(
+    path: &std::path::Path,
+    f: impl FnOnce(&std::path::Path) -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    use std::os::fd::AsRawFd;
+    const SUN_PATH_MAX: usize = 107;
+    if path.as_os_str().len() <= SUN_PATH_MAX {
+        return f(path);
+    }
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return f(path);
+    };
+    let dirfd = std::fs::File::open(dir)?;
+    let short = std::path::PathBuf::from(format!("/proc/self/fd/{}", dirfd.as_raw_fd())).join(name);
+    let r = f(&short);
+    drop(dirfd);
+    r
+}
+
+/// A request from crid to a pod helper (after the [`Hello`] exchange).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Liveness probe; answered with [`Response::Pong`].
+    Ping,
+    /// End the pod: kill the pod's PID-namespace init (if any) and exit.
+    /// Network teardown (CNI DEL, unpinning) is crid's job, so that it also
+    /// happens when the helper is already gone.
+    Shutdown,
+}
+
+/// A pod helper's answer to a [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Response {
+    /// Answer to [`Request::Ping`].
+    Pong {
+        /// The helper's pid.
+        pid: u32,
+    },
+    /// The helper is about to exit.
+    ShuttingDown,
+    /// The request failed.
+    Error {
+        /// Why.
+        message: String,
+    },
+}
+
+/// Which namespaces the helper makes for the pod (false: the host's is used).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct OwnNamespaces {
+    /// A network namespace (and with it a UTS namespace for the hostname).
+    pub net: bool,
+    /// An IPC namespace.
+    pub ipc: bool,
+    /// A PID namespace whose pid 1 is the helper's reaper.
+    pub pid: bool,
+}
+
+/// Everything a helper needs to set up (or re-adopt) one pod; crid writes it
+/// as JSON to `<sandbox dir>/helper.json` and passes the path as argument.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelperSpec {
+    /// Format version of this spec ([`PROTOCOL_VERSION`]).
+    pub version: u32,
+    /// The sandbox id.
+    pub sandbox_id: String,
+    /// Leaf cgroup dirs (one per hierarchy) the helper must join first.
+    pub cgroup_procs: Vec<std::path::PathBuf>,
+    /// Namespaces of the pod's own.
+    pub namespaces: OwnNamespaces,
+    /// Dir receiving the namespace pins `net`, `ipc`, `uts`.
+    pub ns_dir: std::path::PathBuf,
+    /// The control socket to listen on.
+    pub socket: std::path::PathBuf,
+    /// Hostname set in the pod's UTS namespace (only with `namespaces.net`).
+    pub hostname: String,
+    /// Pod sysctls, already validated by crid.
+    pub sysctls: std::collections::BTreeMap<String, String>,
+    /// CNI ADD to run once the netns exists (None: no pod network).
+    pub cni: Option<crate::cni_exec::CniInvocation>,
+    /// Re-adopt existing pins (and the existing reaper) instead of creating.
+    pub adopt: Option<Adopt>,
+}
+
+/// What a restarted helper takes over from its dead predecessor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Adopt {
+    /// The PID-namespace init still running, if the pod has one.
+    pub reaper_pid: Option<u32>,
+}
+
+/// The one JSON line a helper writes to its stdout when set-up is finished
+/// (or failed); crid waits for it before reporting the sandbox ready.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum SetupReport {
+    /// Set-up done; the helper now serves its control socket.
+    Ready {
+        /// The helper's pid.
+        pid: u32,
+        /// Pid of the PID-namespace init, if any.
+        reaper_pid: Option<u32>,
+        /// The raw CNI result of the last plugin (for DEL's prevResult).
+        cni_result: Option<serde_json::Value>,
+        /// Set-up notes worth logging (e.g. a clamped oom_score_adj).
+        notes: Vec<String>,
+    },
+    /// Set-up failed; everything the helper made is undone and it exits.
+    Failed {
+        /// Why, including a CNI plugin's own error.
+        message: String,
+    },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +311,34 @@ mod tests {
         drop(a);
         let r: Result<Option<Hello>, _> = read_frame(&mut b).await;
         assert!(matches!(r, Err(FrameError::Io(_))));
+    }
+
+    #[test]
+    fn long_socket_paths_are_reachable() {
+        let d = tempfile::tempdir().unwrap();
+        let deep = d.path().join("x".repeat(60)).join("y".repeat(60));
+        std::fs::create_dir_all(&deep).unwrap();
+        let sock = deep.join("helper.sock");
+        assert!(sock.as_os_str().len() > 108);
+        let l = with_socket_path(&sock, |p| std::os::unix::net::UnixListener::bind(p)).unwrap();
+        assert!(sock.exists());
+        let _c = with_socket_path(&sock, |p| std::os::unix::net::UnixStream::connect(p)).unwrap();
+        assert!(l.accept().is_ok());
+    }
+
+    #[test]
+    fn sync_frames_and_messages_round_trip() {
+        let mut buf = Vec::new();
+        write_frame_sync(&mut buf, &Request::Shutdown).unwrap();
+        write_frame_sync(&mut buf, &Response::Pong { pid: 7 }).unwrap();
+        let mut r = &buf[..];
+        let a: Request = read_frame_sync(&mut r).unwrap().unwrap();
+        let b: Response = read_frame_sync(&mut r).unwrap().unwrap();
+        assert_eq!(a, Request::Shutdown);
+        assert_eq!(b, Response::Pong { pid: 7 });
+        let end: Option<Request> = read_frame_sync(&mut r).unwrap();
+        assert!(end.is_none());
+        let json = serde_json::to_string(&Request::Ping).unwrap();
+        assert_eq!(json, r#"{"op":"ping"}"#);
     }
 }

@@ -1,11 +1,15 @@
 //! crid: a Kubernetes CRI v1 runtime on containerd.
 
+mod cgroups;
 mod containerd;
 mod cri;
 mod error;
+mod helper_client;
 mod logging;
 mod rpc_layer;
+mod sandbox;
 mod server;
+mod store;
 // CreateContainer (issue 5) wires the spec generator; until then only its tests use it.
 #[allow(dead_code)]
 mod spec;

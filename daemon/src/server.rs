@@ -43,6 +43,9 @@ pub enum ServeError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The persisted state could not be loaded.
+    #[error("loading state: {0}")]
+    State(String),
     /// The gRPC server failed.
     #[error("serving CRI: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -88,7 +91,9 @@ where
     let listener = bind_socket(&socket).await?;
     let containerd = Containerd::new(&config.containerd);
     let health = containerd.spawn_health_watch();
-    let svc = CriService::new(config, containerd);
+    let sandboxes =
+        crate::sandbox::Sandboxes::open(&config).map_err(|e| ServeError::State(e.to_string()))?;
+    let svc = CriService::new(config, containerd, sandboxes);
     tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "crid serving CRI v1");
 
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();

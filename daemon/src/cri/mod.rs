@@ -5,8 +5,10 @@
 pub mod image_service;
 pub mod runtime_info;
 pub mod runtime_service;
+pub mod sandbox;
 
 use crate::containerd::Containerd;
+use crate::sandbox::Sandboxes;
 use crid_common::config::Config;
 use std::sync::Arc;
 
@@ -16,6 +18,8 @@ pub struct Crid {
     pub config: Config,
     /// The containerd adapter.
     pub containerd: Containerd,
+    /// Pod sandboxes.
+    pub sandboxes: Arc<Sandboxes>,
 }
 
 /// The tonic service object for both CRI services; cheap to clone.
@@ -27,9 +31,13 @@ pub struct CriService {
 
 impl CriService {
     /// Builds the service around the effective config and a containerd handle.
-    pub fn new(config: Config, containerd: Containerd) -> CriService {
+    pub fn new(config: Config, containerd: Containerd, sandboxes: Arc<Sandboxes>) -> CriService {
         CriService {
-            crid: Arc::new(Crid { config, containerd }),
+            crid: Arc::new(Crid {
+                config,
+                containerd,
+                sandboxes,
+            }),
         }
     }
 }

@@ -3,6 +3,8 @@
 
 use super::Crid;
 use crate::error::Result;
+// The runtime handlers reported are the ones RunPodSandbox accepts.
+use crate::sandbox::validate::HANDLERS;
 use crid_common::cni_config;
 use crid_common::config::CgroupDriver;
 use crid_proto::cri;
@@ -12,8 +14,6 @@ use std::collections::HashMap;
 pub const RUNTIME_NAME: &str = "crid";
 /// CRI API version served.
 pub const RUNTIME_API_VERSION: &str = "v1";
-/// Runtime handlers crid knows; "" is the default handler.
-const HANDLERS: [&str; 2] = ["", "runc"];
 
 /// `Version`.
 pub fn version() -> cri::VersionResponse {

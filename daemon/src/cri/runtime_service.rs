@@ -1,7 +1,7 @@
 //! `runtime.v1.RuntimeService`: dispatches each RPC to its family module.
 //! RPCs whose issue has not landed answer Unimplemented, naming the RPC.
 
-use super::{respond, runtime_info, CriService};
+use super::{respond, runtime_info, sandbox, CriService};
 use crate::error::Error;
 use crid_proto::cri;
 use crid_proto::cri::runtime_service_server::RuntimeService;
@@ -25,37 +25,37 @@ impl RuntimeService for CriService {
 
     async fn run_pod_sandbox(
         &self,
-        _req: Request<cri::RunPodSandboxRequest>,
+        req: Request<cri::RunPodSandboxRequest>,
     ) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
-        Err(Error::Unimplemented("RunPodSandbox").into())
+        respond(sandbox::run(&self.crid, req.into_inner()).await)
     }
 
     async fn stop_pod_sandbox(
         &self,
-        _req: Request<cri::StopPodSandboxRequest>,
+        req: Request<cri::StopPodSandboxRequest>,
     ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
-        Err(Error::Unimplemented("StopPodSandbox").into())
+        respond(sandbox::stop(&self.crid, req.into_inner()).await)
     }
 
     async fn remove_pod_sandbox(
         &self,
-        _req: Request<cri::RemovePodSandboxRequest>,
+        req: Request<cri::RemovePodSandboxRequest>,
     ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
-        Err(Error::Unimplemented("RemovePodSandbox").into())
+        respond(sandbox::remove(&self.crid, req.into_inner()).await)
     }
 
     async fn pod_sandbox_status(
         &self,
-        _req: Request<cri::PodSandboxStatusRequest>,
+        req: Request<cri::PodSandboxStatusRequest>,
     ) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
-        Err(Error::Unimplemented("PodSandboxStatus").into())
+        respond(sandbox::status(&self.crid, req.into_inner()).await)
     }
 
     async fn list_pod_sandbox(
         &self,
-        _req: Request<cri::ListPodSandboxRequest>,
+        req: Request<cri::ListPodSandboxRequest>,
     ) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
-        Err(Error::Unimplemented("ListPodSandbox").into())
+        respond(sandbox::list(&self.crid, req.into_inner()).await)
     }
 
     async fn create_container(

@@ -1,0 +1,375 @@
+//! Cgroupfs placement of a pod's helper: a leaf `crid-pod-helper` under the
+//! sandbox's `cgroup_parent` in every cgroup v1 hierarchy and the cgroup2
+//! mount (a v2 process may not sit in an inner cgroup that gets children).
+//! crid makes the dirs (remembering exactly which it created, so removal
+//! deletes those and nothing the kubelet made); the helper writes its own pid.
+//! File operations go through [`CgroupFs`] so the path logic is unit-tested.
+
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+
+/// Name of the helper's leaf cgroup.
+pub const HELPER_LEAF: &str = "crid-pod-helper";
+
+/// The cgroup file operations crid needs.
+pub trait CgroupFs: Send + Sync {
+    /// Whether `p` exists.
+    fn exists(&self, p: &Path) -> bool;
+    /// Creates one directory.
+    fn mkdir(&self, p: &Path) -> std::io::Result<()>;
+    /// Removes one (empty) cgroup directory.
+    fn rmdir(&self, p: &Path) -> std::io::Result<()>;
+    /// Reads a control file.
+    fn read(&self, p: &Path) -> std::io::Result<String>;
+    /// Writes a control file.
+    fn write(&self, p: &Path, v: &str) -> std::io::Result<()>;
+}
+
+/// The real cgroupfs.
+pub struct RealCgroupFs;
+
+impl CgroupFs for RealCgroupFs {
+    fn exists(&self, p: &Path) -> bool {
+        p.exists()
+    }
+    fn mkdir(&self, p: &Path) -> std::io::Result<()> {
+        std::fs::create_dir(p)
+    }
+    fn rmdir(&self, p: &Path) -> std::io::Result<()> {
+        std::fs::remove_dir(p)
+    }
+    fn read(&self, p: &Path) -> std::io::Result<String> {
+        std::fs::read_to_string(p)
+    }
+    fn write(&self, p: &Path, v: &str) -> std::io::Result<()> {
+        std::fs::write(p, v)
+    }
+}
+
+/// One mounted hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hierarchy {
+    /// Mount point.
+    pub mount: PathBuf,
+    /// v1 controllers (or `name=...`); empty for cgroup2.
+    pub controllers: Vec<String>,
+}
+
+/// The cgroup hierarchies in a mountinfo text (cgroup v1 and cgroup2).
+pub fn hierarchies(mountinfo: &str) -> Vec<Hierarchy> {
+    let mut out = Vec::new();
+    for line in mountinfo.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(sep) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        let (Some(mount), Some(fstype)) = (fields.get(4), fields.get(sep + 1)) else {
+            continue;
+        };
+        let superopts = fields.get(sep + 3).copied().unwrap_or("");
+        match *fstype {
+            "cgroup2" => out.push(Hierarchy {
+                mount: PathBuf::from(mount),
+                controllers: Vec::new(),
+            }),
+            "cgroup" => out.push(Hierarchy {
+                mount: PathBuf::from(mount),
+                controllers: superopts
+                    .split(',')
+                    .filter(|o| {
+                        !matches!(
+                            *o,
+                            "rw" | "ro" | "relatime" | "noatime" | "nosuid" | "nodev" | "noexec"
+                        ) && !o.starts_with("release_agent")
+                            && *o != "clone_children"
+                            && *o != "xattr"
+                    })
+                    .map(str::to_string)
+                    .collect(),
+            }),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Checks a `cgroup_parent` and returns its components; empty means crid's
+/// own `/crid/<sandbox id>`.
+pub fn parent_components(cgroup_parent: &str, sandbox_id: &str) -> Result<Vec<String>> {
+    if cgroup_parent.is_empty() {
+        return Ok(vec!["crid".into(), sandbox_id.into()]);
+    }
+    let mut comps = Vec::new();
+    // Split by hand: Path::components would silently drop "." components.
+    for c in cgroup_parent.split('/').filter(|c| !c.is_empty()) {
+        if c == "." || c == ".." {
+            return Err(Error::InvalidArgument(format!(
+                "cgroup_parent {cgroup_parent:?} must be a plain cgroup path without . or .."
+            )));
+        }
+        crid_common::ids::check_component("cgroup_parent component", c)?;
+        comps.push(c.to_string());
+    }
+    if comps.is_empty() {
+        return Err(Error::InvalidArgument(
+            "cgroup_parent \"/\" would put the pod in the root cgroup".into(),
+        ));
+    }
+    Ok(comps)
+}
+
+/// Where a helper was placed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Placement {
+    /// The helper's leaf dir in each hierarchy.
+    pub leaves: Vec<PathBuf>,
+    /// Dirs crid created, in creation order (removed in reverse).
+    pub created: Vec<PathBuf>,
+}
+
+/// Creates `<parent>/crid-pod-helper` in every hierarchy. On error, what was
+/// created so far is removed again.
+pub fn create(fs: &dyn CgroupFs, hs: &[Hierarchy], parent: &[String]) -> Result<Placement> {
+    let mut placement = Placement::default();
+    let r = (|| {
+        for h in hs {
+            // A shared ancestor (crid's own `/crid`) may be removed by another
+            // pod's teardown between our check and our mkdir: walk again.
+            let mut tries = 0;
+            let leaf = loop {
+                match walk(fs, h, parent, &mut placement.created) {
+                    Ok(leaf) => break leaf,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 5 => tries += 1,
+                    Err(e) => {
+                        return Err(Error::Internal(format!(
+                            "creating the helper cgroup in {}: {e}",
+                            h.mount.display()
+                        )))
+                    }
+                }
+            };
+            placement.leaves.push(leaf);
+        }
+        Ok(())
+    })();
+    match r {
+        Ok(()) => Ok(placement),
+        Err(e) => {
+            let _ = remove(fs, &placement.created);
+            Err(e)
+        }
+    }
+}
+
+/// Makes the missing dirs of `<parent>/crid-pod-helper` below one mount.
+fn walk(
+    fs: &dyn CgroupFs,
+    h: &Hierarchy,
+    parent: &[String],
+    created: &mut Vec<PathBuf>,
+) -> std::io::Result<PathBuf> {
+    let cpuset = h.controllers.iter().any(|c| c == "cpuset");
+    let mut dir = h.mount.clone();
+    for comp in parent.iter().map(String::as_str).chain([HELPER_LEAF]) {
+        let parent_dir = dir.clone();
+        dir.push(comp);
+        if !fs.exists(&dir) {
+            match fs.mkdir(&dir) {
+                Ok(()) => created.push(dir.clone()),
+                // Another pod's Run made the shared ancestor meanwhile.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if cpuset {
+            // A v1 cpuset cgroup takes no task until cpus and mems are set;
+            // inherit the parent's, as runc does. Checked on existing dirs
+            // too: a concurrent Run may have made one and not filled it yet.
+            for f in ["cpuset.cpus", "cpuset.mems"] {
+                let mine = fs.read(&dir.join(f)).unwrap_or_default();
+                if mine.trim().is_empty() {
+                    let v = fs.read(&parent_dir.join(f)).unwrap_or_default();
+                    if !v.trim().is_empty() {
+                        fs.write(&dir.join(f), v.trim())?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(dir)
+}
+
+/// Removes the dirs crid created, deepest first; missing ones are fine. A
+/// helper leaf still busy (its task just exiting) is retried for a moment; an
+/// ancestor that is not empty holds another pod's cgroup and stays.
+pub fn remove(fs: &dyn CgroupFs, created: &[PathBuf]) -> Result<()> {
+    let mut first_err = None;
+    for dir in created.iter().rev() {
+        let leaf = dir.file_name().is_some_and(|n| n == HELPER_LEAF);
+        let mut tries = 0;
+        loop {
+            match fs.rmdir(dir) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e)
+                    if !leaf && matches!(e.raw_os_error(), Some(libc::EBUSY | libc::ENOTEMPTY)) =>
+                {
+                    break
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => {
+                    first_err.get_or_insert(Error::Internal(format!(
+                        "removing cgroup {}: {e}",
+                        dir.display()
+                    )));
+                    break;
+                }
+            }
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Fake {
+        dirs: Mutex<BTreeSet<PathBuf>>,
+        files: Mutex<BTreeMap<PathBuf, String>>,
+        fail_mkdir: Option<PathBuf>,
+    }
+
+    impl CgroupFs for Fake {
+        fn exists(&self, p: &Path) -> bool {
+            self.dirs.lock().unwrap().contains(p)
+        }
+        fn mkdir(&self, p: &Path) -> std::io::Result<()> {
+            if self.fail_mkdir.as_deref() == Some(p) {
+                return Err(std::io::Error::from_raw_os_error(13));
+            }
+            self.dirs.lock().unwrap().insert(p.to_path_buf());
+            Ok(())
+        }
+        fn rmdir(&self, p: &Path) -> std::io::Result<()> {
+            if self.dirs.lock().unwrap().remove(p) {
+                Ok(())
+            } else {
+                Err(std::io::ErrorKind::NotFound.into())
+            }
+        }
+        fn read(&self, p: &Path) -> std::io::Result<String> {
+            self.files
+                .lock()
+                .unwrap()
+                .get(p)
+                .cloned()
+                .ok_or_else(|| std::io::ErrorKind::NotFound.into())
+        }
+        fn write(&self, p: &Path, v: &str) -> std::io::Result<()> {
+            self.files.lock().unwrap().insert(p.to_path_buf(), v.into());
+            Ok(())
+        }
+    }
+
+    const MOUNTINFO: &str = "\
+30 25 0:26 / /sys/fs/cgroup rw shared:9 - tmpfs tmpfs rw,mode=755
+31 30 0:27 / /sys/fs/cgroup/cpuset rw,relatime - cgroup cgroup rw,cpuset
+32 30 0:28 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+33 30 0:29 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd
+34 30 0:30 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+35 25 0:31 / /proc rw - proc proc rw
+";
+
+    #[test]
+    fn finds_v1_and_v2_hierarchies() {
+        let hs = hierarchies(MOUNTINFO);
+        let mounts: Vec<_> = hs.iter().map(|h| h.mount.display().to_string()).collect();
+        assert_eq!(
+            mounts,
+            vec![
+                "/sys/fs/cgroup/cpuset",
+                "/sys/fs/cgroup/memory",
+                "/sys/fs/cgroup/systemd",
+                "/sys/fs/cgroup/unified"
+            ]
+        );
+        assert_eq!(hs[0].controllers, vec!["cpuset"]);
+        assert_eq!(hs[2].controllers, vec!["name=systemd"]);
+        assert!(hs[3].controllers.is_empty());
+    }
+
+    #[test]
+    fn parent_paths_are_checked() {
+        assert_eq!(parent_components("", "abc").unwrap(), vec!["crid", "abc"]);
+        assert_eq!(
+            parent_components("/kubepods/besteffort/pod1", "x").unwrap(),
+            vec!["kubepods", "besteffort", "pod1"]
+        );
+        for bad in ["/", "/a/../b", "/a/./b", "/a b"] {
+            assert!(parent_components(bad, "x").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn creates_only_missing_dirs_and_removes_exactly_those() {
+        let fs = Fake::default();
+        fs.dirs.lock().unwrap().extend([
+            PathBuf::from("/sys/fs/cgroup/cpuset"),
+            PathBuf::from("/sys/fs/cgroup/memory"),
+            PathBuf::from("/sys/fs/cgroup/memory/kubepods"),
+            PathBuf::from("/sys/fs/cgroup/systemd"),
+            PathBuf::from("/sys/fs/cgroup/unified"),
+        ]);
+        fs.files
+            .lock()
+            .unwrap()
+            .insert("/sys/fs/cgroup/cpuset/cpuset.cpus".into(), "0-1\n".into());
+        fs.files
+            .lock()
+            .unwrap()
+            .insert("/sys/fs/cgroup/cpuset/cpuset.mems".into(), "0\n".into());
+        let hs = hierarchies(MOUNTINFO);
+        let parent = parent_components("/kubepods/pod1", "x").unwrap();
+        let p = create(&fs, &hs, &parent).unwrap();
+        assert_eq!(p.leaves.len(), 4);
+        assert_eq!(
+            p.leaves[1],
+            PathBuf::from("/sys/fs/cgroup/memory/kubepods/pod1/crid-pod-helper")
+        );
+        assert!(!p
+            .created
+            .contains(&PathBuf::from("/sys/fs/cgroup/memory/kubepods")));
+        assert_eq!(p.created.len(), 3 + 2 + 3 + 3);
+        let files = fs.files.lock().unwrap().clone();
+        assert_eq!(
+            files.get(Path::new(
+                "/sys/fs/cgroup/cpuset/kubepods/pod1/crid-pod-helper/cpuset.cpus"
+            )),
+            Some(&"0-1".to_string())
+        );
+        remove(&fs, &p.created).unwrap();
+        assert!(fs.exists(Path::new("/sys/fs/cgroup/memory/kubepods")));
+        assert_eq!(fs.dirs.lock().unwrap().len(), 5);
+    }
+
+    #[test]
+    fn failed_create_undoes_itself() {
+        let fs = Fake {
+            fail_mkdir: Some("/sys/fs/cgroup/unified/crid".into()),
+            ..Fake::default()
+        };
+        for h in hierarchies(MOUNTINFO) {
+            fs.dirs.lock().unwrap().insert(h.mount);
+        }
+        let parent = parent_components("", "sb").unwrap();
+        assert!(create(&fs, &hierarchies(MOUNTINFO), &parent).is_err());
+        assert_eq!(fs.dirs.lock().unwrap().len(), 4);
+    }
+}

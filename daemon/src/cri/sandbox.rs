@@ -1,0 +1,168 @@
+//! RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus and
+//! ListPodSandbox: CRI translation around [`crate::sandbox::Sandboxes`].
+
+use super::Crid;
+use crate::error::{Error, Result};
+use crate::sandbox::record::{SandboxRecord, SandboxState};
+use crid_proto::cri;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Runs blocking sandbox work off the async threads; it completes (or rolls
+/// back) even if the RPC is cancelled.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f))
+        .await
+        .map_err(|e| Error::Internal(format!("sandbox task failed: {e}")))?
+}
+
+/// `RunPodSandbox`.
+pub async fn run(
+    crid: &Crid,
+    req: cri::RunPodSandboxRequest,
+) -> Result<cri::RunPodSandboxResponse> {
+    let sb = Arc::clone(&crid.sandboxes);
+    let id = blocking(move || sb.run(req)).await?;
+    Ok(cri::RunPodSandboxResponse { pod_sandbox_id: id })
+}
+
+/// `StopPodSandbox`.
+pub async fn stop(
+    crid: &Crid,
+    req: cri::StopPodSandboxRequest,
+) -> Result<cri::StopPodSandboxResponse> {
+    let sb = Arc::clone(&crid.sandboxes);
+    blocking(move || sb.stop(&req.pod_sandbox_id)).await?;
+    Ok(cri::StopPodSandboxResponse {})
+}
+
+/// `RemovePodSandbox`.
+pub async fn remove(
+    crid: &Crid,
+    req: cri::RemovePodSandboxRequest,
+) -> Result<cri::RemovePodSandboxResponse> {
+    let sb = Arc::clone(&crid.sandboxes);
+    blocking(move || sb.remove(&req.pod_sandbox_id)).await?;
+    Ok(cri::RemovePodSandboxResponse {})
+}
+
+fn state(r: &SandboxRecord) -> cri::PodSandboxState {
+    if r.state == SandboxState::Ready {
+        cri::PodSandboxState::SandboxReady
+    } else {
+        cri::PodSandboxState::SandboxNotready
+    }
+}
+
+fn metadata(r: &SandboxRecord) -> cri::PodSandboxMetadata {
+    cri::PodSandboxMetadata {
+        name: r.name.clone(),
+        uid: r.uid.clone(),
+        namespace: r.namespace.clone(),
+        attempt: r.attempt,
+    }
+}
+
+/// `PodSandboxStatus`.
+pub async fn status(
+    crid: &Crid,
+    req: cri::PodSandboxStatusRequest,
+) -> Result<cri::PodSandboxStatusResponse> {
+    // Reading a record waits for an operation in progress on it (blocking).
+    let sb = Arc::clone(&crid.sandboxes);
+    let id = req.pod_sandbox_id.clone();
+    let r = blocking(move || {
+        sb.get(&id)
+            .ok_or_else(|| Error::NotFound(format!("pod sandbox {id} not found")))
+    })
+    .await?;
+    tracing::Span::current().record("pod", r.id.as_str());
+    let network = r.ips.first().map(|ip| cri::PodSandboxNetworkStatus {
+        ip: ip.clone(),
+        additional_ips: r.ips[1..]
+            .iter()
+            .map(|ip| cri::PodIp { ip: ip.clone() })
+            .collect(),
+    });
+    let mut info = HashMap::new();
+    if req.verbose {
+        let v = serde_json::json!({
+            "state": r.state,
+            "helperPid": r.helper_pid,
+            "reaperPid": r.reaper_pid,
+            "cgroups": r.cgroups.leaves,
+            "netns": r.cni.as_ref().map(|c| c.netns.clone()),
+            "nsDir": r.ns_dir(),
+            "sandboxDir": r.dir,
+            "cniResult": r.cni_result,
+            "cniConfig": r.cni.as_ref().map(|c| c.file.clone()),
+        });
+        info.insert("info".to_string(), v.to_string());
+    }
+    Ok(cri::PodSandboxStatusResponse {
+        status: Some(cri::PodSandboxStatus {
+            id: r.id.clone(),
+            metadata: Some(metadata(&r)),
+            state: state(&r) as i32,
+            created_at: r.created_at,
+            network,
+            linux: Some(cri::LinuxPodSandboxStatus {
+                namespaces: Some(cri::Namespace {
+                    options: Some(cri::NamespaceOption {
+                        network: r.namespace_modes.network,
+                        pid: r.namespace_modes.pid,
+                        ipc: r.namespace_modes.ipc,
+                        ..Default::default()
+                    }),
+                }),
+            }),
+            labels: r.labels.clone().into_iter().collect(),
+            annotations: r.annotations.clone().into_iter().collect(),
+            runtime_handler: r.runtime_handler.clone(),
+        }),
+        info,
+        containers_statuses: Vec::new(),
+        timestamp: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0),
+    })
+}
+
+/// `ListPodSandbox` with the id-prefix, state and label-selector filters.
+pub async fn list(
+    crid: &Crid,
+    req: cri::ListPodSandboxRequest,
+) -> Result<cri::ListPodSandboxResponse> {
+    let filter = req.filter.unwrap_or_default();
+    let sb = Arc::clone(&crid.sandboxes);
+    let all = blocking(move || Ok(sb.all())).await?;
+    let mut items: Vec<cri::PodSandbox> = all
+        .into_iter()
+        .filter(|r| filter.id.is_empty() || r.id.starts_with(&filter.id))
+        .filter(|r| {
+            filter
+                .state
+                .as_ref()
+                .is_none_or(|s| s.state == state(r) as i32)
+        })
+        .filter(|r| {
+            filter
+                .label_selector
+                .iter()
+                .all(|(k, v)| r.labels.get(k) == Some(v))
+        })
+        .map(|r| cri::PodSandbox {
+            id: r.id.clone(),
+            metadata: Some(metadata(&r)),
+            state: state(&r) as i32,
+            created_at: r.created_at,
+            labels: r.labels.clone().into_iter().collect(),
+            annotations: r.annotations.clone().into_iter().collect(),
+            runtime_handler: r.runtime_handler.clone(),
+        })
+        .collect();
+    items.sort_by_key(|i| std::cmp::Reverse(i.created_at));
+    Ok(cri::ListPodSandboxResponse { items })
+}

@@ -1,0 +1,868 @@
+//! Pod sandboxes: records, name reservation, the helper's life, teardown.
+//!
+//! Every operation here is blocking (process spawns, mounts, CNI plugins) and
+//! runs on tokio's blocking pool; a cancelled RPC therefore never leaves a
+//! half-done Run behind: the blocking work completes or rolls itself back.
+//! One supervisor thread per ready sandbox holds a control connection to the
+//! helper; on EOF it starts a new helper that re-adopts the pinned namespaces.
+
+pub mod files;
+pub mod os;
+pub mod record;
+pub mod validate;
+
+use crate::cgroups::{self, CgroupFs, Hierarchy, RealCgroupFs};
+use crate::error::{Error, Result};
+use crate::helper_client;
+use crate::store::Store;
+use crid_common::cni_exec::{pod_ips, CniInvocation};
+use crid_common::config::Config;
+use crid_common::protocol::{Adopt, HelperSpec, SetupReport};
+use crid_proto::cri;
+use record::{NamespaceModes, SandboxRecord, SandboxState, RECORD_VERSION};
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// (name, namespace, uid, attempt): what the kubelet reserves a sandbox by.
+type NameKey = (String, String, String, u32);
+
+/// One sandbox in memory; its mutex serialises operations on it.
+struct Entry {
+    rec: Mutex<SandboxRecord>,
+}
+
+/// All sandboxes.
+pub struct Sandboxes {
+    config: Config,
+    store: Store<SandboxRecord>,
+    cgroupfs: Box<dyn CgroupFs>,
+    hierarchies: Vec<Hierarchy>,
+    os: Box<dyn os::TeardownOs>,
+    helper: PathBuf,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    by_id: HashMap<String, Arc<Entry>>,
+    names: HashMap<NameKey, String>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding a lock must not wedge every later call.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+impl Sandboxes {
+    /// Opens the store, reloads records, and re-attaches to live helpers
+    /// (restarting dead ones for Ready sandboxes).
+    pub fn open(config: &Config) -> Result<Arc<Sandboxes>> {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+            .map_err(|e| Error::Internal(format!("reading mountinfo: {e}")))?;
+        let me = Sandboxes::new(
+            config,
+            Box::new(RealCgroupFs),
+            cgroups::hierarchies(&mountinfo),
+            Box::new(os::RealOs),
+        )?;
+        let (records, bad) = me.store.load_all()?;
+        for e in bad {
+            tracing::error!(error = %e, "skipping unreadable sandbox record");
+        }
+        for mut rec in records {
+            if rec.state == SandboxState::Creating {
+                rec.state =
+                    SandboxState::NotReady("crid restarted while creating the sandbox".into());
+                me.store.put(&rec.id, &rec)?;
+            }
+            let id = rec.id.clone();
+            let ready = rec.is_ready();
+            let mut inner = lock(&me.inner);
+            inner.names.insert(
+                (
+                    rec.name.clone(),
+                    rec.namespace.clone(),
+                    rec.uid.clone(),
+                    rec.attempt,
+                ),
+                id.clone(),
+            );
+            let entry = Arc::new(Entry {
+                rec: Mutex::new(rec),
+            });
+            inner.by_id.insert(id.clone(), Arc::clone(&entry));
+            drop(inner);
+            if ready {
+                tracing::info!(pod = %id, "re-attaching to the sandbox's helper");
+                me.supervise(entry, None);
+            }
+        }
+        Ok(me)
+    }
+
+    /// An empty set of sandboxes on the given OS layers (no records loaded).
+    pub fn new(
+        config: &Config,
+        cgroupfs: Box<dyn CgroupFs>,
+        hierarchies: Vec<Hierarchy>,
+        os: Box<dyn os::TeardownOs>,
+    ) -> Result<Arc<Sandboxes>> {
+        let store = Store::open(&config.state_dir.join("sandboxes"), RECORD_VERSION)?;
+        let helper = if config.sandbox.helper_path.as_os_str().is_empty() {
+            std::env::current_exe()
+                .ok()
+                .and_then(|p| p.parent().map(|d| d.join("crid-pod-helper")))
+                .unwrap_or_else(|| PathBuf::from("/usr/local/bin/crid-pod-helper"))
+        } else {
+            config.sandbox.helper_path.clone()
+        };
+        Ok(Arc::new(Sandboxes {
+            config: config.clone(),
+            store,
+            cgroupfs,
+            hierarchies,
+            os,
+            helper,
+            inner: Mutex::new(Inner::default()),
+        }))
+    }
+
+    fn entry(&self, id_or_prefix: &str) -> Option<Arc<Entry>> {
+        let inner = lock(&self.inner);
+        let id =
+            crid_common::ids::resolve_prefix(id_or_prefix, inner.by_id.keys().map(String::as_str))?;
+        inner.by_id.get(id).cloned()
+    }
+
+    /// RunPodSandbox.
+    pub fn run(self: &Arc<Self>, req: cri::RunPodSandboxRequest) -> Result<String> {
+        let config = req
+            .config
+            .ok_or_else(|| Error::InvalidArgument("RunPodSandbox without config".into()))?;
+        let md = validate::config(&config, &req.runtime_handler)?;
+        let linux = config.linux.clone().unwrap_or_default();
+        let ns = linux
+            .security_context
+            .as_ref()
+            .and_then(|s| s.namespace_options.clone())
+            .unwrap_or_default();
+        let key: NameKey = (
+            md.name.clone(),
+            md.namespace.clone(),
+            md.uid.clone(),
+            md.attempt,
+        );
+        let id = crid_common::ids::generate_id();
+        // Reserve the name before any work. Lock order is always a record
+        // before `inner`, so the existing record is looked at after `inner`
+        // is released.
+        let existing = {
+            let mut inner = lock(&self.inner);
+            match inner.names.get(&key) {
+                Some(existing) => Some((existing.clone(), inner.by_id.get(existing).cloned())),
+                None => {
+                    inner.names.insert(key.clone(), id.clone());
+                    None
+                }
+            }
+        };
+        if let Some((existing, entry)) = existing {
+            if entry.is_some_and(|e| lock(&e.rec).is_ready()) {
+                // The kubelet retrying a Run whose answer it lost.
+                return Ok(existing);
+            }
+            return Err(Error::AlreadyExists(format!(
+                "sandbox name {}_{}_{}_{} is reserved by sandbox {existing}",
+                md.name, md.namespace, md.uid, md.attempt
+            )));
+        }
+        tracing::Span::current().record("pod", id.as_str());
+        let dir = self.config.runtime_dir.join("sandboxes").join(&id);
+        let rec = SandboxRecord {
+            id: id.clone(),
+            name: md.name.clone(),
+            namespace: md.namespace.clone(),
+            uid: md.uid.clone(),
+            attempt: md.attempt,
+            state: SandboxState::Creating,
+            torn_down: false,
+            created_at: now_ns(),
+            labels: config.labels.clone().into_iter().collect(),
+            annotations: config.annotations.clone().into_iter().collect(),
+            runtime_handler: req.runtime_handler.clone(),
+            hostname: config.hostname.clone(),
+            log_directory: config.log_directory.clone(),
+            namespace_modes: NamespaceModes {
+                network: ns.network,
+                pid: ns.pid,
+                ipc: ns.ipc,
+            },
+            cgroup_parent: linux.cgroup_parent.clone(),
+            cgroups: Default::default(),
+            dir: dir.clone(),
+            shm_mounted: false,
+            cni: None,
+            cni_result: None,
+            ips: Vec::new(),
+            helper_pid: None,
+            reaper_pid: None,
+        };
+        let entry = Arc::new(Entry {
+            rec: Mutex::new(rec),
+        });
+        lock(&self.inner)
+            .by_id
+            .insert(id.clone(), Arc::clone(&entry));
+        let mut guard = RunGuard {
+            sb: self,
+            entry: &entry,
+            key,
+            armed: true,
+        };
+        let result = self.create(&entry, &config, &linux);
+        match result {
+            Ok(child) => {
+                guard.armed = false;
+                self.supervise(Arc::clone(&entry), Some(child));
+                Ok(id)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The work of Run; every step records what it made before the next.
+    fn create(
+        &self,
+        entry: &Arc<Entry>,
+        config: &cri::PodSandboxConfig,
+        linux: &cri::LinuxPodSandboxConfig,
+    ) -> Result<std::process::Child> {
+        let mut rec = lock(&entry.rec);
+        self.store.put(&rec.id, &rec)?;
+        let own = rec.own_namespaces();
+        let io = |what: &str, dir: &Path| {
+            let what = format!("{what} {}", dir.display());
+            move |e: std::io::Error| Error::Internal(format!("{what}: {e}"))
+        };
+        std::fs::create_dir_all(rec.ns_dir()).map_err(io("creating", &rec.ns_dir()))?;
+
+        let parent = cgroups::parent_components(&linux.cgroup_parent, &rec.id)?;
+        let placement = cgroups::create(self.cgroupfs.as_ref(), &self.hierarchies, &parent)?;
+        rec.cgroups = placement;
+        self.store.put(&rec.id, &rec)?;
+
+        files::write(&rec.dir, config.dns_config.as_ref(), &rec.hostname, &[])
+            .map_err(io("writing pod files in", &rec.dir))?;
+        if own.ipc {
+            files::mount_shm(&rec.dir, self.config.sandbox.shm_size_bytes)
+                .map_err(io("mounting /dev/shm at", &rec.dir.join("shm")))?;
+            rec.shm_mounted = true;
+            self.store.put(&rec.id, &rec)?;
+        }
+
+        if own.net {
+            let list = crid_common::cni_config::load_default(
+                &self.config.cni.conf_dir,
+                &self.config.cni.bin_dirs,
+            )
+            .map_err(|e| Error::FailedPrecondition(format!("network not ready: {e}")))?;
+            let mut inv = CniInvocation::new(&list, &rec.id, &rec.ns_dir().join("net"));
+            inv.bin_dirs = self.config.cni.bin_dirs.clone();
+            inv.args = vec![
+                ("K8S_POD_NAMESPACE".into(), rec.namespace.clone()),
+                ("K8S_POD_NAME".into(), rec.name.clone()),
+                ("K8S_POD_INFRA_CONTAINER_ID".into(), rec.id.clone()),
+                ("K8S_POD_UID".into(), rec.uid.clone()),
+            ];
+            inv.capability_args = capability_args(config);
+            rec.cni = Some(inv);
+            self.store.put(&rec.id, &rec)?;
+        }
+
+        let spec = rec.helper_spec(linux.sysctls.clone().into_iter().collect(), None);
+        let (child, report) = self.start_helper(&rec, &spec)?;
+        match report {
+            SetupReport::Ready {
+                pid,
+                reaper_pid,
+                cni_result,
+                notes,
+            } => {
+                for n in notes {
+                    tracing::info!(pod = %rec.id, "helper: {n}");
+                }
+                rec.helper_pid = Some(pid);
+                rec.reaper_pid = reaper_pid;
+                rec.ips = cni_result.as_ref().map(pod_ips).unwrap_or_default();
+                rec.cni_result = cni_result;
+                files::write(
+                    &rec.dir,
+                    config.dns_config.as_ref(),
+                    &rec.hostname,
+                    &rec.ips,
+                )
+                .map_err(io("writing pod files in", &rec.dir))?;
+                // The CNI result is persisted before the sandbox is reported ready.
+                rec.state = SandboxState::Ready;
+                if let Err(e) = self.store.put(&rec.id, &rec) {
+                    rec.state = SandboxState::NotReady("record not persisted".into());
+                    return Err(e.into());
+                }
+                Ok(child)
+            }
+            SetupReport::Failed { message } => {
+                let mut child = child;
+                let _ = child.wait();
+                Err(Error::Internal(format!(
+                    "setting up the pod sandbox failed: {message}"
+                )))
+            }
+        }
+    }
+
+    fn start_helper(
+        &self,
+        rec: &SandboxRecord,
+        spec: &HelperSpec,
+    ) -> Result<(std::process::Child, SetupReport)> {
+        let spec_path = rec.dir.join("helper.json");
+        let body = serde_json::to_vec_pretty(spec).map_err(|e| Error::Internal(e.to_string()))?;
+        std::fs::write(&spec_path, body)
+            .map_err(|e| Error::Internal(format!("writing {}: {e}", spec_path.display())))?;
+        helper_client::spawn(
+            &self.helper,
+            &spec_path,
+            &rec.dir.join("helper.log"),
+            Duration::from_secs(self.config.sandbox.setup_timeout_secs),
+        )
+        .map_err(Error::Internal)
+    }
+
+    /// Watches a ready sandbox's helper and restarts it when it dies.
+    fn supervise(self: &Arc<Self>, entry: Arc<Entry>, child: Option<std::process::Child>) {
+        let me = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("helper-supervisor".into())
+            .stack_size(256 * 1024)
+            .spawn(move || me.supervisor(entry, child));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a helper supervisor thread");
+        }
+    }
+
+    fn supervisor(&self, entry: Arc<Entry>, mut child: Option<std::process::Child>) {
+        let mut failures = 0u32;
+        loop {
+            let (socket, id) = {
+                let rec = lock(&entry.rec);
+                if !rec.is_ready() {
+                    break;
+                }
+                (rec.socket(), rec.id.clone())
+            };
+            // Hold a control connection; EOF means the helper is gone.
+            if let Ok(mut s) = helper_client::connect(&socket, Duration::from_secs(2)) {
+                failures = 0;
+                let _ = s.set_read_timeout(None);
+                let mut buf = [0u8; 1];
+                let _ = std::io::Read::read(&mut s, &mut buf);
+            }
+            if let Some(mut c) = child.take() {
+                let _ = c.wait();
+            }
+            let mut rec = lock(&entry.rec);
+            if !rec.is_ready() {
+                break;
+            }
+            if rec.helper_pid.is_some_and(helper_client::helper_alive) {
+                // Alive but not answering: give it a moment, then look again.
+                drop(rec);
+                failures += 1;
+                if failures > 10 {
+                    if let Some(pid) = lock(&entry.rec).helper_pid {
+                        let _ = helper_client::end(&socket, Some(pid), None);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            tracing::warn!(pod = %id, "helper is gone; starting a new one that re-adopts the pod's namespaces");
+            match self.readopt(&mut rec) {
+                Ok(c) => child = Some(c),
+                Err(e) => {
+                    tracing::error!(pod = %id, error = %e, "restarting the helper failed");
+                    rec.state = SandboxState::NotReady(format!(
+                        "helper died and could not be restarted: {e}"
+                    ));
+                    let _ = self.store.put(&rec.id, &rec);
+                    break;
+                }
+            }
+        }
+    }
+
+    fn readopt(&self, rec: &mut SandboxRecord) -> Result<std::process::Child> {
+        let own = rec.own_namespaces();
+        for (ns, wanted) in [("net", own.net), ("uts", own.net), ("ipc", own.ipc)] {
+            if wanted && !is_ns_pin(&rec.ns_dir().join(ns)) {
+                return Err(Error::Internal(format!(
+                    "the pod's {ns} namespace pin is gone"
+                )));
+            }
+        }
+        let spec = rec.helper_spec(
+            Default::default(),
+            Some(Adopt {
+                reaper_pid: rec.reaper_pid,
+            }),
+        );
+        let (mut child, report) = self.start_helper(rec, &spec)?;
+        match report {
+            SetupReport::Ready { pid, .. } => {
+                rec.helper_pid = Some(pid);
+                self.store.put(&rec.id, rec)?;
+                Ok(child)
+            }
+            SetupReport::Failed { message } => {
+                let _ = child.wait();
+                Err(Error::Internal(message))
+            }
+        }
+    }
+
+    /// Releases everything of a sandbox; every step is idempotent. Marks the
+    /// record NotReady("stopped") on success, NotReady(reason) otherwise.
+    fn teardown(&self, rec: &mut SandboxRecord) -> Result<()> {
+        if rec.torn_down {
+            return Ok(());
+        }
+        // Hook for issue 5: stop every container of the sandbox here.
+        stop_containers_of_sandbox(&rec.id);
+        rec.state = SandboxState::NotReady("stopping".into());
+        self.store.put(&rec.id, rec)?;
+        let mut errors = Vec::new();
+        if let Err(e) = self
+            .os
+            .end_helper(&rec.socket(), rec.helper_pid, rec.reaper_pid)
+        {
+            errors.push(e);
+        }
+        // DEL always runs when the pod was meant to have a network: it is
+        // idempotent, and ADD may have got further than anything recorded.
+        if let Some(inv) = &rec.cni {
+            if let Err(e) = self.os.cni_del(inv, rec.cni_result.as_ref()) {
+                errors.push(format!("CNI DEL: {e}"));
+            }
+        }
+        for ns in ["net", "uts", "ipc"] {
+            let pin = rec.ns_dir().join(ns);
+            if let Err(e) = self.os.unmount(&pin) {
+                errors.push(format!("unpinning {}: {e}", pin.display()));
+            } else if let Err(e) = self.os.remove_file(&pin) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    errors.push(format!("removing {}: {e}", pin.display()));
+                }
+            }
+        }
+        if let Err(e) = self.os.unmount(&rec.dir.join("shm")) {
+            errors.push(format!("unmounting /dev/shm: {e}"));
+        } else {
+            rec.shm_mounted = false;
+        }
+        if let Err(e) = cgroups::remove(self.cgroupfs.as_ref(), &rec.cgroups.created) {
+            errors.push(e.to_string());
+        } else if rec.cgroup_parent.is_empty() {
+            // crid's own shared `/crid` parent: whichever pod leaves it empty
+            // removes it (it may have been created by another pod).
+            for leaf in &rec.cgroups.leaves {
+                if let Some(shared) = leaf.parent().and_then(Path::parent) {
+                    let _ = self.cgroupfs.rmdir(shared);
+                }
+            }
+        }
+        if errors.is_empty() {
+            rec.torn_down = true;
+            rec.helper_pid = None;
+            rec.reaper_pid = None;
+            rec.state = SandboxState::NotReady("stopped".into());
+            self.store.put(&rec.id, rec)?;
+            Ok(())
+        } else {
+            let reason = format!("teardown failed: {}", errors.join("; "));
+            rec.state = SandboxState::NotReady(reason.clone());
+            let _ = self.store.put(&rec.id, rec);
+            Err(Error::Internal(reason))
+        }
+    }
+
+    /// StopPodSandbox: idempotent; an unknown id is NotFound like containerd.
+    pub fn stop(&self, id: &str) -> Result<()> {
+        let entry = self
+            .entry(id)
+            .ok_or_else(|| Error::NotFound(format!("pod sandbox {id} not found")))?;
+        let mut rec = lock(&entry.rec);
+        tracing::Span::current().record("pod", rec.id.as_str());
+        self.teardown(&mut rec)
+    }
+
+    /// RemovePodSandbox: stops if needed, removes files and the record; an
+    /// unknown id succeeds.
+    pub fn remove(&self, id: &str) -> Result<()> {
+        let Some(entry) = self.entry(id) else {
+            return Ok(());
+        };
+        let mut rec = lock(&entry.rec);
+        tracing::Span::current().record("pod", rec.id.as_str());
+        self.teardown(&mut rec)?;
+        // Hook for issue 5: remove every container of the sandbox here.
+        remove_containers_of_sandbox(&rec.id);
+        if let Err(e) = std::fs::remove_dir_all(&rec.dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                let reason = format!("removing {}: {e}", rec.dir.display());
+                rec.state = SandboxState::NotReady(reason.clone());
+                let _ = self.store.put(&rec.id, &rec);
+                return Err(Error::Internal(reason));
+            }
+        }
+        self.store.delete(&rec.id)?;
+        let mut inner = lock(&self.inner);
+        inner.by_id.remove(&rec.id);
+        inner.names.remove(&(
+            rec.name.clone(),
+            rec.namespace.clone(),
+            rec.uid.clone(),
+            rec.attempt,
+        ));
+        Ok(())
+    }
+
+    /// A copy of a sandbox's record. A Ready sandbox whose namespace pins are
+    /// gone (e.g. unmounted behind crid's back) is shown NotReady: Ready
+    /// must mean the namespaces really exist.
+    pub fn get(&self, id: &str) -> Option<SandboxRecord> {
+        let mut rec = self.entry(id).map(|e| lock(&e.rec).clone())?;
+        if rec.is_ready() {
+            let own = rec.own_namespaces();
+            for (ns, wanted) in [("net", own.net), ("ipc", own.ipc)] {
+                if wanted && !is_ns_pin(&rec.ns_dir().join(ns)) {
+                    rec.state = SandboxState::NotReady(format!("the pod's {ns} namespace is gone"));
+                }
+            }
+        }
+        Some(rec)
+    }
+
+    /// Copies of all records.
+    pub fn all(&self) -> Vec<SandboxRecord> {
+        let entries: Vec<_> = lock(&self.inner).by_id.values().cloned().collect();
+        entries.iter().map(|e| lock(&e.rec).clone()).collect()
+    }
+}
+
+/// Undoes a failed Run: teardown, files, record and name reservation.
+struct RunGuard<'a> {
+    sb: &'a Sandboxes,
+    entry: &'a Arc<Entry>,
+    key: NameKey,
+    armed: bool,
+}
+
+impl Drop for RunGuard<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let mut rec = lock(&self.entry.rec);
+        if let Err(e) = self.sb.teardown(&mut rec) {
+            // Keep it listed NotReady with the reason so the kubelet retries.
+            tracing::error!(pod = %rec.id, error = %e, "undoing a failed RunPodSandbox");
+            return;
+        }
+        let _ = std::fs::remove_dir_all(&rec.dir);
+        let _ = self.sb.store.delete(&rec.id);
+        let mut inner = lock(&self.sb.inner);
+        inner.by_id.remove(&rec.id);
+        inner.names.remove(&self.key);
+    }
+}
+
+/// Hook for the container issue: StopPodSandbox stops the pod's containers.
+fn stop_containers_of_sandbox(_sandbox_id: &str) {}
+
+/// Hook for the container issue: RemovePodSandbox removes the pod's containers.
+fn remove_containers_of_sandbox(_sandbox_id: &str) {}
+
+/// Whether `p` is a mounted namespace pin (an nsfs bind mount).
+fn is_ns_pin(p: &Path) -> bool {
+    // A pin's inode lives on nsfs; a leftover plain file does not.
+    nix::sys::statfs::statfs(p)
+        .map(|s| s.filesystem_type().0 == 0x6e73_6673)
+        .unwrap_or(false)
+}
+
+/// CNI capability args from the sandbox config.
+fn capability_args(c: &cri::PodSandboxConfig) -> Map<String, Value> {
+    let mut m = Map::new();
+    let ports: Vec<Value> = c
+        .port_mappings
+        .iter()
+        .filter(|p| p.host_port > 0)
+        .map(|p| {
+            let proto = match p.protocol {
+                1 => "udp",
+                2 => "sctp",
+                _ => "tcp",
+            };
+            let mut v = json!({"hostPort": p.host_port, "containerPort": p.container_port, "protocol": proto});
+            if !p.host_ip.is_empty() {
+                v["hostIP"] = json!(p.host_ip);
+            }
+            v
+        })
+        .collect();
+    m.insert("portMappings".into(), Value::Array(ports));
+    if let Some(dns) = &c.dns_config {
+        m.insert(
+            "dns".into(),
+            json!({"servers": dns.servers, "searches": dns.searches, "options": dns.options}),
+        );
+    }
+    let mut bw = Map::new();
+    for (ann, key) in [
+        ("kubernetes.io/ingress-bandwidth", "ingressRate"),
+        ("kubernetes.io/egress-bandwidth", "egressRate"),
+    ] {
+        if let Some(rate) = c.annotations.get(ann).and_then(|v| parse_quantity(v)) {
+            bw.insert(key.into(), json!(rate));
+            let burst = if key == "ingressRate" {
+                "ingressBurst"
+            } else {
+                "egressBurst"
+            };
+            // The kubelet's dockershim used an effectively unlimited burst.
+            bw.insert(burst.into(), json!(i32::MAX));
+        }
+    }
+    if !bw.is_empty() {
+        m.insert("bandwidth".into(), Value::Object(bw));
+    }
+    m
+}
+
+/// A Kubernetes quantity like `10M` or `1Gi` as a number.
+fn parse_quantity(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, suffix) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match suffix {
+        "" => 1,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[derive(Default)]
+    struct OsLog {
+        fail_del: AtomicBool,
+        calls: Mutex<Vec<String>>,
+    }
+
+    struct FakeOs(Arc<OsLog>);
+
+    impl os::TeardownOs for FakeOs {
+        fn end_helper(
+            &self,
+            _socket: &Path,
+            helper: Option<u32>,
+            _reaper: Option<u32>,
+        ) -> std::result::Result<(), String> {
+            lock(&self.0.calls).push(format!("end {helper:?}"));
+            Ok(())
+        }
+        fn cni_del(
+            &self,
+            inv: &CniInvocation,
+            prev: Option<&Value>,
+        ) -> std::result::Result<(), String> {
+            lock(&self.0.calls).push(format!("del {} {}", inv.container_id, prev.is_some()));
+            if self.0.fail_del.load(Ordering::SeqCst) {
+                return Err("plugin bridge DEL failed: boom".into());
+            }
+            Ok(())
+        }
+        fn unmount(&self, p: &Path) -> std::io::Result<()> {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            lock(&self.0.calls).push(format!("umount {name}"));
+            Ok(())
+        }
+        fn remove_file(&self, _p: &Path) -> std::io::Result<()> {
+            Err(std::io::ErrorKind::NotFound.into())
+        }
+    }
+
+    struct NoCgroups;
+
+    impl CgroupFs for NoCgroups {
+        fn exists(&self, _p: &Path) -> bool {
+            false
+        }
+        fn mkdir(&self, _p: &Path) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn rmdir(&self, _p: &Path) -> std::io::Result<()> {
+            Err(std::io::ErrorKind::NotFound.into())
+        }
+        fn read(&self, _p: &Path) -> std::io::Result<String> {
+            Ok(String::new())
+        }
+        fn write(&self, _p: &Path, _v: &str) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn record(dir: &Path) -> SandboxRecord {
+        let list = crid_common::cni_config::NetworkConfigList {
+            file: "/x.conflist".into(),
+            name: "n".into(),
+            cni_version: "1.0.0".into(),
+            plugins: vec![json!({"type": "bridge"})],
+        };
+        SandboxRecord {
+            id: "sb1".into(),
+            name: "p".into(),
+            namespace: "ns".into(),
+            uid: "u".into(),
+            attempt: 0,
+            state: SandboxState::Ready,
+            torn_down: false,
+            created_at: 1,
+            labels: Default::default(),
+            annotations: Default::default(),
+            runtime_handler: String::new(),
+            hostname: "p".into(),
+            log_directory: String::new(),
+            namespace_modes: NamespaceModes::default(),
+            cgroup_parent: String::new(),
+            cgroups: Default::default(),
+            dir: dir.join("run/sandboxes/sb1"),
+            shm_mounted: true,
+            cni: Some(CniInvocation::new(&list, "sb1", &dir.join("ns/net"))),
+            cni_result: Some(json!({"ips": []})),
+            ips: vec!["10.0.0.2".into()],
+            helper_pid: Some(4242),
+            reaper_pid: None,
+        }
+    }
+
+    #[test]
+    fn half_failed_teardown_is_recorded_and_retried_then_idempotent() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = Config {
+            state_dir: d.path().join("state"),
+            runtime_dir: d.path().join("run"),
+            ..Config::default()
+        };
+        let log = Arc::new(OsLog::default());
+        log.fail_del.store(true, Ordering::SeqCst);
+        let sb = Sandboxes::new(
+            &cfg,
+            Box::new(NoCgroups),
+            vec![],
+            Box::new(FakeOs(log.clone())),
+        )
+        .unwrap();
+        let mut rec = record(d.path());
+
+        let err = sb.teardown(&mut rec).unwrap_err().to_string();
+        assert!(
+            err.contains("CNI DEL: plugin bridge DEL failed: boom"),
+            "{err}"
+        );
+        assert!(!rec.torn_down);
+        assert!(
+            matches!(&rec.state, SandboxState::NotReady(r) if r.starts_with("teardown failed")),
+            "{:?}",
+            rec.state
+        );
+        // Every step ran despite the failure, helper first, DEL with prevResult.
+        assert_eq!(
+            *lock(&log.calls),
+            vec![
+                "end Some(4242)",
+                "del sb1 true",
+                "umount net",
+                "umount uts",
+                "umount ipc",
+                "umount shm"
+            ]
+        );
+        let (stored, _) = sb.store.load_all().unwrap();
+        assert_eq!(stored, vec![rec.clone()], "the failure is persisted");
+
+        log.fail_del.store(false, Ordering::SeqCst);
+        sb.teardown(&mut rec).unwrap();
+        assert!(rec.torn_down);
+        assert_eq!(rec.state, SandboxState::NotReady("stopped".into()));
+        assert_eq!(rec.helper_pid, None);
+        let calls = lock(&log.calls).len();
+        sb.teardown(&mut rec).unwrap();
+        assert_eq!(
+            lock(&log.calls).len(),
+            calls,
+            "a torn-down sandbox is left alone"
+        );
+        assert_eq!(sb.store.load_all().unwrap().0, vec![rec]);
+    }
+
+    #[test]
+    fn capability_args_from_config() {
+        let mut c = cri::PodSandboxConfig::default();
+        c.port_mappings.push(cri::PortMapping {
+            protocol: 1,
+            container_port: 53,
+            host_port: 5353,
+            host_ip: "10.0.0.1".into(),
+        });
+        c.port_mappings.push(cri::PortMapping {
+            protocol: 0,
+            container_port: 80,
+            host_port: 0,
+            host_ip: String::new(),
+        });
+        c.annotations
+            .insert("kubernetes.io/ingress-bandwidth".into(), "10M".into());
+        let m = capability_args(&c);
+        assert_eq!(
+            m["portMappings"],
+            json!([{"hostPort":5353,"containerPort":53,"protocol":"udp","hostIP":"10.0.0.1"}])
+        );
+        assert_eq!(m["bandwidth"]["ingressRate"], 10_000_000);
+        assert!(m.get("dns").is_none());
+        assert_eq!(parse_quantity("1Gi"), Some(1 << 30));
+        assert_eq!(parse_quantity("x"), None);
+    }
+}

@@ -1,0 +1,166 @@
+//! The persisted sandbox record and its state machine.
+//!
+//! ```text
+//!   Creating ──set-up done──▶ Ready ──Stop / helper lost for good──▶ NotReady(reason)
+//!      │                        ▲  │                                    │
+//!      │ crid restarted         │  └─ helper died: restarted, re-adopts ┘ Stop again
+//!      ▼ mid-creation           │     the pins (stays Ready)              (idempotent)
+//!   NotReady("...")             │                                       Remove ─▶ (record deleted)
+//! ```
+//! `torn_down` says whether every resource (helper, CNI, pins, /dev/shm,
+//! cgroups) is released; a half-failed teardown leaves it false and the
+//! reason in the state, so a later Stop/Remove retries.
+
+use super::validate::MODE_NODE;
+use crate::cgroups::Placement;
+use crid_common::cni_exec::CniInvocation;
+use crid_common::protocol::{Adopt, HelperSpec, OwnNamespaces, PROTOCOL_VERSION};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Record format version written by this build.
+pub const RECORD_VERSION: u32 = 1;
+
+/// Where a sandbox is in its life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", content = "reason", rename_all = "snake_case")]
+pub enum SandboxState {
+    /// RunPodSandbox is working on it.
+    Creating,
+    /// The helper holds the namespaces and the network is set up.
+    Ready,
+    /// Stopped, or broken; the reason says which.
+    NotReady(String),
+}
+
+/// Namespace modes as the kubelet sent them (CRI `NamespaceMode` values).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceModes {
+    /// Network.
+    pub network: i32,
+    /// PID.
+    pub pid: i32,
+    /// IPC.
+    pub ipc: i32,
+}
+
+/// One sandbox, as persisted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxRecord {
+    /// Sandbox id.
+    pub id: String,
+    /// Metadata name.
+    pub name: String,
+    /// Metadata namespace.
+    pub namespace: String,
+    /// Metadata uid.
+    pub uid: String,
+    /// Metadata attempt.
+    pub attempt: u32,
+    /// Current state.
+    #[serde(flatten)]
+    pub state: SandboxState,
+    /// Whether everything is released.
+    pub torn_down: bool,
+    /// Creation time, ns since the epoch.
+    pub created_at: i64,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// Runtime handler.
+    pub runtime_handler: String,
+    /// Hostname.
+    pub hostname: String,
+    /// Log directory.
+    pub log_directory: String,
+    /// Namespace modes.
+    pub namespace_modes: NamespaceModes,
+    /// The cgroup parent asked for ("" = crid's own).
+    pub cgroup_parent: String,
+    /// Helper cgroup placement.
+    pub cgroups: Placement,
+    /// `<runtime_dir>/sandboxes/<id>`.
+    pub dir: PathBuf,
+    /// Whether /dev/shm (dir/shm) is a mounted tmpfs of ours.
+    pub shm_mounted: bool,
+    /// The CNI invocation, kept for DEL.
+    pub cni: Option<CniInvocation>,
+    /// The CNI result, DEL's prevResult.
+    pub cni_result: Option<serde_json::Value>,
+    /// Pod IPs, primary first.
+    pub ips: Vec<String>,
+    /// The helper's pid.
+    pub helper_pid: Option<u32>,
+    /// The PID-namespace init's pid.
+    pub reaper_pid: Option<u32>,
+}
+
+impl SandboxRecord {
+    /// Dir of the namespace pins.
+    pub fn ns_dir(&self) -> PathBuf {
+        self.dir.join("ns")
+    }
+    /// The helper's control socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("helper.sock")
+    }
+    /// Whether the record says Ready.
+    pub fn is_ready(&self) -> bool {
+        self.state == SandboxState::Ready
+    }
+    /// The namespaces the pod has of its own (NODE means the host's).
+    pub fn own_namespaces(&self) -> OwnNamespaces {
+        OwnNamespaces {
+            net: self.namespace_modes.network != MODE_NODE,
+            ipc: self.namespace_modes.ipc != MODE_NODE,
+            // POD (0) shares one PID namespace; CONTAINER (1) gives each
+            // container its own, made by runc later.
+            pid: self.namespace_modes.pid == 0,
+        }
+    }
+    /// What a helper for this sandbox is started with: a fresh set-up
+    /// (`sysctls`, `cni`) or, with `adopt`, a re-adoption of the pins.
+    pub fn helper_spec(
+        &self,
+        sysctls: BTreeMap<String, String>,
+        adopt: Option<Adopt>,
+    ) -> HelperSpec {
+        HelperSpec {
+            version: PROTOCOL_VERSION,
+            sandbox_id: self.id.clone(),
+            cgroup_procs: self.cgroups.leaves.clone(),
+            namespaces: self.own_namespaces(),
+            ns_dir: self.ns_dir(),
+            socket: self.socket(),
+            hostname: self.hostname.clone(),
+            sysctls,
+            cni: if adopt.is_some() {
+                None
+            } else {
+                self.cni.clone()
+            },
+            adopt,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_serialise_with_their_reason() {
+        let v = serde_json::to_value(SandboxState::NotReady("stopped".into())).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"state": "not_ready", "reason": "stopped"})
+        );
+        let v = serde_json::to_value(SandboxState::Ready).unwrap();
+        assert_eq!(v, serde_json::json!({"state": "ready"}));
+        let back: SandboxState =
+            serde_json::from_value(serde_json::json!({"state": "creating"})).unwrap();
+        assert_eq!(back, SandboxState::Creating);
+    }
+}

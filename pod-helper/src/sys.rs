@@ -1,0 +1,219 @@
+//! The helper's OS calls. All `unsafe` of the helper lives here, each block
+//! with the reason it is sound.
+
+use crid_common::cni_exec::{run_command, PluginOutput, PluginRunner};
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+
+/// Name the reaper gives itself, checked before it is ever killed by pid.
+pub const REAPER_NAME: &str = "crid-pod-init";
+
+/// Pins this thread's namespace `ns` by bind-mounting it onto `pin`.
+pub fn pin(ns: &str, pin: &Path) -> std::io::Result<()> {
+    File::create(pin)?;
+    let src = format!("/proc/thread-self/ns/{ns}");
+    nix::mount::mount(
+        Some(src.as_str()),
+        pin,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| {
+        let _ = std::fs::remove_file(pin);
+        std::io::Error::from(e)
+    })
+}
+
+/// Unmounts and removes a pin; best effort (used on undo).
+pub fn unpin(pin: &Path) {
+    let _ = nix::mount::umount2(pin, nix::mount::MntFlags::MNT_DETACH);
+    let _ = std::fs::remove_file(pin);
+}
+
+/// Sets IFF_UP on `lo` in the current netns with the classic ioctl.
+pub fn loopback_up() -> std::io::Result<()> {
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // SAFETY: ifreq is plain old data; zeroed is a valid value, and the name
+    // "lo\0" fits in IFNAMSIZ.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (i, b) in b"lo\0".iter().enumerate() {
+        req.ifr_name[i] = *b as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write only the ifreq we pass,
+    // which lives for the duration of the calls; the fd is open.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Asks for the lowest oom_score_adj; without CAP_SYS_RESOURCE a value below
+/// the current one is refused, so the current value is kept (as containerd's
+/// restrict_oom_score_adj does). Returns a note for the log.
+pub fn lower_oom_score_adj() -> Option<String> {
+    const PATH: &str = "/proc/self/oom_score_adj";
+    match std::fs::write(PATH, "-999") {
+        Ok(()) => Some("oom_score_adj set to -999".into()),
+        Err(e) => {
+            let current = std::fs::read_to_string(PATH).unwrap_or_default();
+            Some(format!(
+                "oom_score_adj -999 refused ({e}); kept the current {}",
+                current.trim()
+            ))
+        }
+    }
+}
+
+/// Runs CNI plugins in the host netns (bridge creates the bridge in the
+/// netns it runs in), while the helper itself sits in the pod's netns.
+pub struct HostNetnsRunner<'a> {
+    /// An fd of the host netns, opened before unsharing.
+    pub host_net: &'a File,
+}
+
+impl PluginRunner for HostNetnsRunner<'_> {
+    fn exec(
+        &self,
+        bin: &Path,
+        env: &[(String, String)],
+        stdin: &[u8],
+    ) -> std::io::Result<PluginOutput> {
+        let fd = self.host_net.as_raw_fd();
+        let mut cmd = std::process::Command::new(bin);
+        // SAFETY: the closure runs between fork and exec and only calls
+        // setns(2), which is async-signal-safe; it allocates nothing and the
+        // fd stays open in the child until exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        run_command(cmd, env, stdin)
+    }
+}
+
+/// Creates a PID namespace and forks its init; returns the init's host pid.
+/// Must be called while the helper is single-threaded.
+pub fn start_reaper() -> std::io::Result<u32> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)?;
+    // SAFETY: the helper has started no threads yet (connection threads come
+    // after set-up), so the child is a faithful single-threaded copy and may
+    // run arbitrary code.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Parent { child } => Ok(child.as_raw() as u32),
+        nix::unistd::ForkResult::Child => reaper(),
+    }
+}
+
+/// pid 1 of the pod's PID namespace: reaps orphans until killed.
+fn reaper() -> ! {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    let _ = nix::sys::prctl::set_name(&std::ffi::CString::new(REAPER_NAME).unwrap_or_default());
+    // Nothing inherited stays open: not crid's report pipe, not the netns fd.
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        for fd in 0..3 {
+            let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
+        }
+    }
+    for fd in 3..1024 {
+        let _ = nix::unistd::close(fd);
+    }
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGCHLD);
+    // Blocked, SIGCHLD stays pending even though its default action is to
+    // ignore it, so sigwait below cannot miss one.
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+    loop {
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+        let _ = set.wait();
+    }
+}
+
+/// SIGKILLs the reaper. `own_child`: forked by this helper and not yet
+/// reaped, so the pid cannot have been reused (and the reaper may not have
+/// named itself yet); otherwise the pid must still carry the reaper's name.
+pub fn kill_reaper(pid: u32, own_child: bool) {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if own_child || comm.trim() == REAPER_NAME {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        // Our own child on a fresh set-up; after a re-adoption it is not,
+        // and this returns ECHILD at once.
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+    }
+}
+
+/// Keeps only the capabilities later duties need: CAP_SYS_ADMIN and
+/// CAP_SYS_PTRACE (setns into the pod's and containers' namespaces for
+/// exec/port-forward), CAP_KILL (ending the reaper). Returns a note.
+pub fn drop_capabilities() -> Option<String> {
+    use caps::{CapSet, Capability};
+    let keep: caps::CapsHashSet = [
+        Capability::CAP_SYS_ADMIN,
+        Capability::CAP_SYS_PTRACE,
+        Capability::CAP_KILL,
+    ]
+    .into_iter()
+    .collect();
+    let mut failed = Vec::new();
+    if let Ok(bounding) = caps::read(None, CapSet::Bounding) {
+        for c in bounding.difference(&keep) {
+            if let Err(e) = caps::drop(None, CapSet::Bounding, *c) {
+                failed.push(format!("{c}: {e}"));
+            }
+        }
+    }
+    let inheritable = caps::CapsHashSet::new();
+    if let Err(e) = caps::set(None, CapSet::Inheritable, &inheritable) {
+        failed.push(format!("inheritable: {e}"));
+    }
+    for set in [CapSet::Effective, CapSet::Permitted] {
+        let now = caps::read(None, set).unwrap_or_default();
+        let target: caps::CapsHashSet = now.intersection(&keep).copied().collect();
+        if let Err(e) = caps::set(None, set, &target) {
+            failed.push(format!("{set:?}: {e}"));
+        }
+    }
+    if failed.is_empty() {
+        None
+    } else {
+        Some(format!("dropping capabilities: {}", failed.join(", ")))
+    }
+}
+
+/// Points stdout at /dev/null once the report is written, so crid's pipe
+/// closes and no later write can block on it.
+pub fn detach_stdout() {
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2(null.as_raw_fd(), 1);
+    }
+}
