@@ -55,6 +55,8 @@ pub struct Config {
     pub containerd: ContainerdConfig,
     /// CNI network configuration.
     pub cni: CniConfig,
+    /// Image registries and pulls.
+    pub registry: RegistryConfig,
 }
 
 impl Default for Config {
@@ -67,6 +69,7 @@ impl Default for Config {
             log: LogConfig::default(),
             containerd: ContainerdConfig::default(),
             cni: CniConfig::default(),
+            registry: RegistryConfig::default(),
         }
     }
 }
@@ -152,6 +155,29 @@ impl Default for CniConfig {
     }
 }
 
+/// Image registries and pulls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// Registry hosts configuration in containerd's certs.d layout
+    /// (`<config_path>/<host>/hosts.toml`, `<config_path>/_default/hosts.toml`).
+    pub config_path: PathBuf,
+    /// Layers of one pull fetched at the same time.
+    pub max_concurrent_downloads: usize,
+    /// A pull that receives no bytes for this many seconds is cancelled.
+    pub progress_timeout_secs: u64,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            config_path: PathBuf::from("/etc/crid/certs.d"),
+            max_concurrent_downloads: 3,
+            progress_timeout_secs: 60,
+        }
+    }
+}
+
 impl Config {
     /// Reads `path`; a missing file at the default path means all defaults,
     /// a missing file anywhere else is an error (the operator named it).
@@ -194,6 +220,7 @@ impl Config {
             ("runtime_dir", &self.runtime_dir),
             ("containerd.address", &self.containerd.address),
             ("cni.conf_dir", &self.cni.conf_dir),
+            ("registry.config_path", &self.registry.config_path),
         ];
         for (key, p) in absolute {
             if !p.is_absolute() {
@@ -227,6 +254,18 @@ impl Config {
         if self.containerd.probe_timeout_secs == 0 {
             return Err(ConfigError::Invalid {
                 key: "containerd.probe_timeout_secs",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.registry.max_concurrent_downloads == 0 {
+            return Err(ConfigError::Invalid {
+                key: "registry.max_concurrent_downloads",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.registry.progress_timeout_secs == 0 {
+            return Err(ConfigError::Invalid {
+                key: "registry.progress_timeout_secs",
                 reason: "must be at least 1".into(),
             });
         }
@@ -329,6 +368,35 @@ mod tests {
             Config::load(&p, true),
             Err(ConfigError::Read { .. })
         ));
+    }
+
+    #[test]
+    fn registry_section() {
+        let cfg = parse("[registry]\nconfig_path = \"/x/certs.d\"\nmax_concurrent_downloads = 8\n")
+            .unwrap();
+        assert_eq!(cfg.registry.config_path, PathBuf::from("/x/certs.d"));
+        assert_eq!(cfg.registry.max_concurrent_downloads, 8);
+        assert_eq!(cfg.registry.progress_timeout_secs, 60);
+        assert!(Config::default_toml().contains("[registry]"));
+        for (text, key) in [
+            (
+                "[registry]\nmax_concurrent_downloads = 0\n",
+                "registry.max_concurrent_downloads",
+            ),
+            (
+                "[registry]\nprogress_timeout_secs = 0\n",
+                "registry.progress_timeout_secs",
+            ),
+            (
+                "[registry]\nconfig_path = \"rel\"\n",
+                "registry.config_path",
+            ),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
+        let err = parse("[registry]\nmirrors = 1\n").unwrap_err().to_string();
+        assert!(err.contains("mirrors"), "{err}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 mod containerd;
 mod cri;
 mod error;
+mod image;
 mod logging;
 mod rpc_layer;
 mod server;

@@ -2,6 +2,7 @@
 //! One module per RPC family; `runtime_service` and `image_service` only
 //! dispatch the generated tonic traits to them.
 
+pub mod image;
 pub mod image_service;
 pub mod runtime_info;
 pub mod runtime_service;
@@ -16,6 +17,8 @@ pub struct Crid {
     pub config: Config,
     /// The containerd adapter.
     pub containerd: Containerd,
+    /// Image pulls and the image store.
+    pub images: crate::image::Images,
 }
 
 /// The tonic service object for both CRI services; cheap to clone.
@@ -29,7 +32,11 @@ impl CriService {
     /// Builds the service around the effective config and a containerd handle.
     pub fn new(config: Config, containerd: Containerd) -> CriService {
         CriService {
-            crid: Arc::new(Crid { config, containerd }),
+            crid: Arc::new(Crid {
+                images: crate::image::Images::new(&config, containerd.clone()),
+                config,
+                containerd,
+            }),
         }
     }
 }
