@@ -5,12 +5,16 @@
 
 pub mod containerd;
 pub mod crid;
+pub mod images;
+pub mod registry;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use containerd::PrivateContainerd;
 pub use crid::{CriClients, CridProcess};
+pub use images::{ImageBuilder, PushTarget};
+pub use registry::{Registry, RegistryOptions};
 
 /// Boxed error for test plumbing.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
