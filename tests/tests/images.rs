@@ -2,6 +2,7 @@
 //! private registry, then ListImages / ImageStatus / RemoveImage /
 //! ImageFsInfo as the kubelet sees them, and what `ctr` sees.
 
+use crid_e2e::fake_registry::{FakeRegistry, Fault};
 use crid_e2e::images::{push_index, Compression, Entry, Format, ImageBuilder};
 use crid_e2e::{test_dir, CridProcess, PrivateContainerd, Registry, RegistryOptions};
 use crid_proto::cri;
@@ -90,6 +91,13 @@ impl World {
             })
             .await
             .unwrap();
+    }
+
+    /// Stops crid and starts it again with the same config.
+    async fn restart(&mut self) {
+        let config = self.crid.config.clone();
+        self.crid.stop();
+        self.crid = CridProcess::start(config).await.unwrap();
     }
 
     /// `ctr -n crid <args>` against the private containerd.
@@ -490,4 +498,125 @@ async fn image_fs_info_reports_the_snapshotter_filesystem() {
     assert!(fs.inodes_used.as_ref().unwrap().value > 0);
     assert!(fs.timestamp > 0);
     assert_eq!(r.container_filesystems.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stalled_registry_triggers_the_progress_timeout_but_a_slow_one_does_not() {
+    let fake = FakeRegistry::start().unwrap();
+    let img = ImageBuilder::new()
+        .random_layer("s", 200_000, 8)
+        .build()
+        .unwrap();
+    fake.add("stall/app", "1", &img);
+    let layer = img.layers[0].digest.clone();
+    fake.fault("stall/app", &layer, Some(Fault::Stall));
+    let w = World::start(|c| c.registry.progress_timeout_secs = 2).await;
+    let name = format!("{}/stall/app:1", fake.host());
+
+    let start = std::time::Instant::now();
+    let e = w.pull(&name, None).await.unwrap_err();
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    assert!(e.message().contains("no progress"), "{}", e.message());
+    assert!(start.elapsed() < std::time::Duration::from_secs(15));
+    assert!(w.list().await.is_empty());
+
+    // 10 pieces, 600 ms apart: ~6 s in all, three times the timeout, but moving.
+    fake.fault(
+        "stall/app",
+        &layer,
+        Some(Fault::Trickle(std::time::Duration::from_millis(600))),
+    );
+    let start = std::time::Instant::now();
+    assert_eq!(w.pull(&name, None).await.unwrap(), img.id());
+    assert!(start.elapsed() > std::time::Duration::from_secs(4));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registry_dying_mid_pull_fails_and_the_retry_reuses_fetched_layers() {
+    let fake = FakeRegistry::start().unwrap();
+    let img = ImageBuilder::new()
+        .random_layer("first", 10_000, 9)
+        .random_layer("second", 300_000, 10)
+        .build()
+        .unwrap();
+    fake.add("die/app", "1", &img);
+    let (l0, l1) = (img.layers[0].digest.clone(), img.layers[1].digest.clone());
+    fake.fault("die/app", &l1, Some(Fault::Cut));
+    // One download at a time: the first layer is in before the second dies.
+    let w = World::start(|c| c.registry.max_concurrent_downloads = 1).await;
+    let name = format!("{}/die/app:1", fake.host());
+
+    let e = w.pull(&name, None).await.unwrap_err();
+    assert_ne!(e.code(), Code::Ok);
+    assert!(w.list().await.is_empty());
+    assert!(w.ctr(&["images", "ls", "-q"]).trim().is_empty());
+
+    fake.fault("die/app", &l1, None);
+    assert_eq!(w.pull(&name, None).await.unwrap(), img.id());
+    assert_eq!(
+        fake.blob_hits("die/app", &l0),
+        1,
+        "first layer fetched again"
+    );
+    assert_eq!(fake.blob_hits("die/app", &l1), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_pulls_of_one_reference_are_coalesced() {
+    let fake = FakeRegistry::start().unwrap();
+    let img = ImageBuilder::new()
+        .random_layer("c", 20_000, 11)
+        .build()
+        .unwrap();
+    fake.add("co/app", "1", &img);
+    let layer = img.layers[0].digest.clone();
+    fake.fault(
+        "co/app",
+        &layer,
+        Some(Fault::Delay(std::time::Duration::from_millis(1500))),
+    );
+    let w = World::start(|_| {}).await;
+    let name = format!("{}/co/app:1", fake.host());
+    let (a, b, c) = tokio::join!(
+        w.pull(&name, None),
+        w.pull(&name, None),
+        w.pull(&name, None)
+    );
+    for id in [a, b, c] {
+        assert_eq!(id.unwrap(), img.id());
+    }
+    assert_eq!(fake.blob_hits("co/app", &layer), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crid_restarted_mid_pull_lists_no_half_image() {
+    let fake = FakeRegistry::start().unwrap();
+    let img = ImageBuilder::new()
+        .random_layer("r", 100_000, 12)
+        .build()
+        .unwrap();
+    fake.add("rs/app", "1", &img);
+    let layer = img.layers[0].digest.clone();
+    fake.fault("rs/app", &layer, Some(Fault::Stall));
+    let mut w = World::start(|_| {}).await;
+    let name = format!("{}/rs/app:1", fake.host());
+
+    let mut client = w.image().await;
+    let req = cri::PullImageRequest {
+        image: Some(spec(&name)),
+        ..Default::default()
+    };
+    let pulling = tokio::spawn(async move { client.pull_image(req).await });
+    let started = crid_e2e::wait_for(std::time::Duration::from_secs(10), || async {
+        (fake.blob_hits("rs/app", &layer) > 0).then_some(())
+    })
+    .await;
+    assert!(started.is_some(), "the pull never reached the layer");
+    w.restart().await;
+    assert!(pulling.await.unwrap().is_err());
+    assert!(w.list().await.is_empty());
+    assert!(w.ctr(&["images", "ls", "-q"]).trim().is_empty());
+
+    fake.fault("rs/app", &layer, None);
+    assert_eq!(w.pull(&name, None).await.unwrap(), img.id());
 }
