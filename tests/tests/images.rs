@@ -349,9 +349,20 @@ async fn basic_auth_registry_with_good_and_bad_credentials() {
     assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
     assert!(w.status(&name).await.is_none());
 
+    // Credentials meant for another server are not sent to this one.
+    let elsewhere = cri::AuthConfig {
+        username: "alice".into(),
+        password: "s3cret".into(),
+        server_address: "https://other.example".into(),
+        ..Default::default()
+    };
+    let e = w.pull(&name, Some(elsewhere)).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+
     let good = cri::AuthConfig {
         username: "alice".into(),
         password: "s3cret".into(),
+        server_address: reg.host(),
         ..Default::default()
     };
     assert_eq!(w.pull(&name, Some(good)).await.unwrap(), img.id());

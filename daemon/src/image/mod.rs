@@ -57,9 +57,6 @@ pub struct Images {
 impl Images {
     /// The service for `config`, on `ctrd`.
     pub fn new(config: &Config, ctrd: Containerd) -> Images {
-        // oci-client's TLS (rustls) needs a process-wide crypto provider;
-        // an error only means one is installed already.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         Images {
             cx: Arc::new(PullContext {
                 store: Arc::new(ImageStore::new(ctrd.clone())),
@@ -92,6 +89,7 @@ impl Images {
     /// it for the others.
     pub async fn pull(&self, image: &ImageRef, auth: Option<&AuthConfig>) -> Result<String, Error> {
         let oci_auth = registry::registry_auth(auth)?;
+        let server_address = auth.map(|a| a.server_address.clone()).unwrap_or_default();
         let key = coalesce_key(image, auth);
         let mut rx = {
             let mut map = self
@@ -115,7 +113,7 @@ impl Images {
                     tokio::spawn(async move {
                         let progress = Progress::default();
                         let r = tokio::select! {
-                            r = pull::pull(&cx, &image, oci_auth, &progress) => r,
+                            r = pull::pull(&cx, &image, oci_auth, &server_address, &progress) => r,
                             _ = progress.stalled(timeout) => Err(Error::DeadlineExceeded(format!(
                                 "pulling {}: no progress for {}s (received {} bytes); cancelled",
                                 image.name(), timeout.as_secs(), progress.bytes()
@@ -165,6 +163,7 @@ fn coalesce_key(image: &ImageRef, auth: Option<&AuthConfig>) -> String {
             &a.auth,
             &a.identity_token,
             &a.registry_token,
+            &a.server_address,
         ] {
             h.update(part.as_bytes());
             h.update([0]);

@@ -118,10 +118,17 @@ pub async fn pull(
     cx: &PullContext,
     image: &ImageRef,
     auth: RegistryAuth,
+    server_address: &str,
     progress: &Progress,
 ) -> Result<String, Error> {
     let hosts = hosts_for(&cx.registry.config_path, &image.registry)?;
-    let reg = Registry::new(image, hosts, auth, cx.registry.max_concurrent_downloads)?;
+    let reg = Registry::new(
+        image,
+        hosts,
+        auth,
+        server_address,
+        cx.registry.max_concurrent_downloads,
+    )?;
     let (top_bytes, top_digest) = reg.resolve().await?;
     progress.mark(0);
     if let Some(want) = &image.digest {

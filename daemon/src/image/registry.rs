@@ -21,13 +21,22 @@ struct Source {
     host: RegistryHost,
     client: Client,
     reference: Reference,
+    auth: RegistryAuth,
 }
 
 /// A repository as reachable through its configured hosts.
 pub struct Registry {
     sources: Vec<Source>,
-    auth: RegistryAuth,
     what: String,
+}
+
+/// The host part of an AuthConfig `server_address` (scheme and path dropped).
+fn server_host(addr: &str) -> &str {
+    let rest = addr
+        .strip_prefix("https://")
+        .or_else(|| addr.strip_prefix("http://"))
+        .unwrap_or(addr);
+    rest.split('/').next().unwrap_or(rest)
 }
 
 /// A blob body being received.
@@ -115,6 +124,9 @@ pub fn map_error(what: &str, e: OciDistributionError) -> Error {
 }
 
 fn client_for(host: &RegistryHost, max_downloads: usize) -> Result<Client, Error> {
+    // reqwest's rustls needs a process-wide crypto provider; an error only
+    // means one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut certs = Vec::new();
     for path in &host.ca {
         let data = std::fs::read(path).map_err(|e| {
@@ -148,10 +160,13 @@ fn client_for(host: &RegistryHost, max_downloads: usize) -> Result<Client, Error
 
 impl Registry {
     /// The repository of `image` through `hosts`, with credentials `auth`.
+    /// As in containerd, the credentials go to every host unless the CRI's
+    /// `server_address` names one, then only to that host.
     pub fn new(
         image: &ImageRef,
         hosts: Vec<RegistryHost>,
         auth: RegistryAuth,
+        server_address: &str,
         max_downloads: usize,
     ) -> Result<Registry, Error> {
         let mut sources = Vec::new();
@@ -160,15 +175,20 @@ impl Registry {
             if host.host != image.registry {
                 reference.set_mirror_registry(host.host.clone());
             }
+            let auth = if server_address.is_empty() || server_host(server_address) == host.host {
+                auth.clone()
+            } else {
+                RegistryAuth::Anonymous
+            };
             sources.push(Source {
                 client: client_for(&host, max_downloads)?,
                 host,
                 reference,
+                auth,
             });
         }
         Ok(Registry {
             sources,
-            auth,
             what: image.name(),
         })
     }
@@ -187,7 +207,7 @@ impl Registry {
             }
             match s
                 .client
-                .pull_manifest_raw(&s.reference, &self.auth, super::manifest::ACCEPTED)
+                .pull_manifest_raw(&s.reference, &s.auth, super::manifest::ACCEPTED)
                 .await
             {
                 Ok((bytes, digest)) => return Ok((bytes.to_vec(), digest)),
@@ -209,7 +229,7 @@ impl Registry {
             let r = s.reference.clone_with_digest(digest.to_string());
             match s
                 .client
-                .pull_manifest_raw(&r, &self.auth, super::manifest::ACCEPTED)
+                .pull_manifest_raw(&r, &s.auth, super::manifest::ACCEPTED)
                 .await
             {
                 Ok((bytes, got)) if got == digest => return Ok(bytes.to_vec()),
@@ -231,7 +251,7 @@ impl Registry {
         for s in self.sources.iter().filter(|s| s.host.pull) {
             // Make sure credentials are registered for blob requests too.
             s.client
-                .store_auth_if_needed(s.reference.resolve_registry(), &self.auth)
+                .store_auth_if_needed(s.reference.resolve_registry(), &s.auth)
                 .await;
             match s.client.pull_blob_stream(&s.reference, digest).await {
                 Ok(sized) => return Ok(sized.stream),
@@ -292,6 +312,35 @@ mod tests {
             registry_auth(Some(&AuthConfig::default())).unwrap(),
             RegistryAuth::Anonymous
         ));
+    }
+
+    #[test]
+    fn server_address_limits_credentials_to_its_host() {
+        assert_eq!(
+            server_host("https://reg.example:5000/v1/"),
+            "reg.example:5000"
+        );
+        assert_eq!(server_host("reg.example"), "reg.example");
+        let image = ImageRef::parse("reg.example/a:1").unwrap();
+        let host = |h: &str| RegistryHost {
+            plain_http: false,
+            host: h.into(),
+            resolve: true,
+            pull: true,
+            skip_verify: false,
+            ca: vec![],
+        };
+        let auth = RegistryAuth::Basic("u".into(), "p".into());
+        let r = Registry::new(
+            &image,
+            vec![host("mirror.example"), host("reg.example")],
+            auth,
+            "https://reg.example",
+            1,
+        )
+        .unwrap();
+        assert!(matches!(r.sources[0].auth, RegistryAuth::Anonymous));
+        assert!(matches!(r.sources[1].auth, RegistryAuth::Basic(..)));
     }
 
     #[test]
