@@ -161,6 +161,23 @@ async fn pull_by_tag_digest_and_tag_at_digest_into_containerd_stores() {
         + img.config.data.len()
         + img.manifest.data.len();
     assert_eq!(st.size, total as u64);
+    // Verbose status carries the image config.
+    let verbose = w
+        .image()
+        .await
+        .image_status(cri::ImageStatusRequest {
+            image: Some(spec(&by_tag)),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&verbose.info["info"]).unwrap();
+    assert_eq!(info["imageSpec"]["config"]["User"], "1000:1000", "{info}");
+    assert_eq!(
+        info["imageSpec"]["rootfs"]["diff_ids"],
+        serde_json::json!(img.diff_ids)
+    );
     // Looked up by id, too.
     assert_eq!(w.status(img.id()).await.unwrap().id, img.id());
     assert_eq!(w.status(&img.id()[7..]).await.unwrap().id, img.id());
@@ -629,5 +646,162 @@ async fn crid_restarted_mid_pull_lists_no_half_image() {
     assert!(w.ctr(&["images", "ls", "-q"]).trim().is_empty());
 
     fake.fault("rs/app", &layer, None);
+    assert_eq!(w.pull(&name, None).await.unwrap(), img.id());
+}
+
+/// A docker-registry process serving an existing storage dir over TLS; killed on drop.
+struct TlsRegistry {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for TlsRegistry {
+    fn drop(&mut self) {
+        crid_e2e::crid::terminate(&mut self.child, std::time::Duration::from_secs(5));
+    }
+}
+
+impl TlsRegistry {
+    /// CA and server cert for 127.0.0.1 in `dir`, registry on a free port over `storage`.
+    async fn start(dir: &Path, storage: &Path) -> TlsRegistry {
+        // A CA and a leaf for 127.0.0.1 signed by it (rustls refuses a CA
+        // certificate used as the server's own).
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(
+            dir.join("leaf.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        let steps: [Vec<&str>; 3] = [
+            vec![
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=crid-test-ca",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ],
+            vec![
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "leaf.csr",
+            ],
+            vec![
+                "x509",
+                "-req",
+                "-in",
+                "leaf.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "1",
+                "-extfile",
+                "leaf.ext",
+                "-out",
+                "cert.pem",
+            ],
+        ];
+        for args in steps {
+            let out = Command::new("openssl")
+                .args(&args)
+                .current_dir(dir)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let port = crid_e2e::registry::free_port().unwrap();
+        let config = dir.join("tls-registry.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {}\n    key: {}\n",
+                storage.display(),
+                cert.display(),
+                key.display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("tls-registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let up = crid_e2e::wait_for(std::time::Duration::from_secs(15), || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(|_| ())
+        })
+        .await;
+        assert!(up.is_some(), "TLS registry did not come up");
+        TlsRegistry { child, port }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_registry_with_ca_or_skip_verify_from_hosts_toml() {
+    let reg = Registry::start(RegistryOptions::default()).unwrap();
+    let img = ImageBuilder::new()
+        .random_layer("t", 5000, 13)
+        .build()
+        .unwrap();
+    img.push(&reg.target(), "tls/app", &["1"]).unwrap();
+    let w = World::start(|_| {}).await;
+    let tls_dir = w.certs_d.parent().unwrap().join("tls");
+    std::fs::create_dir_all(&tls_dir).unwrap();
+    let tls = TlsRegistry::start(&tls_dir, &reg.storage_dir()).await;
+    let host = format!("127.0.0.1:{}", tls.port);
+    let host_dir = w.certs_d.join(&host);
+    std::fs::create_dir_all(&host_dir).unwrap();
+    let name = format!("{host}/tls/app:1");
+
+    // HTTPS without trusting the self-signed certificate fails.
+    std::fs::write(
+        host_dir.join("hosts.toml"),
+        format!("server = \"https://{host}\"\n"),
+    )
+    .unwrap();
+    assert!(w.pull(&name, None).await.is_err());
+
+    // With the CA (relative to the host dir) it works.
+    std::fs::copy(tls_dir.join("ca.pem"), host_dir.join("ca.pem")).unwrap();
+    std::fs::write(
+        host_dir.join("hosts.toml"),
+        format!("server = \"https://{host}\"\nca = \"ca.pem\"\n"),
+    )
+    .unwrap();
+    assert_eq!(w.pull(&name, None).await.unwrap(), img.id());
+    w.remove(&name).await;
+
+    // skip_verify works without the CA.
+    std::fs::write(
+        host_dir.join("hosts.toml"),
+        format!("server = \"https://{host}\"\nskip_verify = true\n"),
+    )
+    .unwrap();
     assert_eq!(w.pull(&name, None).await.unwrap(), img.id());
 }

@@ -119,8 +119,23 @@ pub fn map_error(what: &str, e: OciDistributionError) -> Error {
                 _ => Error::Internal(msg),
             }
         }
-        other => Error::Internal(format!("{what}: {other}")),
+        other => Error::Internal(format!("{what}: {}", with_sources(&other))),
     }
+}
+
+/// An error and its causes: reqwest's own message hides the TLS or connect reason.
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        cur = c.source();
+    }
+    msg
 }
 
 fn client_for(host: &RegistryHost, max_downloads: usize) -> Result<Client, Error> {
