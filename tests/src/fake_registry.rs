@@ -31,6 +31,8 @@ struct State {
     files: HashMap<String, (String, Vec<u8>)>,
     faults: HashMap<String, Fault>,
     hits: HashMap<String, usize>,
+    /// Bearer-token auth: (user, password, token) the `/token` endpoint trades.
+    token_auth: Option<(String, String, String)>,
 }
 
 /// The running server.
@@ -93,6 +95,12 @@ impl FakeRegistry {
         };
     }
 
+    /// Requires a bearer token on every API request: `/token` hands out
+    /// `token` for basic credentials `user`/`password` (the token flow).
+    pub fn require_token(&self, user: &str, password: &str, token: &str) {
+        self.state.lock().unwrap().token_auth = Some((user.into(), password.into(), token.into()));
+    }
+
     /// GET requests so far for blob `digest` of `repo`.
     pub fn blob_hits(&self, repo: &str, digest: &str) -> usize {
         let path = format!("/v2/{repo}/blobs/{digest}");
@@ -125,7 +133,8 @@ fn serve(conn: TcpStream, state: Arc<Mutex<State>>, stop: Arc<AtomicBool>) {
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
             return;
         }
-        // Skip headers.
+        // Headers: only Authorization matters.
+        let mut authorization = String::new();
         loop {
             let mut h = String::new();
             if reader.read_line(&mut h).unwrap_or(0) == 0 {
@@ -133,6 +142,11 @@ fn serve(conn: TcpStream, state: Arc<Mutex<State>>, stop: Arc<AtomicBool>) {
             }
             if h == "\r\n" || h == "\n" {
                 break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                if k.eq_ignore_ascii_case("authorization") {
+                    authorization = v.trim().to_string();
+                }
             }
         }
         let mut parts = line.split_whitespace();
@@ -149,6 +163,39 @@ fn serve(conn: TcpStream, state: Arc<Mutex<State>>, stop: Arc<AtomicBool>) {
             *s.hits.entry(path.clone()).or_default() += 1;
             (s.files.get(&path).cloned(), s.faults.get(&path).copied())
         };
+        let token_auth = state.lock().unwrap().token_auth.clone();
+        if let Some((user, pass, token)) = token_auth {
+            use base64::Engine;
+            let basic = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+            );
+            if path == "/token" {
+                if authorization == basic {
+                    let body = format!("{{\"token\":\"{token}\"}}");
+                    let _ = write!(
+                        out,
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                } else {
+                    let _ =
+                        out.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n");
+                }
+                continue;
+            }
+            if authorization != format!("Bearer {token}") {
+                let port = out.local_addr().map(|a| a.port()).unwrap_or(0);
+                let body = br#"{"errors":[{"code":"UNAUTHORIZED","message":"token required"}]}"#;
+                let _ = write!(
+                    out,
+                    "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"fake\"\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                );
+                let _ = out.write_all(body);
+                continue;
+            }
+        }
         if path == "/v2/" || path == "/v2" {
             let _ = out.write_all(
                 b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}",

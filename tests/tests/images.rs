@@ -805,3 +805,42 @@ async fn https_registry_with_ca_or_skip_verify_from_hosts_toml() {
     .unwrap();
     assert_eq!(w.pull(&name, None).await.unwrap(), img.id());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bearer_token_flow_with_credentials_or_a_registry_token() {
+    let fake = FakeRegistry::start().unwrap();
+    let img = ImageBuilder::new()
+        .random_layer("b", 3000, 14)
+        .build()
+        .unwrap();
+    fake.add("tok/app", "1", &img);
+    fake.require_token("bob", "pw", "tkn-123");
+    let w = World::start(|_| {}).await;
+    let name = format!("{}/tok/app:1", fake.host());
+
+    let e = w.pull(&name, None).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    let wrong = cri::AuthConfig {
+        username: "bob".into(),
+        password: "nope".into(),
+        ..Default::default()
+    };
+    let e = w.pull(&name, Some(wrong)).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+
+    // Username/password traded for a token at the realm.
+    let creds = cri::AuthConfig {
+        username: "bob".into(),
+        password: "pw".into(),
+        ..Default::default()
+    };
+    assert_eq!(w.pull(&name, Some(creds)).await.unwrap(), img.id());
+    w.remove(&name).await;
+
+    // A registry token is used as the bearer token directly.
+    let token = cri::AuthConfig {
+        registry_token: "tkn-123".into(),
+        ..Default::default()
+    };
+    assert_eq!(w.pull(&name, Some(token)).await.unwrap(), img.id());
+}
