@@ -240,15 +240,27 @@ pub async fn pull(
                 _ => return Err(Error::Internal("layer download ended early".into())),
             }
             let parent = if i == 0 { "" } else { chains[i - 1].as_str() };
-            unpack_layer(
+            let work = unpack_layer(
                 &s,
                 &cx.snapshotter,
                 &layer_descs[i],
                 &diff_ids[i],
                 parent,
                 &chains[i],
-            )
-            .await?;
+            );
+            tokio::pin!(work);
+            // containerd applying a big layer is progress too: without this a
+            // large last layer could outlast the timeout with no bytes arriving.
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    r = &mut work => {
+                        r?;
+                        break;
+                    }
+                    _ = tick.tick() => progress.mark(0),
+                }
+            }
             progress.mark(0);
         }
         Ok::<(), Error>(())
