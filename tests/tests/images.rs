@@ -844,3 +844,30 @@ async fn bearer_token_flow_with_credentials_or_a_registry_token() {
     };
     assert_eq!(w.pull(&name, Some(token)).await.unwrap(), img.id());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn image_with_missing_content_is_absent_removable_and_pulled_again() {
+    let reg = Registry::start(RegistryOptions::default()).unwrap();
+    let img = ImageBuilder::new()
+        .random_layer("g", 3000, 15)
+        .build()
+        .unwrap();
+    img.push(&reg.target(), "gone/app", &["1"]).unwrap();
+    let w = World::start(|_| {}).await;
+    let name = format!("{}/gone/app:1", reg.host());
+    assert_eq!(w.pull(&name, None).await.unwrap(), img.id());
+    assert!(w.status(&name).await.is_some());
+
+    // Someone deletes the config blob behind crid's back.
+    w.ctr(&["content", "rm", img.id()]);
+    assert!(w.status(&name).await.is_none());
+    assert!(w.list().await.is_empty());
+    // Pulling again repairs it.
+    assert_eq!(w.pull(&name, None).await.unwrap(), img.id());
+    assert!(w.status(&name).await.is_some());
+
+    w.ctr(&["content", "rm", img.id()]);
+    w.remove(&name).await;
+    let names = w.ctr(&["images", "ls", "-q"]);
+    assert!(!names.lines().any(|l| l == name), "{names}");
+}

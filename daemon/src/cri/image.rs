@@ -99,6 +99,11 @@ pub async fn remove(crid: &Crid, req: cri::RemoveImageRequest) -> Result<cri::Re
     span_image(name);
     let store = crid.images.store();
     let Some(g) = store.find(name).await? else {
+        // Not a usable image, but a record of that name may still exist
+        // (incomplete content): remove it too.
+        if let Ok(r) = ImageRef::parse(name) {
+            store.delete(&r.name(), true).await?;
+        }
         return Ok(cri::RemoveImageResponse {});
     };
     // Every record pointing at this id, including one named by the id itself.

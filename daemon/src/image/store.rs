@@ -161,10 +161,21 @@ impl ImageStore {
 
     /// Metadata of the image a record targets (cached).
     pub async fn meta(&self, target: &Descriptor) -> Result<Arc<ImageMeta>, Error> {
-        if let Some(m) = self.cache_get(&target.digest) {
-            return Ok(m);
-        }
         let s = self.session();
+        if let Some(m) = self.cache_get(&target.digest) {
+            // Content is immutable but can be deleted behind crid's back:
+            // one cheap check that the config is still there.
+            if content::info(&s, &m.id).await?.is_some() {
+                return Ok(m);
+            }
+            if let Ok(mut c) = self.cache.lock() {
+                c.remove(&target.digest);
+            }
+            return Err(Error::NotFound(format!(
+                "image {}: config {} is gone from the content store",
+                target.digest, m.id
+            )));
+        }
         let mut size = 0u64;
         let mut desc_digest = target.digest.clone();
         let mut desc_size = target.size;
@@ -264,7 +275,15 @@ impl ImageStore {
         let Some(target) = rec.target else {
             return Ok(None);
         };
-        let meta = self.meta(&target).await?;
+        // A record whose content is incomplete (e.g. GC'd under a foreign
+        // record) is no usable image: report it absent so the kubelet pulls.
+        let meta = match self.meta(&target).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(image = %name, error = %e, "image record without complete content");
+                return Ok(None);
+            }
+        };
         Ok(self
             .groups()
             .await?
