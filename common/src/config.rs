@@ -57,6 +57,8 @@ pub struct Config {
     pub cni: CniConfig,
     /// Pod sandboxes and their helpers.
     pub sandbox: SandboxConfig,
+    /// Image registries and pulls.
+    pub registry: RegistryConfig,
 }
 
 impl Default for Config {
@@ -70,6 +72,7 @@ impl Default for Config {
             containerd: ContainerdConfig::default(),
             cni: CniConfig::default(),
             sandbox: SandboxConfig::default(),
+            registry: RegistryConfig::default(),
         }
     }
 }
@@ -177,6 +180,29 @@ impl Default for SandboxConfig {
     }
 }
 
+/// Image registries and pulls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// Registry hosts configuration in containerd's certs.d layout
+    /// (`<config_path>/<host>/hosts.toml`, `<config_path>/_default/hosts.toml`).
+    pub config_path: PathBuf,
+    /// Layers of one pull fetched at the same time.
+    pub max_concurrent_downloads: usize,
+    /// A pull that receives no bytes for this many seconds is cancelled.
+    pub progress_timeout_secs: u64,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            config_path: PathBuf::from("/etc/crid/certs.d"),
+            max_concurrent_downloads: 3,
+            progress_timeout_secs: 60,
+        }
+    }
+}
+
 impl Config {
     /// Reads `path`; a missing file at the default path means all defaults,
     /// a missing file anywhere else is an error (the operator named it).
@@ -219,6 +245,7 @@ impl Config {
             ("runtime_dir", &self.runtime_dir),
             ("containerd.address", &self.containerd.address),
             ("cni.conf_dir", &self.cni.conf_dir),
+            ("registry.config_path", &self.registry.config_path),
         ];
         for (key, p) in absolute {
             if !p.is_absolute() {
@@ -275,6 +302,18 @@ impl Config {
         if self.sandbox.setup_timeout_secs == 0 {
             return Err(ConfigError::Invalid {
                 key: "sandbox.setup_timeout_secs",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.registry.max_concurrent_downloads == 0 {
+            return Err(ConfigError::Invalid {
+                key: "registry.max_concurrent_downloads",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.registry.progress_timeout_secs == 0 {
+            return Err(ConfigError::Invalid {
+                key: "registry.progress_timeout_secs",
                 reason: "must be at least 1".into(),
             });
         }
@@ -385,6 +424,35 @@ mod tests {
             Config::load(&p, true),
             Err(ConfigError::Read { .. })
         ));
+    }
+
+    #[test]
+    fn registry_section() {
+        let cfg = parse("[registry]\nconfig_path = \"/x/certs.d\"\nmax_concurrent_downloads = 8\n")
+            .unwrap();
+        assert_eq!(cfg.registry.config_path, PathBuf::from("/x/certs.d"));
+        assert_eq!(cfg.registry.max_concurrent_downloads, 8);
+        assert_eq!(cfg.registry.progress_timeout_secs, 60);
+        assert!(Config::default_toml().contains("[registry]"));
+        for (text, key) in [
+            (
+                "[registry]\nmax_concurrent_downloads = 0\n",
+                "registry.max_concurrent_downloads",
+            ),
+            (
+                "[registry]\nprogress_timeout_secs = 0\n",
+                "registry.progress_timeout_secs",
+            ),
+            (
+                "[registry]\nconfig_path = \"rel\"\n",
+                "registry.config_path",
+            ),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
+        let err = parse("[registry]\nmirrors = 1\n").unwrap_err().to_string();
+        assert!(err.contains("mirrors"), "{err}");
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub enum Error {
     /// The call ran out of time.
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// The registry refused the credentials (or their absence).
+    #[error("{0}")]
+    Unauthenticated(String),
     /// containerd could not be reached or failed.
     #[error("containerd: {0}")]
     Containerd(#[from] ContainerdError),
@@ -57,6 +60,7 @@ impl From<Error> for tonic::Status {
             Error::AlreadyExists(_) => Code::AlreadyExists,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
             // containerd's NotFound/AlreadyExists/etc. keep their meaning for
             // the kubelet; transport failures become Unavailable.
             Error::Containerd(c) => match c.status.code() {
@@ -90,6 +94,7 @@ mod tests {
             ),
             (Error::DeadlineExceeded("x".into()), Code::DeadlineExceeded),
             (Error::Internal("x".into()), Code::Internal),
+            (Error::Unauthenticated("x".into()), Code::Unauthenticated),
             (
                 Error::Containerd(ContainerdError {
                     op: "get",

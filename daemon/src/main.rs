@@ -5,6 +5,7 @@ mod containerd;
 mod cri;
 mod error;
 mod helper_client;
+mod image;
 mod logging;
 mod rpc_layer;
 mod sandbox;

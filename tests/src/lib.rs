@@ -5,6 +5,7 @@
 
 pub mod containerd;
 pub mod crid;
+pub mod fake_registry;
 pub mod images;
 pub mod registry;
 

@@ -1,8 +1,6 @@
 //! `runtime.v1.ImageService`: dispatches each RPC to the image modules.
-//! RPCs whose issue has not landed answer Unimplemented, naming the RPC.
 
-use super::CriService;
-use crate::error::Error;
+use super::{image, respond, CriService};
 use crid_proto::cri;
 use crid_proto::cri::image_service_server::ImageService;
 use tonic::{Request, Response, Status};
@@ -11,36 +9,36 @@ use tonic::{Request, Response, Status};
 impl ImageService for CriService {
     async fn list_images(
         &self,
-        _req: Request<cri::ListImagesRequest>,
+        req: Request<cri::ListImagesRequest>,
     ) -> Result<Response<cri::ListImagesResponse>, Status> {
-        Err(Error::Unimplemented("ListImages").into())
+        respond(image::list(&self.crid, req.into_inner()).await)
     }
 
     async fn image_status(
         &self,
-        _req: Request<cri::ImageStatusRequest>,
+        req: Request<cri::ImageStatusRequest>,
     ) -> Result<Response<cri::ImageStatusResponse>, Status> {
-        Err(Error::Unimplemented("ImageStatus").into())
+        respond(image::status(&self.crid, req.into_inner()).await)
     }
 
     async fn pull_image(
         &self,
-        _req: Request<cri::PullImageRequest>,
+        req: Request<cri::PullImageRequest>,
     ) -> Result<Response<cri::PullImageResponse>, Status> {
-        Err(Error::Unimplemented("PullImage").into())
+        respond(image::pull(&self.crid, req.into_inner()).await)
     }
 
     async fn remove_image(
         &self,
-        _req: Request<cri::RemoveImageRequest>,
+        req: Request<cri::RemoveImageRequest>,
     ) -> Result<Response<cri::RemoveImageResponse>, Status> {
-        Err(Error::Unimplemented("RemoveImage").into())
+        respond(image::remove(&self.crid, req.into_inner()).await)
     }
 
     async fn image_fs_info(
         &self,
-        _req: Request<cri::ImageFsInfoRequest>,
+        req: Request<cri::ImageFsInfoRequest>,
     ) -> Result<Response<cri::ImageFsInfoResponse>, Status> {
-        Err(Error::Unimplemented("ImageFsInfo").into())
+        respond(image::fs_info(&self.crid, req.into_inner()).await)
     }
 }

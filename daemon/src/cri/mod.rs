@@ -2,6 +2,7 @@
 //! One module per RPC family; `runtime_service` and `image_service` only
 //! dispatch the generated tonic traits to them.
 
+pub mod image;
 pub mod image_service;
 pub mod runtime_info;
 pub mod runtime_service;
@@ -20,6 +21,8 @@ pub struct Crid {
     pub containerd: Containerd,
     /// Pod sandboxes.
     pub sandboxes: Arc<Sandboxes>,
+    /// Image pulls and the image store.
+    pub images: crate::image::Images,
 }
 
 /// The tonic service object for both CRI services; cheap to clone.
@@ -34,6 +37,7 @@ impl CriService {
     pub fn new(config: Config, containerd: Containerd, sandboxes: Arc<Sandboxes>) -> CriService {
         CriService {
             crid: Arc::new(Crid {
+                images: crate::image::Images::new(&config, containerd.clone()),
                 config,
                 containerd,
                 sandboxes,

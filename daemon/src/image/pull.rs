@@ -1,0 +1,313 @@
+//! One pull, as containerd's own client does it: resolve the reference,
+//! choose the node's platform, fetch layers in parallel (bounded) into the
+//! content store under a lease while unpacking them in order into committed
+//! chain-ID snapshots, then write config, manifest and index with their GC
+//! reference labels, and finally the image records. Blobs and snapshots
+//! already present are neither fetched nor unpacked again.
+
+use super::content;
+use super::hosts::hosts_for;
+use super::manifest::{self, Parsed};
+use super::progress::Progress;
+use super::reference::ImageRef;
+use super::registry::Registry;
+use super::session::Session;
+use super::store::ImageStore;
+use super::unpack::{chain_ids, unpack_layer};
+use crate::containerd::Containerd;
+use crate::error::Error;
+use crid_common::config::RegistryConfig;
+use crid_proto::containerd::types::Descriptor;
+use futures_util::StreamExt;
+use oci_client::secrets::RegistryAuth;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// What one pull needs from crid.
+pub struct PullContext {
+    /// containerd.
+    pub ctrd: Containerd,
+    /// Image records.
+    pub store: Arc<ImageStore>,
+    /// Registry settings.
+    pub registry: RegistryConfig,
+    /// Snapshotter to unpack into.
+    pub snapshotter: String,
+}
+
+fn desc(d: &manifest::Desc, media_type_default: &str) -> Descriptor {
+    Descriptor {
+        media_type: if d.media_type.is_empty() {
+            media_type_default.to_string()
+        } else {
+            d.media_type.clone()
+        },
+        digest: d.digest.clone(),
+        size: d.size,
+        ..Default::default()
+    }
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// The lease of pulls of `name`. A failed pull keeps its lease, so what it
+/// fetched survives for the retry; the lease expires by itself.
+fn lease_id(name: &str) -> String {
+    format!("crid-pull-{}", &sha256(name.as_bytes())[7..23])
+}
+
+/// Writes a blob held in memory, or only labels it if containerd has it.
+async fn put_small(
+    s: &Session,
+    bytes: &[u8],
+    labels: HashMap<String, String>,
+) -> Result<(), Error> {
+    let digest = sha256(bytes);
+    if content::info(s, &digest).await?.is_none() {
+        let body = futures_util::stream::iter([Ok::<_, std::io::Error>(
+            bytes::Bytes::copy_from_slice(bytes),
+        )]);
+        if content::write(
+            s,
+            &digest,
+            bytes.len() as i64,
+            labels.clone(),
+            body,
+            &|_| {},
+        )
+        .await?
+        {
+            return Ok(());
+        }
+    }
+    content::set_labels(s, &digest, &labels).await
+}
+
+/// Fetches one layer into the content store unless it is there; labels it
+/// with its uncompressed digest as containerd's unpacker does.
+async fn ensure_layer(
+    s: &Session,
+    reg: &Registry,
+    layer: &Descriptor,
+    diff_id: &str,
+    progress: &Progress,
+) -> Result<(), Error> {
+    let labels = HashMap::from([(
+        "containerd.io/uncompressed".to_string(),
+        diff_id.to_string(),
+    )]);
+    if content::info(s, &layer.digest).await?.is_none() {
+        let body = reg.blob(&layer.digest).await?;
+        progress.mark(0);
+        if content::write(s, &layer.digest, layer.size, labels.clone(), body, &|n| {
+            progress.mark(n)
+        })
+        .await?
+        {
+            return Ok(());
+        }
+    }
+    content::set_labels(s, &layer.digest, &labels).await
+}
+
+/// Pulls `image` and returns its id (the config digest).
+pub async fn pull(
+    cx: &PullContext,
+    image: &ImageRef,
+    auth: RegistryAuth,
+    server_address: &str,
+    progress: &Progress,
+) -> Result<String, Error> {
+    let hosts = hosts_for(&cx.registry.config_path, &image.registry)?;
+    let reg = Registry::new(
+        image,
+        hosts,
+        auth,
+        server_address,
+        cx.registry.max_concurrent_downloads,
+    )?;
+    let (top_bytes, top_digest) = reg.resolve().await?;
+    progress.mark(0);
+    if let Some(want) = &image.digest {
+        if &sha256(&top_bytes) != want {
+            return Err(Error::Internal(format!(
+                "{}: registry sent a manifest that does not match the digest",
+                image.name()
+            )));
+        }
+    }
+    let s = Session::leased(&cx.ctrd, lease_id(&image.name())).await?;
+
+    let top = manifest::parse(&top_bytes, &top_digest)?;
+    let (top_media_type, index, manifest_bytes) = match &top {
+        Parsed::Index {
+            media_type,
+            manifests,
+        } => {
+            let platform = manifest::host_platform();
+            let (pos, chosen) = manifests
+                .iter()
+                .enumerate()
+                .find(|(_, d)| Some(*d) == manifest::choose(manifests, platform))
+                .ok_or_else(|| {
+                    Error::NotFound(format!(
+                        "{}: no manifest for platform {}/{}",
+                        image.name(),
+                        platform.0,
+                        platform.1
+                    ))
+                })?;
+            let bytes = reg.manifest(&chosen.digest).await?;
+            progress.mark(0);
+            (media_type.clone(), Some((pos, chosen.clone())), bytes)
+        }
+        Parsed::Manifest { media_type, .. } => (media_type.clone(), None, top_bytes.clone()),
+    };
+    let manifest_digest = sha256(&manifest_bytes);
+    let Parsed::Manifest { config, layers, .. } =
+        manifest::parse(&manifest_bytes, &manifest_digest)?
+    else {
+        return Err(Error::Internal(format!(
+            "{}: an index entry points at another index",
+            image.name()
+        )));
+    };
+
+    // The config is small: fetch it whole, verify, parse.
+    let config_bytes = match content::info(&s, &config.digest).await? {
+        Some(_) => content::read_small(&s, &config.digest).await?,
+        None => {
+            let mut body = reg.blob(&config.digest).await?;
+            let mut buf = Vec::new();
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| Error::Internal(format!("fetching config: {e}")))?;
+                progress.mark(chunk.len());
+                buf.extend_from_slice(&chunk);
+                if buf.len() as i64 > content::MAX_SMALL_BLOB {
+                    return Err(Error::Internal("image config too large".into()));
+                }
+            }
+            buf
+        }
+    };
+    if sha256(&config_bytes) != config.digest {
+        return Err(Error::Internal(format!(
+            "{}: config blob does not match its digest {}",
+            image.name(),
+            config.digest
+        )));
+    }
+    let cfg = manifest::parse_config(&config_bytes, &config.digest)?;
+    let diff_ids = cfg.rootfs.map(|r| r.diff_ids).unwrap_or_default();
+    if diff_ids.len() != layers.len() {
+        return Err(Error::Internal(format!(
+            "{}: manifest has {} layers but config lists {} diff ids",
+            image.name(),
+            layers.len(),
+            diff_ids.len()
+        )));
+    }
+    let chains = chain_ids(&diff_ids);
+    let layer_descs: Vec<Descriptor> = layers
+        .iter()
+        .map(|l| desc(l, "application/vnd.oci.image.layer.v1.tar+gzip"))
+        .collect();
+
+    // Download in parallel, unpack in order as soon as each layer is in.
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    let downloads = async {
+        // Futures built up front: a lazily mapping stream adapter held across
+        // awaits trips rustc's higher-ranked Send check in tokio::spawn.
+        let mut jobs = Vec::with_capacity(layer_descs.len());
+        for (i, (l, diff_id)) in layer_descs.iter().zip(&diff_ids).enumerate() {
+            let (s, reg) = (&s, &reg);
+            jobs.push(async move { ensure_layer(s, reg, l, diff_id, progress).await.map(|_| i) });
+        }
+        let mut fetches =
+            futures_util::stream::iter(jobs).buffered(cx.registry.max_concurrent_downloads);
+        while let Some(r) = fetches.next().await {
+            let _ = done_tx.send(r?);
+        }
+        Ok::<(), Error>(())
+    };
+    let unpacks = async {
+        for i in 0..layer_descs.len() {
+            match done_rx.recv().await {
+                Some(got) if got == i => {}
+                _ => return Err(Error::Internal("layer download ended early".into())),
+            }
+            let parent = if i == 0 { "" } else { chains[i - 1].as_str() };
+            let work = unpack_layer(
+                &s,
+                &cx.snapshotter,
+                &layer_descs[i],
+                &diff_ids[i],
+                parent,
+                &chains[i],
+            );
+            tokio::pin!(work);
+            // containerd applying a big layer is progress too: without this a
+            // large last layer could outlast the timeout with no bytes arriving.
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    r = &mut work => {
+                        r?;
+                        break;
+                    }
+                    _ = tick.tick() => progress.mark(0),
+                }
+            }
+            progress.mark(0);
+        }
+        Ok::<(), Error>(())
+    };
+    tokio::try_join!(downloads, unpacks)?;
+
+    // Config, manifest and index, each labelled with what it keeps alive.
+    let mut config_labels = HashMap::new();
+    if let Some(top_chain) = chains.last() {
+        config_labels.insert(
+            format!("containerd.io/gc.ref.snapshot.{}", cx.snapshotter),
+            top_chain.clone(),
+        );
+    }
+    put_small(&s, &config_bytes, config_labels).await?;
+    let mut manifest_labels = HashMap::from([(
+        "containerd.io/gc.ref.content.config".to_string(),
+        config.digest.clone(),
+    )]);
+    for (i, l) in layers.iter().enumerate() {
+        manifest_labels.insert(
+            format!("containerd.io/gc.ref.content.l.{i}"),
+            l.digest.clone(),
+        );
+    }
+    put_small(&s, &manifest_bytes, manifest_labels).await?;
+    if let Some((pos, chosen)) = &index {
+        let labels = HashMap::from([(
+            format!("containerd.io/gc.ref.content.m.{pos}"),
+            chosen.digest.clone(),
+        )]);
+        put_small(&s, &top_bytes, labels).await?;
+    }
+
+    let target = Descriptor {
+        media_type: top_media_type,
+        digest: sha256(&top_bytes),
+        size: top_bytes.len() as i64,
+        ..Default::default()
+    };
+    let name = image.name();
+    cx.store.put(&s, &name, target.clone()).await?;
+    let digest_name = image.digest_name(&target.digest);
+    if digest_name != name {
+        cx.store.put(&s, &digest_name, target).await?;
+    }
+    s.release().await;
+    tracing::info!(image = %name, id = %config.digest, bytes = progress.bytes(), "pulled image");
+    Ok(config.digest)
+}
