@@ -6,6 +6,9 @@
 
 use std::process::ExitCode;
 
+#[allow(dead_code)] // the helper's stream server wires this in (issue 7)
+mod streaming;
+
 fn main() -> ExitCode {
     let arg = std::env::args().nth(1);
     match arg.as_deref() {
