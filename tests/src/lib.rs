@@ -5,6 +5,7 @@
 
 pub mod containerd;
 pub mod crid;
+pub mod stream_client;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -18,6 +18,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::spdy::session::{Session, SpdyStream};
+
 /// Protocol version of an exec/attach stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Version {
@@ -330,6 +332,70 @@ impl ResizeDecoder {
         }
         Ok(out)
     }
+}
+
+/// The SPDY streams of one exec / attach, by role.
+#[derive(Default)]
+pub struct SpdyExecStreams {
+    /// Error stream (always).
+    pub error: Option<SpdyStream>,
+    /// stdin, if requested.
+    pub stdin: Option<SpdyStream>,
+    /// stdout, if requested.
+    pub stdout: Option<SpdyStream>,
+    /// stderr, if requested and no tty.
+    pub stderr: Option<SpdyStream>,
+    /// resize, with a tty from v3 on.
+    pub resize: Option<SpdyStream>,
+}
+
+impl SpdyExecStreams {
+    fn slot(&mut self, role: StreamRole) -> &mut Option<SpdyStream> {
+        match role {
+            StreamRole::Error => &mut self.error,
+            StreamRole::Stdin => &mut self.stdin,
+            StreamRole::Stdout => &mut self.stdout,
+            StreamRole::Stderr => &mut self.stderr,
+            StreamRole::Resize => &mut self.resize,
+        }
+    }
+}
+
+/// Why the exec streams could not be collected.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    /// The client went away (or sent GOAWAY) first.
+    #[error("connection closed before all streams were opened")]
+    Closed,
+    /// A `streamtype` we do not know.
+    #[error("unexpected stream type {0:?}")]
+    UnexpectedStream(String),
+    /// Two streams of one role.
+    #[error("duplicate {0:?} stream")]
+    Duplicate(StreamRole),
+}
+
+/// Accepts the client's streams until every one `opts` requires for
+/// version `v` is open, as the kubelet does before starting the process
+/// (the caller bounds the wait: the kubelet gives up after 30 s).
+pub async fn accept_spdy_streams(
+    session: &mut Session,
+    opts: StreamOptions,
+    v: Version,
+) -> Result<SpdyExecStreams, AcceptError> {
+    let expected = opts.expected_streams(v);
+    let mut got = SpdyExecStreams::default();
+    while !expected.iter().all(|r| got.slot(*r).is_some()) {
+        let stream = session.accept().await.ok_or(AcceptError::Closed)?;
+        let ty = stream.headers().get("streamtype").unwrap_or("").to_string();
+        let role = StreamRole::from_stream_type(&ty).ok_or(AcceptError::UnexpectedStream(ty))?;
+        let slot = got.slot(role);
+        if slot.is_some() {
+            return Err(AcceptError::Duplicate(role));
+        }
+        *slot = Some(stream);
+    }
+    Ok(got)
 }
 
 #[cfg(test)]

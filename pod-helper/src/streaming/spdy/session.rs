@@ -23,7 +23,7 @@
 //! later on the connection can be trusted.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -139,6 +139,8 @@ struct Shared {
     peer_flow_control: AtomicBool,
     initial_send_window: Mutex<i64>,
     closed: AtomicBool,
+    /// Highest stream id the client opened (for GOAWAY).
+    last_peer_id: AtomicU32,
     cfg: SessionConfig,
 }
 
@@ -185,6 +187,7 @@ pub struct Session {
     accept: mpsc::Receiver<SpdyStream>,
     out: mpsc::Sender<Out>,
     shared: Arc<Shared>,
+    reader: tokio::task::JoinHandle<()>,
 }
 
 impl Session {
@@ -202,6 +205,7 @@ impl Session {
             peer_flow_control: AtomicBool::new(false),
             initial_send_window: Mutex::new(DEFAULT_WINDOW),
             closed: AtomicBool::new(false),
+            last_peer_id: AtomicU32::new(0),
             cfg,
         });
         let (out_tx, out_rx) = mpsc::channel(64);
@@ -214,11 +218,12 @@ impl Session {
             last_peer_id: 0,
             goaway: false,
         };
-        tokio::spawn(reader.run(r));
+        let reader = tokio::spawn(reader.run(r));
         Ok(Self {
             accept: accept_rx,
             out: out_tx,
             shared,
+            reader,
         })
     }
 
@@ -234,10 +239,26 @@ impl Session {
         let _ = self
             .out
             .send(Out::Frame(Frame::GoAway {
-                last_good_stream_id: 0,
+                last_good_stream_id: self.shared.last_peer_id.load(Ordering::Acquire),
                 status: goaway::OK,
             }))
             .await;
+    }
+
+    /// Ends the connection as the kubelet does when the command is done:
+    /// GOAWAY OK, flush what is queued, close. Streams still held fail
+    /// from then on.
+    pub async fn close(self) {
+        self.reader.abort();
+        let _ = self
+            .out
+            .send(Out::Frame(Frame::GoAway {
+                last_good_stream_id: self.shared.last_peer_id.load(Ordering::Acquire),
+                status: goaway::OK,
+            }))
+            .await;
+        let _ = self.out.send(Out::Close).await;
+        self.shared.close_all();
     }
 
     /// Whether the connection is gone.
@@ -413,6 +434,7 @@ impl Reader {
             return self.reset(id, status).await;
         }
         self.last_peer_id = id;
+        self.shared.last_peer_id.store(id, Ordering::Release);
         let Some(accept) = self.accept.clone() else {
             return self.reset(id, rst::REFUSED_STREAM).await;
         };
