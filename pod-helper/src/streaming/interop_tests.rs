@@ -206,6 +206,17 @@ fn pair() -> (DuplexStream, DuplexStream) {
     tokio::io::duplex(256 * 1024)
 }
 
+/// Waits (up to 1 s) for the server to have closed the client's connection.
+async fn wait_closed(c: &SpdyClient) {
+    for _ in 0..50 {
+        if c.is_closed() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("connection still open");
+}
+
 const ALL_SPDY: &[&str] = &[
     "v4.channel.k8s.io",
     "v3.channel.k8s.io",
@@ -280,13 +291,7 @@ async fn spdy_tty_exec_with_resize_and_success() {
         .unwrap()
         .unwrap();
     // The server ends the connection: GOAWAY OK, then EOF.
-    for _ in 0..50 {
-        if c.is_closed() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(c.is_closed());
+    wait_closed(&c).await;
     assert_eq!(c.goaway(), Some((7, 0)), "GOAWAY OK naming the last stream");
     drop(resize);
 }
@@ -493,13 +498,7 @@ async fn spdy_garbage_frame_closes_only_that_connection() {
         .await
         .unwrap()
         .unwrap();
-    for _ in 0..50 {
-        if c.is_closed() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(c.is_closed());
+    wait_closed(&c).await;
     assert_eq!(
         c.goaway(),
         Some((1, 1)),

@@ -250,13 +250,7 @@ impl Session {
     /// from then on.
     pub async fn close(self) {
         self.reader.abort();
-        let _ = self
-            .out
-            .send(Out::Frame(Frame::GoAway {
-                last_good_stream_id: self.shared.last_peer_id.load(Ordering::Acquire),
-                status: goaway::OK,
-            }))
-            .await;
+        self.go_away().await;
         let _ = self.out.send(Out::Close).await;
         self.shared.close_all();
     }
