@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use crid_e2e::stream_client::{raw_request, SpdyClient, WsClient};
-use tokio::io::{AsyncWriteExt, DuplexStream};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, DuplexStream};
 
 use super::http_upgrade::{
     error_response, negotiate, read_request, switching_protocols, Endpoint, Prefixed, Transport,
@@ -25,7 +25,10 @@ use super::websocket::{self, port_forward_channels, port_prefix, ChannelCodec, C
 const STDERR_LINE: &[u8] = b"to-stderr\n";
 
 /// Upgrades `io` and serves one exec with the fake process.
-async fn serve_exec(mut io: DuplexStream, opts: StreamOptions, exit: i32) {
+async fn serve_exec<IO>(mut io: IO, opts: StreamOptions, exit: i32)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let Ok((req, rest)) = read_request(&mut io).await else {
         let _ = io.write_all(&error_response(400)).await;
         return;
@@ -48,7 +51,10 @@ async fn serve_exec(mut io: DuplexStream, opts: StreamOptions, exit: i32) {
     }
 }
 
-async fn spdy_exec(io: Prefixed<DuplexStream>, opts: StreamOptions, v: Version, exit: i32) {
+async fn spdy_exec<IO>(io: Prefixed<IO>, opts: StreamOptions, v: Version, exit: i32)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut session = Session::start(io, SessionConfig::default()).unwrap();
     let streams = tokio::time::timeout(
         Duration::from_secs(5),
@@ -98,7 +104,10 @@ async fn spdy_exec(io: Prefixed<DuplexStream>, opts: StreamOptions, v: Version, 
     session.close().await;
 }
 
-async fn ws_exec(io: Prefixed<DuplexStream>, v: Version, base64: bool, exit: i32) {
+async fn ws_exec<IO>(io: Prefixed<IO>, v: Version, base64: bool, exit: i32)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (mut rx, tx) = websocket::server(io, websocket::WsConfig::default());
     let codec = ChannelCodec {
         base64,
@@ -504,4 +513,50 @@ async fn spdy_garbage_frame_closes_only_that_connection() {
         Some((1, 1)),
         "GOAWAY PROTOCOL_ERROR after stream 1"
     );
+}
+
+/// Our server against Go's `moby/spdystream` (what kubectl and the kubelet
+/// use) driven by `tests/interop/spdystream_client.go`. Needs `go` and
+/// Debian's `golang-github-docker-spdystream-dev`, hence ignored by default:
+/// `cargo test -p crid-pod-helper -- --ignored spdystream`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs go and golang-github-docker-spdystream-dev"]
+async fn spdystream_go_client_interop() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (sock, _) = listener.accept().await.unwrap();
+        serve_exec(sock, exec_opts(false), 7).await;
+    });
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/interop/spdystream_client.go"
+    );
+    let out = tokio::process::Command::new("go")
+        .args(["run", script, &addr.to_string()])
+        .env("GOPATH", "/usr/share/gocode")
+        .env("GO111MODULE", "off")
+        .output()
+        .await
+        .expect("running go");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "go client failed: {}{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("stdout_len=204805 stdout_ok=true"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(r#"stderr="to-stderr\n""#), "{stdout}");
+    assert!(stdout.contains(r#""reason":"NonZeroExitCode""#), "{stdout}");
+    assert!(
+        stdout.contains(r#""causes":[{"reason":"ExitCode","message":"7"}]"#),
+        "{stdout}"
+    );
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap();
 }
