@@ -532,12 +532,15 @@ async fn spdystream_go_client_interop() {
         env!("CARGO_MANIFEST_DIR"),
         "/../tests/interop/spdystream_client.go"
     );
-    let out = tokio::process::Command::new("go")
+    let run = tokio::process::Command::new("go")
         .args(["run", script, &addr.to_string()])
         .env("GOPATH", "/usr/share/gocode")
         .env("GO111MODULE", "off")
-        .output()
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), run)
         .await
+        .expect("go client finished within 120 s")
         .expect("running go");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -559,4 +562,59 @@ async fn spdystream_go_client_interop() {
         .await
         .unwrap()
         .unwrap();
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Resident memory per idle SPDY connection with one open stream (the
+/// figure in docs/PERFORMANCE.md):
+/// `cargo test -p crid-pod-helper --release -- --ignored memory_per_spdy --nocapture`.
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "measurement; run alone"]
+async fn memory_per_spdy_connection() {
+    use super::spdy::frame::{Frame, FrameEncoder};
+    use super::spdy::headers::Headers;
+    use tokio::io::AsyncReadExt;
+    const N: usize = 200;
+    // Every connection gets the same bytes: the first block of a fresh
+    // context is always encoded the same way.
+    let mut syn = Vec::new();
+    FrameEncoder::new()
+        .unwrap()
+        .encode(
+            &Frame::SynStream {
+                stream_id: 1,
+                associated_to: 0,
+                priority: 0,
+                slot: 0,
+                flags: 0,
+                headers: Headers::new().with("streamtype", "stdout"),
+            },
+            &mut syn,
+        )
+        .unwrap();
+    let before = rss_kib();
+    let mut keep = Vec::new();
+    for _ in 0..N {
+        let (mut c, s) = tokio::io::duplex(64 * 1024);
+        let mut session = Session::start(s, SessionConfig::default()).unwrap();
+        c.write_all(&syn).await.unwrap();
+        let stream = session.accept().await.unwrap();
+        let mut reply = [0u8; 8];
+        c.read_exact(&mut reply).await.unwrap();
+        keep.push((c, session, stream));
+    }
+    let after = rss_kib();
+    let per = (after.saturating_sub(before)) as f64 / N as f64;
+    println!(
+        "RSS before {before} KiB, after {N} connections {after} KiB: {per:.1} KiB per connection"
+    );
+    assert!(per < 1024.0);
 }
