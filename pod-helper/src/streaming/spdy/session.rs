@@ -748,6 +748,9 @@ impl StreamWriter {
 impl Drop for StreamWriter {
     fn drop(&mut self) {
         if !self.state.local_closed.swap(true, Ordering::AcqRel) && self.state.reset_status() == 0 {
+            // The reading half, if still held, then sees a reset, not a
+            // dead connection.
+            *self.state.reset.lock().unwrap_or_else(|p| p.into_inner()) = rst::CANCEL;
             self.shared.streams().remove(&self.state.id);
             let _ = self.out.try_send(Out::Frame(Frame::RstStream {
                 stream_id: self.state.id,
@@ -1123,7 +1126,8 @@ mod tests {
             a.write(b"x").await,
             Err(SpdyError::StreamReset(rst::CANCEL))
         ));
-        drop(b);
+        let (mut b_reader, b_writer) = b.into_split();
+        drop(b_writer);
         assert_eq!(
             p.recv().await,
             Some(Frame::RstStream {
@@ -1131,6 +1135,10 @@ mod tests {
                 status: rst::CANCEL
             })
         );
+        assert!(matches!(
+            b_reader.read().await,
+            Err(SpdyError::StreamReset(rst::CANCEL))
+        ));
         assert_eq!(kind::RST_STREAM, 3);
     }
 
