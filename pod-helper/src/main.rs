@@ -18,6 +18,9 @@ use crid_common::protocol::{HelperSpec, SetupReport, PROTOCOL_VERSION};
 use std::io::Write;
 use std::process::ExitCode;
 
+#[allow(dead_code)] // the helper's stream server wires this in (issue 7)
+mod streaming;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {

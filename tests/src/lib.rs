@@ -8,6 +8,7 @@ pub mod crid;
 pub mod fake_registry;
 pub mod images;
 pub mod registry;
+pub mod stream_client;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
