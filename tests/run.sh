@@ -26,6 +26,8 @@ log "cargo test"
 # Each e2e test starts its own containerd; two at a time fits 2 cores.
 results=$(mktemp)
 cargo test --workspace -- --test-threads="${CRID_TEST_THREADS:-2}" 2>&1 | tee "$results"
+log "interop: our SPDY/3.1 server against Go's spdystream (kubectl's library)"
+cargo test -p crid-pod-helper -- --ignored spdystream 2>&1 | tee -a "$results"
 read -r passed failed < <(awk '/^test result:/ {
   for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i }
 } END { print p + 0, f + 0 }' "$results")
