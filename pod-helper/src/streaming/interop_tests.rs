@@ -532,10 +532,13 @@ async fn spdystream_go_client_interop() {
         env!("CARGO_MANIFEST_DIR"),
         "/../tests/interop/spdystream_client.go"
     );
+    // A cache of its own: CI may run without $HOME, where go has no default.
+    let gocache = crid_e2e::test_dir();
     let run = tokio::process::Command::new("go")
         .args(["run", script, &addr.to_string()])
         .env("GOPATH", "/usr/share/gocode")
         .env("GO111MODULE", "off")
+        .env("GOCACHE", gocache.path())
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(Duration::from_secs(120), run)
