@@ -1,6 +1,7 @@
 //! crid: a Kubernetes CRI v1 runtime on containerd.
 
 mod cgroups;
+mod container;
 mod containerd;
 mod cri;
 mod error;

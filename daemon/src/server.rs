@@ -93,7 +93,14 @@ where
     let health = containerd.spawn_health_watch();
     let sandboxes =
         crate::sandbox::Sandboxes::open(&config).map_err(|e| ServeError::State(e.to_string()))?;
-    let svc = CriService::new(config, containerd, sandboxes);
+    let containers = crate::container::Containers::open(&config)
+        .map_err(|e| ServeError::State(e.to_string()))?;
+    let svc = CriService::new(
+        config,
+        containerd,
+        sandboxes,
+        std::sync::Arc::new(containers),
+    );
     tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "crid serving CRI v1");
 
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();

@@ -18,6 +18,24 @@ pub use crid::{CriClients, CridProcess};
 pub use images::{ImageBuilder, PushTarget};
 pub use registry::{Registry, RegistryOptions};
 
+/// `ctr -n crid <args>` against the containerd at `socket`; panics (with
+/// ctr's stderr) when ctr fails. Returns stdout.
+pub fn ctr(socket: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("ctr")
+        .arg("--address")
+        .arg(socket)
+        .args(["-n", "crid"])
+        .args(args)
+        .output()
+        .expect("running ctr");
+    assert!(
+        out.status.success(),
+        "ctr {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Boxed error for test plumbing.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

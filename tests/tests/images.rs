@@ -107,19 +107,7 @@ impl World {
 }
 
 fn ctr(socket: &Path, args: &[&str]) -> String {
-    let out = Command::new("ctr")
-        .arg("--address")
-        .arg(socket)
-        .args(["-n", "crid"])
-        .args(args)
-        .output()
-        .expect("running ctr");
-    assert!(
-        out.status.success(),
-        "ctr {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    crid_e2e::ctr(socket, args)
 }
 
 fn spec(image: &str) -> cri::ImageSpec {

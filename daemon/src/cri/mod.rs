@@ -2,6 +2,7 @@
 //! One module per RPC family; `runtime_service` and `image_service` only
 //! dispatch the generated tonic traits to them.
 
+pub mod container;
 pub mod image;
 pub mod image_service;
 pub mod runtime_info;
@@ -23,6 +24,8 @@ pub struct Crid {
     pub sandboxes: Arc<Sandboxes>,
     /// Image pulls and the image store.
     pub images: crate::image::Images,
+    /// Containers.
+    pub containers: Arc<crate::container::Containers>,
 }
 
 /// The tonic service object for both CRI services; cheap to clone.
@@ -34,13 +37,19 @@ pub struct CriService {
 
 impl CriService {
     /// Builds the service around the effective config and a containerd handle.
-    pub fn new(config: Config, containerd: Containerd, sandboxes: Arc<Sandboxes>) -> CriService {
+    pub fn new(
+        config: Config,
+        containerd: Containerd,
+        sandboxes: Arc<Sandboxes>,
+        containers: Arc<crate::container::Containers>,
+    ) -> CriService {
         CriService {
             crid: Arc::new(Crid {
                 images: crate::image::Images::new(&config, containerd.clone()),
                 config,
                 containerd,
                 sandboxes,
+                containers,
             }),
         }
     }

@@ -1,7 +1,7 @@
 //! `runtime.v1.RuntimeService`: dispatches each RPC to its family module.
 //! RPCs whose issue has not landed answer Unimplemented, naming the RPC.
 
-use super::{respond, runtime_info, sandbox, CriService};
+use super::{container, respond, runtime_info, sandbox, CriService};
 use crate::error::Error;
 use crid_proto::cri;
 use crid_proto::cri::runtime_service_server::RuntimeService;
@@ -60,9 +60,9 @@ impl RuntimeService for CriService {
 
     async fn create_container(
         &self,
-        _req: Request<cri::CreateContainerRequest>,
+        req: Request<cri::CreateContainerRequest>,
     ) -> Result<Response<cri::CreateContainerResponse>, Status> {
-        Err(Error::Unimplemented("CreateContainer").into())
+        respond(container::create(std::sync::Arc::clone(&self.crid), req.into_inner()).await)
     }
 
     async fn start_container(
@@ -81,23 +81,23 @@ impl RuntimeService for CriService {
 
     async fn remove_container(
         &self,
-        _req: Request<cri::RemoveContainerRequest>,
+        req: Request<cri::RemoveContainerRequest>,
     ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
-        Err(Error::Unimplemented("RemoveContainer").into())
+        respond(container::remove(&self.crid, req.into_inner()).await)
     }
 
     async fn list_containers(
         &self,
-        _req: Request<cri::ListContainersRequest>,
+        req: Request<cri::ListContainersRequest>,
     ) -> Result<Response<cri::ListContainersResponse>, Status> {
-        Err(Error::Unimplemented("ListContainers").into())
+        respond(container::list(&self.crid, req.into_inner()).await)
     }
 
     async fn container_status(
         &self,
-        _req: Request<cri::ContainerStatusRequest>,
+        req: Request<cri::ContainerStatusRequest>,
     ) -> Result<Response<cri::ContainerStatusResponse>, Status> {
-        Err(Error::Unimplemented("ContainerStatus").into())
+        respond(container::status(&self.crid, req.into_inner()).await)
     }
 
     async fn update_container_resources(

@@ -43,7 +43,15 @@ pub async fn remove(
     req: cri::RemovePodSandboxRequest,
 ) -> Result<cri::RemovePodSandboxResponse> {
     let sb = Arc::clone(&crid.sandboxes);
-    blocking(move || sb.remove(&req.pod_sandbox_id)).await?;
+    let id = req.pod_sandbox_id.clone();
+    let Some(rec) = blocking(move || Ok(sb.get(&id))).await? else {
+        return Ok(cri::RemovePodSandboxResponse {});
+    };
+    // The pod's containers go first: their containerd containers and
+    // snapshots must not outlive the pod.
+    super::container::remove_of_sandbox(crid, &rec.id).await?;
+    let sb = Arc::clone(&crid.sandboxes);
+    blocking(move || sb.remove(&rec.id)).await?;
     Ok(cri::RemovePodSandboxResponse {})
 }
 

@@ -524,8 +524,8 @@ impl Sandboxes {
         let mut rec = lock(&entry.rec);
         tracing::Span::current().record("pod", rec.id.as_str());
         self.teardown(&mut rec)?;
-        // Hook for issue 5: remove every container of the sandbox here.
-        remove_containers_of_sandbox(&rec.id);
+        // The pod's containers were removed by cri::sandbox::remove before
+        // this (containerd calls are async; this runs on the blocking pool).
         if let Err(e) = std::fs::remove_dir_all(&rec.dir) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 let reason = format!("removing {}: {e}", rec.dir.display());
@@ -598,9 +598,6 @@ impl Drop for RunGuard<'_> {
 
 /// Hook for the container issue: StopPodSandbox stops the pod's containers.
 fn stop_containers_of_sandbox(_sandbox_id: &str) {}
-
-/// Hook for the container issue: RemovePodSandbox removes the pod's containers.
-fn remove_containers_of_sandbox(_sandbox_id: &str) {}
 
 /// Whether `p` is a mounted namespace pin (an nsfs bind mount).
 fn is_ns_pin(p: &Path) -> bool {

@@ -1,0 +1,154 @@
+//! crid's containerd calls for containers: the writable snapshot, the
+//! containerd container (runtime `io.containerd.runc.v2` with runc options).
+//! Deletions treat NotFound as done, so undo and RemoveContainer can repeat.
+
+use crate::error::{Error, Result};
+use crate::image::session::{cerr, Session};
+use crid_proto::containerd::services::v1::container::Runtime;
+use crid_proto::containerd::services::v1::containers_client::ContainersClient;
+use crid_proto::containerd::services::v1::snapshots::snapshots_client::SnapshotsClient;
+use crid_proto::containerd::services::v1::snapshots::{
+    PrepareSnapshotRequest, RemoveSnapshotRequest,
+};
+use crid_proto::containerd::services::v1::{
+    Container, CreateContainerRequest, DeleteContainerRequest,
+};
+use crid_proto::containerd::types::Mount;
+use prost::Message;
+use std::collections::HashMap;
+
+/// The runtime every container runs with.
+pub const RUNTIME: &str = "io.containerd.runc.v2";
+/// Type URL of the runc shim options (typeurl of `containerd.runc.v1.Options`).
+pub const RUNC_OPTIONS_TYPE_URL: &str = "containerd.runc.v1.Options";
+/// Leaf under the pod's cgroup the pod's one shim is placed in.
+pub const SHIM_CGROUP_LEAF: &str = "crid-shim";
+
+/// Prepares the container's writable snapshot `key` on the image's top layer
+/// `parent` and returns its mounts. The caller's session carries a lease so
+/// containerd's GC keeps the snapshot until the container references it.
+pub async fn prepare_snapshot(
+    s: &Session,
+    snapshotter: &str,
+    key: &str,
+    parent: &str,
+) -> Result<Vec<Mount>> {
+    Ok(SnapshotsClient::new(s.ctrd.channel())
+        .prepare(s.req(PrepareSnapshotRequest {
+            snapshotter: snapshotter.to_string(),
+            key: key.to_string(),
+            parent: parent.to_string(),
+            labels: HashMap::new(),
+        }))
+        .await
+        .map_err(cerr("snapshots.prepare"))?
+        .into_inner()
+        .mounts)
+}
+
+/// Removes snapshot `key`; an absent one is fine.
+pub async fn remove_snapshot(s: &Session, snapshotter: &str, key: &str) -> Result<()> {
+    let r = SnapshotsClient::new(s.ctrd.channel())
+        .remove(s.req(RemoveSnapshotRequest {
+            snapshotter: snapshotter.to_string(),
+            key: key.to_string(),
+        }))
+        .await;
+    match r {
+        Ok(_) => Ok(()),
+        Err(st) if st.code() == tonic::Code::NotFound => Ok(()),
+        Err(st) => Err(cerr("snapshots.remove")(st)),
+    }
+}
+
+/// The runc shim options: the binary and the shim's cgroup.
+pub fn runc_options(binary: &str, shim_cgroup: &str) -> prost_types::Any {
+    let opts = crid_proto::runc::Options {
+        binary_name: binary.to_string(),
+        shim_cgroup: shim_cgroup.to_string(),
+        ..Default::default()
+    };
+    prost_types::Any {
+        type_url: RUNC_OPTIONS_TYPE_URL.to_string(),
+        value: opts.encode_to_vec(),
+    }
+}
+
+/// What the containerd container is made of.
+pub struct NewContainer<'a> {
+    /// Container id (= snapshot key).
+    pub id: &'a str,
+    /// Image name recorded in containerd.
+    pub image: &'a str,
+    /// The OCI spec as containerd stores it.
+    pub spec: prost_types::Any,
+    /// runc options.
+    pub runtime_options: prost_types::Any,
+    /// Snapshotter.
+    pub snapshotter: &'a str,
+    /// containerd labels.
+    pub labels: HashMap<String, String>,
+}
+
+/// Creates the containerd container. Referencing the snapshot through
+/// `snapshotter` + `snapshot_key` is what keeps it from containerd's GC
+/// (as containerd's CRI plugin does, no `gc.root` label).
+pub async fn create_container(s: &Session, c: NewContainer<'_>) -> Result<()> {
+    ContainersClient::new(s.ctrd.channel())
+        .create(s.req(CreateContainerRequest {
+            container: Some(Container {
+                id: c.id.to_string(),
+                labels: c.labels,
+                image: c.image.to_string(),
+                runtime: Some(Runtime {
+                    name: RUNTIME.to_string(),
+                    options: Some(c.runtime_options),
+                }),
+                spec: Some(c.spec),
+                snapshotter: c.snapshotter.to_string(),
+                snapshot_key: c.id.to_string(),
+                ..Default::default()
+            }),
+        }))
+        .await
+        .map_err(cerr("containers.create"))?;
+    Ok(())
+}
+
+/// Deletes the containerd container `id`; an absent one is fine.
+pub async fn delete_container(s: &Session, id: &str) -> Result<()> {
+    let r = ContainersClient::new(s.ctrd.channel())
+        .delete(s.req(DeleteContainerRequest { id: id.to_string() }))
+        .await;
+    match r {
+        Ok(_) => Ok(()),
+        Err(st) if st.code() == tonic::Code::NotFound => Ok(()),
+        Err(st) => Err(cerr("containers.delete")(st)),
+    }
+}
+
+/// Removes what a container is made of in containerd: the container first
+/// (it references the snapshot), then the snapshot.
+pub async fn remove_all(s: &Session, id: &str, snapshotter: &str, key: &str) -> Result<()> {
+    delete_container(s, id).await?;
+    remove_snapshot(s, snapshotter, key).await
+}
+
+/// An error for an image that is not (or no longer) usable.
+pub fn image_not_found(image: &str) -> Error {
+    Error::NotFound(format!("image {image:?} not found: pull it first"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runc_options_round_trip() {
+        let any = runc_options("runc", "/crid/sb/crid-shim");
+        assert_eq!(any.type_url, "containerd.runc.v1.Options");
+        let back = crid_proto::runc::Options::decode(any.value.as_slice()).unwrap();
+        assert_eq!(back.binary_name, "runc");
+        assert_eq!(back.shim_cgroup, "/crid/sb/crid-shim");
+    }
+}

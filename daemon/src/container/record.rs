@@ -1,0 +1,134 @@
+//! The persisted container record and its state machine.
+//!
+//! ```text
+//!   (name reserved) ──CreateContainer done──▶ Created ──StartContainer──▶ Running
+//!         │                                      │                          │
+//!         │ any step failed: everything          │ Stop/Remove              │ task exited /
+//!         ▼ undone, nothing persisted            ▼ (never started)          ▼ killed
+//!      (gone)                                  Exited ◀──────────────────── Exited
+//!                                                │
+//!                                     RemoveContainer ─▶ (record deleted)
+//! ```
+//! A record is written only once the containerd container exists, so a
+//! record always names a snapshot and a containerd container that
+//! RemoveContainer must delete (both deletions are idempotent).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Record format version written by this build.
+pub const RECORD_VERSION: u32 = 1;
+
+/// Where a container is in its life (CRI `ContainerState`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerState {
+    /// Created in containerd, no task yet.
+    Created,
+    /// Its task was started.
+    Running,
+    /// Its task exited (or it was stopped before it ever ran).
+    Exited,
+}
+
+impl ContainerState {
+    /// The CRI enum value.
+    pub fn cri(self) -> crid_proto::cri::ContainerState {
+        use crid_proto::cri::ContainerState as C;
+        match self {
+            ContainerState::Created => C::ContainerCreated,
+            ContainerState::Running => C::ContainerRunning,
+            ContainerState::Exited => C::ContainerExited,
+        }
+    }
+}
+
+/// One CRI mount as the container got it (for ContainerStatus).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountRecord {
+    /// Path in the container.
+    pub container_path: String,
+    /// Path on the host.
+    pub host_path: String,
+    /// Read-only bind.
+    pub readonly: bool,
+    /// SELinux relabel asked for (ignored by crid).
+    pub selinux_relabel: bool,
+    /// CRI `MountPropagation` value.
+    pub propagation: i32,
+}
+
+/// One container, as persisted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    /// Container id (also the containerd container id and snapshot key).
+    pub id: String,
+    /// The pod sandbox it belongs to.
+    pub sandbox_id: String,
+    /// Metadata name.
+    pub name: String,
+    /// Metadata attempt.
+    pub attempt: u32,
+    /// Current state.
+    pub state: ContainerState,
+    /// Creation time, ns since the epoch.
+    pub created_at: i64,
+    /// Start time (0 = never started).
+    pub started_at: i64,
+    /// Exit time (0 = not exited).
+    pub finished_at: i64,
+    /// Exit code once exited.
+    pub exit_code: i32,
+    /// `Completed`, `Error`, `OOMKilled` once exited.
+    pub reason: String,
+    /// Human-readable detail of the exit.
+    pub message: String,
+    /// The image as the kubelet named it.
+    pub image: String,
+    /// The image id (config digest).
+    pub image_id: String,
+    /// The image reference reported as `image_ref` (repo digest, else id).
+    pub image_ref: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// The CRI mounts.
+    pub mounts: Vec<MountRecord>,
+    /// The log file (sandbox log_directory + log_path), if any.
+    pub log_path: Option<PathBuf>,
+    /// Snapshotter holding the writable layer.
+    pub snapshotter: String,
+    /// Snapshot key of the writable layer.
+    pub snapshot_key: String,
+    /// Whether stdin / stdin_once / tty were asked for.
+    pub stdin: bool,
+    /// See `stdin`.
+    pub stdin_once: bool,
+    /// See `stdin`.
+    pub tty: bool,
+    /// The OCI runtime spec handed to containerd (ContainerStatus verbose info).
+    pub spec: serde_json::Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_serialises_as_snake_case_and_maps_to_cri() {
+        assert_eq!(
+            serde_json::to_value(ContainerState::Created).unwrap(),
+            serde_json::json!("created")
+        );
+        assert_eq!(
+            ContainerState::Exited.cri(),
+            crid_proto::cri::ContainerState::ContainerExited
+        );
+        assert_eq!(
+            ContainerState::Running.cri(),
+            crid_proto::cri::ContainerState::ContainerRunning
+        );
+    }
+}

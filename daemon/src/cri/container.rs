@@ -1,0 +1,541 @@
+//! CreateContainer, RemoveContainer, ContainerStatus and ListContainers:
+//! CRI translation around [`crate::container::Containers`], the spec generator
+//! and containerd.
+//!
+//! CreateContainer, step by step (each undone by [`CreateGuard`] on failure):
+//! validate → sandbox Ready → reserve the name → resolve the image → prepare
+//! the writable snapshot (key = container id, parent = the image's top-layer
+//! chain id, under a short-lived lease) → create missing mount sources →
+//! generate the OCI spec (the image's /etc mounted read-only only when user
+//! resolution reads it) → create the containerd container referencing the
+//! snapshot → persist the record `Created`.
+
+use super::Crid;
+use crate::container::ctrd::{self, NewContainer, SHIM_CGROUP_LEAF};
+use crate::container::record::{ContainerRecord, ContainerState, MountRecord};
+use crate::container::{rootfs, Containers, NameKey};
+use crate::error::{Error, Result};
+use crate::image::session::Session;
+use crate::sandbox::record::SandboxRecord;
+use crate::sandbox::validate::MODE_NODE;
+use crate::spec::{self, validate as sv, SandboxFacts, SpecInputs};
+use crid_proto::cri;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// The pod's cgroup in cgroupfs syntax (`/crid/<sandbox id>` by default).
+pub fn pod_cgroup(sb: &SandboxRecord) -> Result<String> {
+    let comps = crate::cgroups::parent_components(&sb.cgroup_parent, &sb.id)?;
+    Ok(format!("/{}", comps.join("/")))
+}
+
+/// Maps the sandbox record onto what the spec generator needs.
+pub fn sandbox_facts(sb: &SandboxRecord, node_hostname: &str) -> Result<SandboxFacts> {
+    let own = sb.own_namespaces();
+    let host_network = sb.namespace_modes.network == MODE_NODE;
+    let ns = sb.ns_dir();
+    Ok(SandboxFacts {
+        sandbox_id: sb.id.clone(),
+        netns_path: own.net.then(|| ns.join("net")),
+        ipc_ns_path: own.ipc.then(|| ns.join("ipc")),
+        // The UTS namespace follows the network one (issue 4).
+        uts_ns_path: own.net.then(|| ns.join("uts")),
+        pid_ns_path: if own.pid {
+            sb.reaper_pid
+                .map(|p| PathBuf::from(format!("/proc/{p}/ns/pid")))
+        } else {
+            None
+        },
+        hostname: if sb.hostname.is_empty() {
+            node_hostname.to_string()
+        } else {
+            sb.hostname.clone()
+        },
+        etc_hosts_path: Some(sb.dir.join("hosts")),
+        resolv_conf_path: Some(sb.dir.join("resolv.conf")),
+        hostname_path: Some(sb.dir.join("hostname")),
+        shm_path: sb.shm_mounted.then(|| sb.dir.join("shm")),
+        cgroup_parent: pod_cgroup(sb)?,
+        host_network,
+        host_ipc: sb.namespace_modes.ipc == MODE_NODE,
+        host_pid: sb.namespace_modes.pid == MODE_NODE,
+        privileged: false,
+    })
+}
+
+fn node_hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default()
+}
+
+/// Undoes a failed CreateContainer: containerd container, snapshot, record
+/// and name reservation. Dropped while armed (a panic), it undoes in the
+/// background.
+struct CreateGuard {
+    containers: Arc<Containers>,
+    session: Session,
+    key: NameKey,
+    id: String,
+    snapshotter: String,
+    runtime_dir: PathBuf,
+    armed: bool,
+}
+
+impl CreateGuard {
+    async fn undo(mut self) {
+        self.armed = false;
+        undo(
+            &self.containers,
+            &self.session,
+            &self.key,
+            &self.id,
+            &self.snapshotter,
+            &self.runtime_dir,
+        )
+        .await;
+    }
+}
+
+async fn undo(
+    containers: &Containers,
+    s: &Session,
+    key: &NameKey,
+    id: &str,
+    snapshotter: &str,
+    runtime_dir: &std::path::Path,
+) {
+    if let Err(e) = ctrd::remove_all(s, id, snapshotter, id).await {
+        tracing::error!(container = %id, error = %e, "undoing a failed CreateContainer");
+    }
+    if let Err(e) = containers.delete(id) {
+        tracing::error!(container = %id, error = %e, "deleting the record of a failed CreateContainer");
+    }
+    let _ = std::fs::remove_dir_all(runtime_dir.join("containers").join(id));
+    s.release().await;
+    containers.release(key, id);
+}
+
+impl Drop for CreateGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (c, s, k, id, snap, dir) = (
+            Arc::clone(&self.containers),
+            self.session.clone(),
+            self.key.clone(),
+            self.id.clone(),
+            self.snapshotter.clone(),
+            self.runtime_dir.clone(),
+        );
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn(async move { undo(&c, &s, &k, &id, &snap, &dir).await });
+            }
+            Err(_) => c.release(&k, &id),
+        }
+    }
+}
+
+/// `CreateContainer`. Runs as its own task, so a cancelled RPC cannot stop
+/// it half-way: it completes or undoes itself.
+pub async fn create(
+    crid: Arc<Crid>,
+    req: cri::CreateContainerRequest,
+) -> Result<cri::CreateContainerResponse> {
+    let span = tracing::Span::current();
+    tokio::spawn(tracing::Instrument::instrument(
+        create_inner(crid, req),
+        span,
+    ))
+    .await
+    .map_err(|e| Error::Internal(format!("CreateContainer task failed: {e}")))?
+}
+
+async fn create_inner(
+    crid: Arc<Crid>,
+    req: cri::CreateContainerRequest,
+) -> Result<cri::CreateContainerResponse> {
+    let config = req
+        .config
+        .ok_or_else(|| Error::InvalidArgument("CreateContainer without config".into()))?;
+    let sandbox_config = req.sandbox_config.unwrap_or_default();
+    let md = config
+        .metadata
+        .clone()
+        .ok_or_else(|| Error::InvalidArgument("container config without metadata".into()))?;
+    crid_common::ids::check_component("container name", &md.name)?;
+    let image_name = config
+        .image
+        .as_ref()
+        .map(|i| i.image.clone())
+        .unwrap_or_default();
+    if image_name.is_empty() {
+        return Err(Error::InvalidArgument(
+            "container config without image".into(),
+        ));
+    }
+    for m in &config.mounts {
+        sv::container_path(&m.container_path)?;
+        sv::host_path(&m.host_path)?;
+    }
+
+    let sb_id = req.pod_sandbox_id.clone();
+    let sandboxes = Arc::clone(&crid.sandboxes);
+    let sb = tokio::task::spawn_blocking(move || sandboxes.get(&sb_id))
+        .await
+        .map_err(|e| Error::Internal(format!("reading the sandbox: {e}")))?
+        .ok_or_else(|| Error::NotFound(format!("pod sandbox {} not found", req.pod_sandbox_id)))?;
+    tracing::Span::current().record("pod", sb.id.as_str());
+    if !sb.is_ready() {
+        return Err(Error::FailedPrecondition(format!(
+            "pod sandbox {} is not ready",
+            sb.id
+        )));
+    }
+    let log_path = sv::log_path(&sb.log_directory, &config.log_path)?;
+
+    // Reserve the name before any work.
+    let id = crid_common::ids::generate_id();
+    tracing::Span::current().record("container", id.as_str());
+    let key: NameKey = (sb.id.clone(), md.name.clone(), md.attempt);
+    crid.containers.reserve(key.clone(), &id)?;
+    let snapshotter = crid.config.containerd.snapshotter.clone();
+    // The lease keeps the snapshot from containerd's GC until the container
+    // references it.
+    let session = match Session::leased(&crid.containerd, format!("crid-create-{id}")).await {
+        Ok(s) => s,
+        Err(e) => {
+            crid.containers.release(&key, &id);
+            return Err(e);
+        }
+    };
+    let guard = CreateGuard {
+        containers: Arc::clone(&crid.containers),
+        session: session.clone(),
+        key,
+        id: id.clone(),
+        snapshotter: snapshotter.clone(),
+        runtime_dir: crid.config.runtime_dir.clone(),
+        armed: true,
+    };
+    match create_steps(
+        &crid,
+        &session,
+        &id,
+        &sb,
+        &config,
+        &sandbox_config,
+        &image_name,
+        log_path,
+    )
+    .await
+    {
+        Ok(()) => {
+            let mut guard = guard;
+            guard.armed = false;
+            session.release().await;
+            Ok(cri::CreateContainerResponse { container_id: id })
+        }
+        Err(e) => {
+            guard.undo().await;
+            Err(e)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn create_steps(
+    crid: &Crid,
+    session: &Session,
+    id: &str,
+    sb: &SandboxRecord,
+    config: &cri::ContainerConfig,
+    sandbox_config: &cri::PodSandboxConfig,
+    image_name: &str,
+    log_path: Option<PathBuf>,
+) -> Result<()> {
+    let group = crid
+        .images
+        .store()
+        .find(image_name)
+        .await?
+        .ok_or_else(|| ctrd::image_not_found(image_name))?;
+    let meta = Arc::clone(&group.meta);
+    tracing::Span::current().record("image", meta.id.as_str());
+    let chain_id = meta.chain_id.clone().ok_or_else(|| {
+        Error::FailedPrecondition(format!("image {image_name:?} has no layers to run"))
+    })?;
+    let image_config: oci_spec::image::ImageConfiguration =
+        serde_json::from_slice(&meta.config_raw).map_err(|e| {
+            Error::Internal(format!("image {} has an unreadable config: {e}", meta.id))
+        })?;
+    let image_ref = group
+        .repo_digests()
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| meta.id.clone());
+
+    let snapshotter = crid.config.containerd.snapshotter.clone();
+    let mounts = ctrd::prepare_snapshot(session, &snapshotter, id, &chain_id).await?;
+
+    // Spec generation reads host paths and may mount the image: blocking.
+    let facts = sandbox_facts(sb, &node_hostname())?;
+    let host = crid.containers.host.clone();
+    let view = rootfs::view_dir(&crid.config.runtime_dir, id);
+    let (cid, cfg, scfg, iname) = (
+        id.to_string(),
+        config.clone(),
+        sandbox_config.clone(),
+        image_name.to_string(),
+    );
+    let span = tracing::Span::current();
+    let spec = tokio::task::spawn_blocking(move || -> Result<oci_spec::runtime::Spec> {
+        let _e = span.enter();
+        for m in &cfg.mounts {
+            if sv::host_path_action(&sv::SystemStat, std::path::Path::new(&m.host_path))?
+                == sv::HostPathAction::CreateDirectory
+            {
+                std::fs::create_dir_all(&m.host_path).map_err(|e| {
+                    Error::Internal(format!("creating mount source {}: {e}", m.host_path))
+                })?;
+            }
+        }
+        let rootfs = rootfs::SnapshotRootfs::new(mounts, view);
+        let inputs = SpecInputs {
+            container_id: &cid,
+            config: &cfg,
+            sandbox_config: &scfg,
+            image_config: image_config.config().as_ref(),
+            image_name: &iname,
+            sandbox: &facts,
+            host: &host,
+            target_pid_ns_path: None,
+        };
+        Ok(spec::generate(&inputs, &spec::SystemHost, &rootfs)?)
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("spec generation task failed: {e}")))??;
+
+    let spec_any = spec::to_containerd_any(&spec)?;
+    let shim_cgroup = format!("{}/{SHIM_CGROUP_LEAF}", pod_cgroup(sb)?);
+    // The runc v2 shim groups containers into one shim per value of the spec
+    // annotation io.kubernetes.cri.sandbox-id (the generator sets it), so all
+    // containers of a pod share one shim.
+    ctrd::create_container(
+        session,
+        NewContainer {
+            id,
+            image: image_name,
+            spec: spec_any,
+            runtime_options: ctrd::runc_options("runc", &shim_cgroup),
+            snapshotter: &snapshotter,
+            labels: HashMap::from([
+                (spec::annotations::SANDBOX_ID.to_string(), sb.id.clone()),
+                (
+                    "io.cri-containerd.kind".to_string(),
+                    "container".to_string(),
+                ),
+            ]),
+        },
+    )
+    .await?;
+
+    let md = config.metadata.clone().unwrap_or_default();
+    let rec = ContainerRecord {
+        id: id.to_string(),
+        sandbox_id: sb.id.clone(),
+        name: md.name,
+        attempt: md.attempt,
+        state: ContainerState::Created,
+        created_at: now_ns(),
+        started_at: 0,
+        finished_at: 0,
+        exit_code: 0,
+        reason: String::new(),
+        message: String::new(),
+        image: image_name.to_string(),
+        image_id: meta.id.clone(),
+        image_ref,
+        labels: config.labels.clone().into_iter().collect(),
+        annotations: config.annotations.clone().into_iter().collect(),
+        mounts: config
+            .mounts
+            .iter()
+            .map(|m| MountRecord {
+                container_path: m.container_path.clone(),
+                host_path: m.host_path.clone(),
+                readonly: m.readonly,
+                selinux_relabel: m.selinux_relabel,
+                propagation: m.propagation,
+            })
+            .collect(),
+        log_path,
+        snapshotter,
+        snapshot_key: id.to_string(),
+        stdin: config.stdin,
+        stdin_once: config.stdin_once,
+        tty: config.tty,
+        spec: serde_json::to_value(&spec)
+            .map_err(|e| Error::Internal(format!("encoding the spec: {e}")))?,
+    };
+    crid.containers.put(rec)
+}
+
+/// Removes one container's containerd objects, files and record.
+pub async fn remove_record(crid: &Crid, rec: &ContainerRecord) -> Result<()> {
+    let s = Session::plain(&crid.containerd);
+    ctrd::remove_all(&s, &rec.id, &rec.snapshotter, &rec.snapshot_key).await?;
+    let dir = crid.config.runtime_dir.join("containers").join(&rec.id);
+    if let Err(e) = std::fs::remove_dir_all(&dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            return Err(Error::Internal(format!("removing {}: {e}", dir.display())));
+        }
+    }
+    crid.containers.delete(&rec.id)
+}
+
+/// `RemoveContainer`: an unknown id succeeds.
+pub async fn remove(
+    crid: &Crid,
+    req: cri::RemoveContainerRequest,
+) -> Result<cri::RemoveContainerResponse> {
+    if let Some(rec) = crid.containers.get(&req.container_id) {
+        tracing::Span::current().record("container", rec.id.as_str());
+        tracing::Span::current().record("pod", rec.sandbox_id.as_str());
+        remove_record(crid, &rec).await?;
+    }
+    Ok(cri::RemoveContainerResponse {})
+}
+
+/// Removes every container of a pod sandbox (RemovePodSandbox).
+pub async fn remove_of_sandbox(crid: &Crid, sandbox_id: &str) -> Result<()> {
+    for rec in crid.containers.of_sandbox(sandbox_id) {
+        remove_record(crid, &rec).await?;
+    }
+    Ok(())
+}
+
+fn metadata(r: &ContainerRecord) -> cri::ContainerMetadata {
+    cri::ContainerMetadata {
+        name: r.name.clone(),
+        attempt: r.attempt,
+    }
+}
+
+fn image_spec(r: &ContainerRecord) -> cri::ImageSpec {
+    cri::ImageSpec {
+        image: r.image.clone(),
+        ..Default::default()
+    }
+}
+
+/// `ContainerStatus`.
+pub async fn status(
+    crid: &Crid,
+    req: cri::ContainerStatusRequest,
+) -> Result<cri::ContainerStatusResponse> {
+    let r = crid
+        .containers
+        .get(&req.container_id)
+        .ok_or_else(|| Error::NotFound(format!("container {} not found", req.container_id)))?;
+    tracing::Span::current().record("container", r.id.as_str());
+    let mut info = HashMap::new();
+    if req.verbose {
+        let v = serde_json::json!({
+            "sandboxID": r.sandbox_id,
+            "snapshotter": r.snapshotter,
+            "snapshotKey": r.snapshot_key,
+            "runtimeType": ctrd::RUNTIME,
+            "imageID": r.image_id,
+            "runtimeSpec": r.spec,
+        });
+        info.insert("info".to_string(), v.to_string());
+    }
+    Ok(cri::ContainerStatusResponse {
+        status: Some(cri::ContainerStatus {
+            id: r.id.clone(),
+            metadata: Some(metadata(&r)),
+            state: r.state.cri() as i32,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            exit_code: r.exit_code,
+            image: Some(image_spec(&r)),
+            image_ref: r.image_ref.clone(),
+            reason: r.reason.clone(),
+            message: r.message.clone(),
+            labels: r.labels.clone().into_iter().collect(),
+            annotations: r.annotations.clone().into_iter().collect(),
+            mounts: r
+                .mounts
+                .iter()
+                .map(|m| cri::Mount {
+                    container_path: m.container_path.clone(),
+                    host_path: m.host_path.clone(),
+                    readonly: m.readonly,
+                    selinux_relabel: m.selinux_relabel,
+                    propagation: m.propagation,
+                    ..Default::default()
+                })
+                .collect(),
+            log_path: r
+                .log_path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            ..Default::default()
+        }),
+        info,
+    })
+}
+
+/// `ListContainers` with the id-prefix, state, pod sandbox and label filters.
+pub async fn list(
+    crid: &Crid,
+    req: cri::ListContainersRequest,
+) -> Result<cri::ListContainersResponse> {
+    let f = req.filter.unwrap_or_default();
+    let mut containers: Vec<cri::Container> = crid
+        .containers
+        .all()
+        .into_iter()
+        .filter(|r| matches(&f, r))
+        .map(|r| cri::Container {
+            id: r.id.clone(),
+            pod_sandbox_id: r.sandbox_id.clone(),
+            metadata: Some(metadata(&r)),
+            image: Some(image_spec(&r)),
+            image_ref: r.image_ref.clone(),
+            state: r.state.cri() as i32,
+            created_at: r.created_at,
+            labels: r.labels.clone().into_iter().collect(),
+            annotations: r.annotations.clone().into_iter().collect(),
+            ..Default::default()
+        })
+        .collect();
+    containers.sort_by_key(|c| std::cmp::Reverse(c.created_at));
+    Ok(cri::ListContainersResponse { containers })
+}
+
+/// Whether a record passes a ListContainers filter.
+pub fn matches(f: &cri::ContainerFilter, r: &ContainerRecord) -> bool {
+    (f.id.is_empty() || r.id.starts_with(&f.id))
+        && (f.pod_sandbox_id.is_empty() || r.sandbox_id.starts_with(&f.pod_sandbox_id))
+        && f.state
+            .as_ref()
+            .is_none_or(|s| s.state == r.state.cri() as i32)
+        && f.label_selector
+            .iter()
+            .all(|(k, v)| r.labels.get(k) == Some(v))
+}

@@ -1,0 +1,578 @@
+//! Containers end to end: an image pulled from a private registry into a
+//! private containerd, a host-network pod (no CNI needed) run by crid, then
+//! CreateContainer / ContainerStatus / ListContainers / RemoveContainer as
+//! the kubelet sees them, and what `ctr` sees in containerd.
+
+use crid_e2e::images::{Compression, Entry, ImageBuilder};
+use crid_e2e::{mounts_under, test_dir, CridProcess, PrivateContainerd, Registry, RegistryOptions};
+use crid_proto::cri;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use tonic::Code;
+
+/// One test's world, dropped in field order: clients, crid, containerd,
+/// registry, dir.
+struct World {
+    c: crid_e2e::CriClients,
+    crid: CridProcess,
+    ctrd: PrivateContainerd,
+    _reg: Registry,
+    image: String,
+    image_id: String,
+    /// Pods run by the test, cleaned up on drop even when the test fails.
+    pods: Vec<String>,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for World {
+    /// A failed test leaves pods behind (helpers, pins, /dev/shm, cgroups):
+    /// stop crid first (its supervisor would restart helpers), then kill
+    /// the helpers started for this test's dir, unmount and remove cgroups.
+    fn drop(&mut self) {
+        self.crid.stop();
+        let dir = self.dir.path().to_string_lossy().into_owned();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            if cmd.contains("crid-pod-helper") && cmd.contains(&dir) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        crid_e2e::unmount_all_under(self.dir.path());
+        for id in &self.pods {
+            // Killed processes leave their cgroups a moment later.
+            for _ in 0..50 {
+                if crid_e2e::remove_cgroup_everywhere(&format!("crid/{id}")).is_empty() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+impl World {
+    /// Registry with a busybox image whose user is the *name* `crid`, pulled.
+    async fn start() -> World {
+        let reg = Registry::start(RegistryOptions::default()).unwrap();
+        let img = ImageBuilder::busybox()
+            .unwrap()
+            .layer(vec![Entry::file("etc/hello", "hi\n")], Compression::None)
+            .with_config(|c| {
+                c.user = Some("crid".into());
+                c.working_dir = Some("/tmp".into());
+                c.env.push("FROM_IMAGE=1".into());
+            })
+            .build()
+            .unwrap();
+        img.push(&reg.target(), "test/ctr", &["v1"]).unwrap();
+        let dir = test_dir();
+        let ctrd = PrivateContainerd::start(&dir.path().join("containerd"))
+            .await
+            .unwrap();
+        let config = CridProcess::test_config(dir.path(), &ctrd.socket());
+        let crid = CridProcess::start(config).await.unwrap();
+        let mut c = crid.clients().await.unwrap();
+        let image = format!("{}/test/ctr:v1", reg.host());
+        let image_id = c
+            .image
+            .pull_image(cri::PullImageRequest {
+                image: Some(spec(&image)),
+                auth: None,
+                sandbox_config: None,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .image_ref;
+        assert_eq!(image_id, img.id());
+        World {
+            crid,
+            c,
+            ctrd,
+            _reg: reg,
+            image,
+            image_id,
+            pods: Vec::new(),
+            dir,
+        }
+    }
+
+    fn ctr(&self, args: &[&str]) -> String {
+        crid_e2e::ctr(&self.ctrd.socket(), args)
+    }
+
+    /// containerd container ids.
+    fn ctrd_containers(&self) -> Vec<String> {
+        self.ctr(&["containers", "ls", "-q"])
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// (key, kind) of every snapshot.
+    fn snapshots(&self) -> Vec<(String, String)> {
+        self.ctr(&["snapshots", "ls"])
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                Some((f.first()?.to_string(), f.last()?.to_string()))
+            })
+            .collect()
+    }
+
+    fn active_snapshots(&self) -> Vec<String> {
+        self.snapshots()
+            .into_iter()
+            .filter(|(_, kind)| kind == "Active")
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    /// Container record files in crid's state dir.
+    fn records(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.crid.config.state_dir.join("containers"))
+            .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+
+    fn log_dir(&self, pod: &str) -> PathBuf {
+        self.dir.path().join("logs").join(pod)
+    }
+
+    /// Runs a host-network pod (its own IPC and PID namespaces).
+    async fn run_pod(&mut self, name: &str) -> (String, cri::PodSandboxConfig) {
+        let cfg = cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: name.into(),
+                uid: format!("uid-{name}"),
+                namespace: "default".into(),
+                attempt: 0,
+            }),
+            hostname: name.into(),
+            log_directory: self.log_dir(name).display().to_string(),
+            linux: Some(cri::LinuxPodSandboxConfig {
+                security_context: Some(cri::LinuxSandboxSecurityContext {
+                    namespace_options: Some(cri::NamespaceOption {
+                        network: cri::NamespaceMode::Node as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let id = self
+            .c
+            .runtime
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(cfg.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .pod_sandbox_id;
+        self.pods.push(id.clone());
+        (id, cfg)
+    }
+
+    async fn create(
+        &mut self,
+        pod: &str,
+        pod_cfg: &cri::PodSandboxConfig,
+        cfg: cri::ContainerConfig,
+    ) -> Result<String, tonic::Status> {
+        self.c
+            .runtime
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod.into(),
+                config: Some(cfg),
+                sandbox_config: Some(pod_cfg.clone()),
+            })
+            .await
+            .map(|r| r.into_inner().container_id)
+    }
+
+    async fn status(&mut self, id: &str) -> Result<cri::ContainerStatusResponse, tonic::Status> {
+        self.c
+            .runtime
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: true,
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    async fn list(&mut self, filter: cri::ContainerFilter) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .c
+            .runtime
+            .list_containers(cri::ListContainersRequest {
+                filter: Some(filter),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .containers
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    async fn remove(&mut self, id: &str) {
+        self.c
+            .runtime
+            .remove_container(cri::RemoveContainerRequest {
+                container_id: id.into(),
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn stop_remove_pod(&mut self, id: &str) {
+        self.c
+            .runtime
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: id.into(),
+            })
+            .await
+            .unwrap();
+        self.c
+            .runtime
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: id.into(),
+            })
+            .await
+            .unwrap();
+    }
+
+    /// Nothing of any container is left in containerd, crid's state or mounts.
+    fn assert_no_container_left(&self) {
+        assert!(
+            self.ctrd_containers().is_empty(),
+            "{:?}",
+            self.ctrd_containers()
+        );
+        assert!(
+            self.active_snapshots().is_empty(),
+            "{:?}",
+            self.active_snapshots()
+        );
+        assert!(self.records().is_empty(), "{:?}", self.records());
+        let run = self.crid.config.runtime_dir.join("containers");
+        assert!(mounts_under(&run).is_empty(), "{:?}", mounts_under(&run));
+    }
+}
+
+fn spec(image: &str) -> cri::ImageSpec {
+    cri::ImageSpec {
+        image: image.to_string(),
+        ..Default::default()
+    }
+}
+
+fn container(name: &str, image: &str) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(spec(image)),
+        command: vec!["sh".into(), "-c".into(), "echo hi".into()],
+        log_path: format!("{name}/0.log"),
+        linux: Some(cri::LinuxContainerConfig::default()),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_status_list_remove() {
+    let mut w = World::start().await;
+    let (pod, pod_cfg) = w.run_pod("ctr-a").await;
+    let (other_pod, other_cfg) = w.run_pod("ctr-b").await;
+
+    let data = w.dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let missing = w.dir.path().join("made-by-crid/sub");
+    let mut cfg = container("web", &w.image);
+    cfg.labels = HashMap::from([("tier".into(), "front".into())]);
+    cfg.annotations = HashMap::from([("note".into(), "x".into())]);
+    cfg.mounts = vec![
+        cri::Mount {
+            container_path: "/data".into(),
+            host_path: data.display().to_string(),
+            readonly: true,
+            ..Default::default()
+        },
+        cri::Mount {
+            container_path: "/made".into(),
+            host_path: missing.display().to_string(),
+            ..Default::default()
+        },
+    ];
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    let web = w.create(&pod, &pod_cfg, cfg).await.unwrap();
+    assert!(
+        missing.is_dir(),
+        "a missing mount source is created as a directory"
+    );
+
+    // What the kubelet sees.
+    let st = w.status(&web).await.unwrap();
+    let s = st.status.unwrap();
+    assert_eq!(s.id, web);
+    assert_eq!(s.state, cri::ContainerState::ContainerCreated as i32);
+    assert_eq!(s.metadata.unwrap().name, "web");
+    assert!(s.created_at >= before, "{} < {before}", s.created_at);
+    assert_eq!((s.started_at, s.finished_at, s.exit_code), (0, 0, 0));
+    assert_eq!(s.image.unwrap().image, w.image);
+    assert!(
+        s.image_ref == w.image_id || s.image_ref.contains("@sha256:"),
+        "{}",
+        s.image_ref
+    );
+    assert_eq!(s.labels["tier"], "front");
+    assert_eq!(s.annotations["note"], "x");
+    assert_eq!(s.mounts.len(), 2);
+    assert_eq!(s.mounts[0].container_path, "/data");
+    assert!(s.mounts[0].readonly);
+    assert_eq!(
+        s.log_path,
+        w.log_dir("ctr-a").join("web/0.log").display().to_string()
+    );
+    // Verbose info carries the OCI spec: the image's *named* user resolved
+    // from the image's /etc/passwd and /etc/group, the image's cwd and env.
+    let info: serde_json::Value = serde_json::from_str(&st.info["info"]).unwrap();
+    let spec = &info["runtimeSpec"];
+    assert_eq!(spec["process"]["user"]["uid"], 1000);
+    assert_eq!(spec["process"]["user"]["gid"], 1000);
+    assert_eq!(
+        spec["process"]["user"]["additionalGids"],
+        serde_json::json!([1000, 2000])
+    );
+    assert_eq!(spec["process"]["cwd"], "/tmp");
+    assert_eq!(
+        spec["process"]["args"],
+        serde_json::json!(["sh", "-c", "echo hi"])
+    );
+    let env: Vec<&str> = spec["process"]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(env.contains(&"FROM_IMAGE=1"), "{env:?}");
+    assert_eq!(
+        spec["annotations"]["io.kubernetes.cri.sandbox-id"], pod,
+        "the shim groups the pod's containers by this annotation"
+    );
+    assert_eq!(
+        spec["linux"]["cgroupsPath"],
+        format!("/crid/{pod}/{web}").as_str()
+    );
+    assert_eq!(info["snapshotKey"], web.as_str());
+
+    // What containerd holds: the container, referencing its active snapshot,
+    // with the runc v2 runtime.
+    assert_eq!(w.ctrd_containers(), vec![web.clone()]);
+    assert_eq!(w.active_snapshots(), vec![web.clone()]);
+    let ci: serde_json::Value =
+        serde_json::from_str(&w.ctr(&["containers", "info", &web])).unwrap();
+    assert_eq!(ci["Runtime"]["Name"], "io.containerd.runc.v2");
+    assert_eq!(ci["SnapshotKey"], web.as_str());
+    assert_eq!(ci["Snapshotter"], "overlayfs");
+    // The image view used to read /etc/passwd is unmounted again.
+    let run = w.crid.config.runtime_dir.join("containers");
+    assert!(mounts_under(&run).is_empty(), "{:?}", mounts_under(&run));
+
+    // A second container in the same pod and one in another pod.
+    let mut side_cfg = container("side", &w.image);
+    side_cfg.labels = HashMap::from([("tier".into(), "back".into())]);
+    let side = w.create(&pod, &pod_cfg, side_cfg).await.unwrap();
+    let other = w
+        .create(&other_pod, &other_cfg, container("web", &w.image))
+        .await
+        .unwrap();
+
+    // Filters.
+    let mut all = vec![web.clone(), side.clone(), other.clone()];
+    all.sort();
+    assert_eq!(w.list(Default::default()).await, all);
+    let by_pod = w
+        .list(cri::ContainerFilter {
+            pod_sandbox_id: pod.clone(),
+            ..Default::default()
+        })
+        .await;
+    let mut want = vec![web.clone(), side.clone()];
+    want.sort();
+    assert_eq!(by_pod, want);
+    assert_eq!(
+        w.list(cri::ContainerFilter {
+            id: web[..12].to_string(),
+            ..Default::default()
+        })
+        .await,
+        vec![web.clone()]
+    );
+    assert_eq!(
+        w.list(cri::ContainerFilter {
+            label_selector: HashMap::from([("tier".into(), "back".into())]),
+            ..Default::default()
+        })
+        .await,
+        vec![side.clone()]
+    );
+    assert_eq!(
+        w.list(cri::ContainerFilter {
+            state: Some(cri::ContainerStateValue {
+                state: cri::ContainerState::ContainerRunning as i32
+            }),
+            ..Default::default()
+        })
+        .await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        w.list(cri::ContainerFilter {
+            state: Some(cri::ContainerStateValue {
+                state: cri::ContainerState::ContainerCreated as i32
+            }),
+            ..Default::default()
+        })
+        .await,
+        all
+    );
+
+    // Remove: no containerd container, no snapshot, no record; twice is fine.
+    w.remove(&web).await;
+    w.remove(&web).await;
+    assert_eq!(w.status(&web).await.unwrap_err().code(), Code::NotFound);
+    assert!(!w.ctrd_containers().contains(&web));
+    assert!(!w.snapshots().iter().any(|(k, _)| k == &web));
+    assert_eq!(w.records().len(), 2);
+    // The name is free again.
+    let web2 = w
+        .create(&pod, &pod_cfg, container("web", &w.image))
+        .await
+        .unwrap();
+    assert_ne!(web2, web);
+
+    // A record survives a crid restart.
+    let config = w.crid.config.clone();
+    w.crid.stop();
+    w.crid = CridProcess::start(config).await.unwrap();
+    w.c = w.crid.clients().await.unwrap();
+    let s = w.status(&side).await.unwrap().status.unwrap();
+    assert_eq!(s.labels["tier"], "back");
+    assert_eq!(
+        w.create(&pod, &pod_cfg, container("side", &w.image))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::AlreadyExists,
+        "the reservation is reloaded"
+    );
+
+    // RemovePodSandbox removes the pod's containers.
+    w.stop_remove_pod(&pod).await;
+    assert_eq!(w.list(Default::default()).await, vec![other.clone()]);
+    assert_eq!(w.ctrd_containers(), vec![other.clone()]);
+    w.stop_remove_pod(&other_pod).await;
+    w.assert_no_container_left();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_is_refused_and_leaves_nothing() {
+    let mut w = World::start().await;
+    let (pod, pod_cfg) = w.run_pod("ctr-bad").await;
+    let image = w.image.clone();
+
+    let code = |r: Result<String, tonic::Status>| r.unwrap_err().code();
+    assert_eq!(
+        code(
+            w.create("nosuchpod", &pod_cfg, container("a", &image))
+                .await
+        ),
+        Code::NotFound
+    );
+    let unknown = format!("{}-missing:v9", image.trim_end_matches(":v1"));
+    assert_eq!(
+        code(w.create(&pod, &pod_cfg, container("a", &unknown)).await),
+        Code::NotFound
+    );
+    let mut bad_log = container("a", &image);
+    bad_log.log_path = "../escape.log".into();
+    assert_eq!(
+        code(w.create(&pod, &pod_cfg, bad_log).await),
+        Code::InvalidArgument
+    );
+    let mut bad_mount = container("a", &image);
+    bad_mount.mounts = vec![cri::Mount {
+        container_path: "relative".into(),
+        host_path: "/tmp".into(),
+        ..Default::default()
+    }];
+    assert_eq!(
+        code(w.create(&pod, &pod_cfg, bad_mount).await),
+        Code::InvalidArgument
+    );
+    // Fails late, in spec generation, after the snapshot was prepared: an
+    // unknown user name in the image's /etc/passwd.
+    let mut bad_user = container("a", &image);
+    bad_user.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            run_as_username: "nosuchuser".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let err = w.create(&pod, &pod_cfg, bad_user).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    w.assert_no_container_left();
+
+    // The failed creates left the name free; a duplicate is refused.
+    let a = w
+        .create(&pod, &pod_cfg, container("a", &image))
+        .await
+        .unwrap();
+    assert_eq!(
+        code(w.create(&pod, &pod_cfg, container("a", &image)).await),
+        Code::AlreadyExists
+    );
+    let mut next = container("a", &image);
+    next.metadata.as_mut().unwrap().attempt = 1;
+    let a1 = w.create(&pod, &pod_cfg, next).await.unwrap();
+
+    // A stopped pod takes no new containers.
+    w.c.runtime
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        code(w.create(&pod, &pod_cfg, container("b", &image)).await),
+        Code::FailedPrecondition
+    );
+    w.remove(&a).await;
+    w.remove(&a1).await;
+    w.remove("never-existed").await;
+    w.stop_remove_pod(&pod).await;
+    w.assert_no_container_left();
+}
