@@ -37,6 +37,9 @@ struct State {
     refresh_token: Option<String>,
     /// The forms POSTed to `/token`, decoded, in arrival order.
     token_posts: Vec<HashMap<String, String>>,
+    /// Answer POSTs to `/token` with 404, as token servers without the
+    /// OAuth2 POST do; GET then takes the refresh token as basic password.
+    token_post_unsupported: bool,
 }
 
 /// The running server.
@@ -110,6 +113,13 @@ impl FakeRegistry {
     /// token (as `access_token`); any other refresh token gets 400 invalid_grant.
     pub fn accept_refresh_token(&self, refresh_token: &str) {
         self.state.lock().unwrap().refresh_token = Some(refresh_token.into());
+    }
+
+    /// Acts as a token server without the OAuth2 POST: POST `/token` → 404,
+    /// and GET `/token` accepts the refresh token as the password of an
+    /// empty user name.
+    pub fn token_post_unsupported(&self) {
+        self.state.lock().unwrap().token_post_unsupported = true;
     }
 
     /// The forms POSTed to `/token` so far, decoded.
@@ -196,11 +206,15 @@ fn serve(conn: TcpStream, state: Arc<Mutex<State>>, stop: Arc<AtomicBool>) {
             );
             if path == "/token" && method == "POST" {
                 let form = decode_form(&String::from_utf8_lossy(&body));
-                let refresh = {
+                let (refresh, unsupported) = {
                     let mut s = state.lock().unwrap();
                     s.token_posts.push(form.clone());
-                    s.refresh_token.clone()
+                    (s.refresh_token.clone(), s.token_post_unsupported)
                 };
+                if unsupported {
+                    let _ = out.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+                    continue;
+                }
                 let granted = refresh.is_some()
                     && form.get("grant_type").map(String::as_str) == Some("refresh_token")
                     && form.get("refresh_token") == refresh.as_ref();
@@ -223,7 +237,14 @@ fn serve(conn: TcpStream, state: Arc<Mutex<State>>, stop: Arc<AtomicBool>) {
                 continue;
             }
             if path == "/token" {
-                if authorization == basic {
+                let refresh = state.lock().unwrap().refresh_token.clone();
+                let by_refresh = refresh.map(|r| {
+                    format!(
+                        "Basic {}",
+                        base64::engine::general_purpose::STANDARD.encode(format!(":{r}"))
+                    )
+                });
+                if authorization == basic || by_refresh.as_ref() == Some(&authorization) {
                     let body = format!("{{\"token\":\"{token}\"}}");
                     let _ = write!(
                         out,

@@ -956,3 +956,33 @@ async fn identity_token_is_traded_with_each_host_separately() {
     assert_eq!(mirror.token_posts().len(), 1, "mirror challenged once");
     assert_eq!(server.token_posts().len(), 1, "server challenged once");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identity_token_falls_back_to_the_get_token_request() {
+    let fake = FakeRegistry::start().unwrap();
+    let img = ImageBuilder::new()
+        .random_layer("k", 3000, 18)
+        .build()
+        .unwrap();
+    fake.add("idg/app", "1", &img);
+    fake.require_token("bob", "pw", "tkn-get");
+    fake.accept_refresh_token("refresh-ok");
+    fake.token_post_unsupported();
+    let w = World::start(|_| {}).await;
+    let name = format!("{}/idg/app:1", fake.host());
+    let identity = |t: &str| cri::AuthConfig {
+        identity_token: t.into(),
+        ..Default::default()
+    };
+    let e = w
+        .pull(&name, Some(identity("refresh-bad")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    assert_eq!(
+        w.pull(&name, Some(identity("refresh-ok"))).await.unwrap(),
+        img.id()
+    );
+    // Both pulls tried the POST first.
+    assert_eq!(fake.token_posts().len(), 2);
+}
