@@ -3,7 +3,7 @@
 //! ImageFsInfo as the kubelet sees them, and what `ctr` sees.
 
 use crid_e2e::fake_registry::{FakeRegistry, Fault};
-use crid_e2e::images::{push_index, Compression, Entry, Format, ImageBuilder};
+use crid_e2e::images::{push_index, BuiltImage, Compression, Entry, Format, ImageBuilder};
 use crid_e2e::{test_dir, CridProcess, PrivateContainerd, Registry, RegistryOptions};
 use crid_proto::cri;
 use std::path::{Path, PathBuf};
@@ -872,22 +872,33 @@ async fn image_with_missing_content_is_absent_removable_and_pulled_again() {
     assert!(!names.lines().any(|l| l == name), "{names}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn identity_token_is_traded_for_a_bearer_token_at_the_realm() {
+/// CRI credentials made of an identity token only.
+fn identity(token: &str) -> cri::AuthConfig {
+    cri::AuthConfig {
+        identity_token: token.into(),
+        ..Default::default()
+    }
+}
+
+/// A fake registry serving a fresh image as `<repo>:1` behind bearer tokens
+/// that its realm hands out for the refresh token "refresh-ok".
+fn refresh_token_registry(repo: &str, seed: u64) -> (FakeRegistry, BuiltImage) {
     let fake = FakeRegistry::start().unwrap();
     let img = ImageBuilder::new()
-        .random_layer("i", 3000, 16)
+        .random_layer("i", 3000, seed)
         .build()
         .unwrap();
-    fake.add("idt/app", "1", &img);
-    fake.require_token("bob", "pw", "tkn-idt");
+    fake.add(repo, "1", &img);
+    fake.require_token("bob", "pw", &format!("tkn-{seed}"));
     fake.accept_refresh_token("refresh-ok");
+    (fake, img)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identity_token_is_traded_for_a_bearer_token_at_the_realm() {
+    let (fake, img) = refresh_token_registry("idt/app", 16);
     let w = World::start(|_| {}).await;
     let name = format!("{}/idt/app:1", fake.host());
-    let identity = |t: &str| cri::AuthConfig {
-        identity_token: t.into(),
-        ..Default::default()
-    };
 
     // A refresh token the realm refuses: Unauthenticated, saying why.
     let e = w
@@ -948,32 +959,20 @@ async fn identity_token_is_traded_with_each_host_separately() {
     )
     .unwrap();
     let name = format!("{}/idm/app:1", server.host());
-    let auth = cri::AuthConfig {
-        identity_token: "refresh-ok".into(),
-        ..Default::default()
-    };
-    assert_eq!(w.pull(&name, Some(auth)).await.unwrap(), img.id());
+    assert_eq!(
+        w.pull(&name, Some(identity("refresh-ok"))).await.unwrap(),
+        img.id()
+    );
     assert_eq!(mirror.token_posts().len(), 1, "mirror challenged once");
     assert_eq!(server.token_posts().len(), 1, "server challenged once");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn identity_token_falls_back_to_the_get_token_request() {
-    let fake = FakeRegistry::start().unwrap();
-    let img = ImageBuilder::new()
-        .random_layer("k", 3000, 18)
-        .build()
-        .unwrap();
-    fake.add("idg/app", "1", &img);
-    fake.require_token("bob", "pw", "tkn-get");
-    fake.accept_refresh_token("refresh-ok");
+    let (fake, img) = refresh_token_registry("idg/app", 18);
     fake.token_post_unsupported();
     let w = World::start(|_| {}).await;
     let name = format!("{}/idg/app:1", fake.host());
-    let identity = |t: &str| cri::AuthConfig {
-        identity_token: t.into(),
-        ..Default::default()
-    };
     let e = w
         .pull(&name, Some(identity("refresh-bad")))
         .await
