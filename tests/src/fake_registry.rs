@@ -33,6 +33,13 @@ struct State {
     hits: HashMap<String, usize>,
     /// Bearer-token auth: (user, password, token) the `/token` endpoint trades.
     token_auth: Option<(String, String, String)>,
+    /// OAuth2 refresh token that a POST to `/token` also trades for the token.
+    refresh_token: Option<String>,
+    /// The forms POSTed to `/token`, decoded, in arrival order.
+    token_posts: Vec<HashMap<String, String>>,
+    /// Answer POSTs to `/token` with 404, as token servers without the
+    /// OAuth2 POST do; GET then takes the refresh token as basic password.
+    token_post_unsupported: bool,
 }
 
 /// The running server.
@@ -101,6 +108,25 @@ impl FakeRegistry {
         self.state.lock().unwrap().token_auth = Some((user.into(), password.into(), token.into()));
     }
 
+    /// With `require_token`: a POST to `/token` with the OAuth2 form
+    /// `grant_type=refresh_token&refresh_token=<refresh_token>` also gets the
+    /// token (as `access_token`); any other refresh token gets 400 invalid_grant.
+    pub fn accept_refresh_token(&self, refresh_token: &str) {
+        self.state.lock().unwrap().refresh_token = Some(refresh_token.into());
+    }
+
+    /// Acts as a token server without the OAuth2 POST: POST `/token` → 404,
+    /// and GET `/token` accepts the refresh token as the password of an
+    /// empty user name.
+    pub fn token_post_unsupported(&self) {
+        self.state.lock().unwrap().token_post_unsupported = true;
+    }
+
+    /// The forms POSTed to `/token` so far, decoded.
+    pub fn token_posts(&self) -> Vec<HashMap<String, String>> {
+        self.state.lock().unwrap().token_posts.clone()
+    }
+
     /// GET requests so far for blob `digest` of `repo`.
     pub fn blob_hits(&self, repo: &str, digest: &str) -> usize {
         let path = format!("/v2/{repo}/blobs/{digest}");
@@ -133,8 +159,9 @@ fn serve(conn: TcpStream, state: Arc<Mutex<State>>, stop: Arc<AtomicBool>) {
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
             return;
         }
-        // Headers: only Authorization matters.
+        // Headers: only Authorization and Content-Length matter.
         let mut authorization = String::new();
+        let mut content_length = 0usize;
         loop {
             let mut h = String::new();
             if reader.read_line(&mut h).unwrap_or(0) == 0 {
@@ -147,7 +174,14 @@ fn serve(conn: TcpStream, state: Arc<Mutex<State>>, stop: Arc<AtomicBool>) {
                 if k.eq_ignore_ascii_case("authorization") {
                     authorization = v.trim().to_string();
                 }
+                if k.eq_ignore_ascii_case("content-length") {
+                    content_length = v.trim().parse().unwrap_or(0);
+                }
             }
+        }
+        let mut body = vec![0u8; content_length.min(1 << 20)];
+        if std::io::Read::read_exact(&mut reader, &mut body).is_err() {
+            return;
         }
         let mut parts = line.split_whitespace();
         let method = parts.next().unwrap_or("").to_string();
@@ -170,8 +204,47 @@ fn serve(conn: TcpStream, state: Arc<Mutex<State>>, stop: Arc<AtomicBool>) {
                 "Basic {}",
                 base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
             );
+            if path == "/token" && method == "POST" {
+                let form = decode_form(&String::from_utf8_lossy(&body));
+                let (refresh, unsupported) = {
+                    let mut s = state.lock().unwrap();
+                    s.token_posts.push(form.clone());
+                    (s.refresh_token.clone(), s.token_post_unsupported)
+                };
+                if unsupported {
+                    let _ = out.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+                    continue;
+                }
+                let granted = refresh.is_some()
+                    && form.get("grant_type").map(String::as_str) == Some("refresh_token")
+                    && form.get("refresh_token") == refresh.as_ref();
+                let (status, body) = if granted {
+                    (
+                        "200 OK",
+                        format!("{{\"access_token\":\"{token}\",\"expires_in\":300}}"),
+                    )
+                } else {
+                    (
+                        "400 Bad Request",
+                        r#"{"error":"invalid_grant"}"#.to_string(),
+                    )
+                };
+                let _ = write!(
+                    out,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                continue;
+            }
             if path == "/token" {
-                if authorization == basic {
+                let refresh = state.lock().unwrap().refresh_token.clone();
+                let by_refresh = refresh.map(|r| {
+                    format!(
+                        "Basic {}",
+                        base64::engine::general_purpose::STANDARD.encode(format!(":{r}"))
+                    )
+                });
+                if authorization == basic || by_refresh.as_ref() == Some(&authorization) {
                     let body = format!("{{\"token\":\"{token}\"}}");
                     let _ = write!(
                         out,
@@ -253,4 +326,38 @@ fn serve(conn: TcpStream, state: Arc<Mutex<State>>, stop: Arc<AtomicBool>) {
             }
         }
     }
+}
+
+/// `application/x-www-form-urlencoded` decoded (`+` is a space, `%XX` a byte).
+fn decode_form(body: &str) -> HashMap<String, String> {
+    let decode = |s: &str| {
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < bytes.len() => {
+                    let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                    match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                        Some(b) => {
+                            out.push(b);
+                            i += 2;
+                        }
+                        None => out.push(b'%'),
+                    }
+                }
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    body.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
 }

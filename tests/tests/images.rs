@@ -3,7 +3,7 @@
 //! ImageFsInfo as the kubelet sees them, and what `ctr` sees.
 
 use crid_e2e::fake_registry::{FakeRegistry, Fault};
-use crid_e2e::images::{push_index, Compression, Entry, Format, ImageBuilder};
+use crid_e2e::images::{push_index, BuiltImage, Compression, Entry, Format, ImageBuilder};
 use crid_e2e::{test_dir, CridProcess, PrivateContainerd, Registry, RegistryOptions};
 use crid_proto::cri;
 use std::path::{Path, PathBuf};
@@ -858,4 +858,118 @@ async fn image_with_missing_content_is_absent_removable_and_pulled_again() {
     w.remove(&name).await;
     let names = w.ctr(&["images", "ls", "-q"]);
     assert!(!names.lines().any(|l| l == name), "{names}");
+}
+
+/// CRI credentials made of an identity token only.
+fn identity(token: &str) -> cri::AuthConfig {
+    cri::AuthConfig {
+        identity_token: token.into(),
+        ..Default::default()
+    }
+}
+
+/// A fake registry serving a fresh image as `<repo>:1` behind bearer tokens
+/// that its realm hands out for the refresh token "refresh-ok".
+fn refresh_token_registry(repo: &str, seed: u64) -> (FakeRegistry, BuiltImage) {
+    let fake = FakeRegistry::start().unwrap();
+    let img = ImageBuilder::new()
+        .random_layer("i", 3000, seed)
+        .build()
+        .unwrap();
+    fake.add(repo, "1", &img);
+    fake.require_token("bob", "pw", &format!("tkn-{seed}"));
+    fake.accept_refresh_token("refresh-ok");
+    (fake, img)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identity_token_is_traded_for_a_bearer_token_at_the_realm() {
+    let (fake, img) = refresh_token_registry("idt/app", 16);
+    let w = World::start(|_| {}).await;
+    let name = format!("{}/idt/app:1", fake.host());
+
+    // A refresh token the realm refuses: Unauthenticated, saying why.
+    let e = w
+        .pull(&name, Some(identity("refresh-bad")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    assert!(
+        e.message().contains("refused the identity token") && e.message().contains("invalid_grant"),
+        "{}",
+        e.message()
+    );
+    assert!(w.status(&name).await.is_none());
+
+    // The right one is POSTed as an OAuth2 refresh grant and the answer's
+    // access_token opens the repository.
+    assert_eq!(
+        w.pull(&name, Some(identity("refresh-ok"))).await.unwrap(),
+        img.id()
+    );
+    let posts = fake.token_posts();
+    assert_eq!(posts.len(), 2, "{posts:?}");
+    let form = &posts[1];
+    let field = |k: &str| form.get(k).map(String::as_str);
+    assert_eq!(field("grant_type"), Some("refresh_token"));
+    assert_eq!(field("refresh_token"), Some("refresh-ok"));
+    assert_eq!(field("service"), Some("fake"));
+    assert_eq!(field("scope"), Some("repository:idt/app:pull"));
+    assert_eq!(field("client_id"), Some("crid"));
+    assert!(w.status(&name).await.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identity_token_is_traded_with_each_host_separately() {
+    // The mirror lacks the image and has its own token service; the server
+    // has it. Both want a bearer token, each from its own realm.
+    let mirror = FakeRegistry::start().unwrap();
+    mirror.require_token("m", "m", "tkn-mirror");
+    mirror.accept_refresh_token("refresh-ok");
+    let server = FakeRegistry::start().unwrap();
+    let img = ImageBuilder::new()
+        .random_layer("j", 3000, 17)
+        .build()
+        .unwrap();
+    server.add("idm/app", "1", &img);
+    server.require_token("s", "s", "tkn-server");
+    server.accept_refresh_token("refresh-ok");
+    let w = World::start(|_| {}).await;
+    let dir = w.certs_d.join(server.host());
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("hosts.toml"),
+        format!(
+            "server = \"http://{}\"\n\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            server.host(),
+            mirror.host()
+        ),
+    )
+    .unwrap();
+    let name = format!("{}/idm/app:1", server.host());
+    assert_eq!(
+        w.pull(&name, Some(identity("refresh-ok"))).await.unwrap(),
+        img.id()
+    );
+    assert_eq!(mirror.token_posts().len(), 1, "mirror challenged once");
+    assert_eq!(server.token_posts().len(), 1, "server challenged once");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identity_token_falls_back_to_the_get_token_request() {
+    let (fake, img) = refresh_token_registry("idg/app", 18);
+    fake.token_post_unsupported();
+    let w = World::start(|_| {}).await;
+    let name = format!("{}/idg/app:1", fake.host());
+    let e = w
+        .pull(&name, Some(identity("refresh-bad")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    assert_eq!(
+        w.pull(&name, Some(identity("refresh-ok"))).await.unwrap(),
+        img.id()
+    );
+    // Both pulls tried the POST first.
+    assert_eq!(fake.token_posts().len(), 2);
 }

@@ -22,6 +22,7 @@ pub mod content;
 pub mod fsinfo;
 pub mod hosts;
 pub mod manifest;
+pub mod oauth;
 pub mod progress;
 pub mod pull;
 pub mod reference;

@@ -10,7 +10,7 @@ use super::hosts::hosts_for;
 use super::manifest::{self, Parsed};
 use super::progress::Progress;
 use super::reference::ImageRef;
-use super::registry::Registry;
+use super::registry::{Credentials, Registry};
 use super::session::Session;
 use super::store::ImageStore;
 use super::unpack::{chain_ids, unpack_layer};
@@ -19,7 +19,6 @@ use crate::error::Error;
 use crid_common::config::RegistryConfig;
 use crid_proto::containerd::types::Descriptor;
 use futures_util::StreamExt;
-use oci_client::secrets::RegistryAuth;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -117,7 +116,7 @@ async fn ensure_layer(
 pub async fn pull(
     cx: &PullContext,
     image: &ImageRef,
-    auth: RegistryAuth,
+    auth: Credentials,
     server_address: &str,
     progress: &Progress,
 ) -> Result<String, Error> {

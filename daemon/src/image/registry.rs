@@ -1,11 +1,13 @@
 //! The registry side of a pull, through `oci-client`: one client per
 //! configured host (plain HTTP, extra CAs and skip_verify are per-client
 //! settings there), hosts tried in hosts.toml order, the CRI AuthConfig
-//! mapped to oci-client's anonymous / basic / bearer flows, and registry
-//! errors mapped to CRI codes (unknown image → NotFound, refused
+//! mapped to oci-client's anonymous / basic / bearer flows (an identity
+//! token is first traded per host for a bearer token, see `oauth`), and
+//! registry errors mapped to CRI codes (unknown image → NotFound, refused
 //! credentials → Unauthenticated).
 
 use super::hosts::RegistryHost;
+use super::oauth;
 use super::reference::ImageRef;
 use crate::error::Error;
 use base64::Engine;
@@ -16,12 +18,61 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use std::time::Duration;
 
+/// Credentials of a pull, from the CRI's AuthConfig.
+#[derive(Clone)]
+pub enum Credentials {
+    /// Handled by oci-client itself: anonymous, basic or a ready bearer token.
+    Oci(RegistryAuth),
+    /// An OAuth2 refresh token, traded per host for a bearer token (`oauth`).
+    IdentityToken(String),
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Oci(a) => a.fmt(f),
+            Credentials::IdentityToken(_) => f.write_str("IdentityToken(<redacted>)"),
+        }
+    }
+}
+
+/// A host's credentials: given, or to be obtained on first use.
+enum SourceAuth {
+    Ready(RegistryAuth),
+    /// Exchanged once, the first time the host is asked for something; a
+    /// failed exchange is retried on the next use.
+    Refresh {
+        refresh_token: String,
+        http: reqwest::Client,
+        exchanged: tokio::sync::OnceCell<RegistryAuth>,
+    },
+}
+
 /// One host to fetch from, with its own client.
 struct Source {
     host: RegistryHost,
     client: Client,
     reference: Reference,
-    auth: RegistryAuth,
+    auth: SourceAuth,
+}
+
+impl Source {
+    /// The credentials for this host, trading an identity token if needed.
+    async fn auth(&self) -> Result<RegistryAuth, Error> {
+        match &self.auth {
+            SourceAuth::Ready(a) => Ok(a.clone()),
+            SourceAuth::Refresh {
+                refresh_token,
+                http,
+                exchanged,
+            } => exchanged
+                .get_or_try_init(|| {
+                    oauth::exchange(http, &self.host, self.reference.repository(), refresh_token)
+                })
+                .await
+                .cloned(),
+        }
+    }
 }
 
 /// A repository as reachable through its configured hosts.
@@ -43,16 +94,26 @@ fn server_host(addr: &str) -> &str {
 pub type BlobStream =
     futures_util::stream::BoxStream<'static, Result<bytes::Bytes, std::io::Error>>;
 
-/// Maps the CRI's credentials to oci-client's.
-pub fn registry_auth(auth: Option<&AuthConfig>) -> Result<RegistryAuth, Error> {
+/// Maps the CRI's credentials to crid's. Precedence as containerd's CRI
+/// plugin (`ParseAuth`): username/password, then identity token, then `auth`;
+/// crid honours `registry_token` (a ready bearer token) before all of them.
+pub fn registry_auth(auth: Option<&AuthConfig>) -> Result<Credentials, Error> {
     let Some(a) = auth else {
-        return Ok(RegistryAuth::Anonymous);
+        return Ok(Credentials::Oci(RegistryAuth::Anonymous));
     };
     if !a.registry_token.is_empty() {
-        return Ok(RegistryAuth::Bearer(a.registry_token.clone()));
+        return Ok(Credentials::Oci(RegistryAuth::Bearer(
+            a.registry_token.clone(),
+        )));
     }
     if !a.username.is_empty() || !a.password.is_empty() {
-        return Ok(RegistryAuth::Basic(a.username.clone(), a.password.clone()));
+        return Ok(Credentials::Oci(RegistryAuth::Basic(
+            a.username.clone(),
+            a.password.clone(),
+        )));
+    }
+    if !a.identity_token.is_empty() {
+        return Ok(Credentials::IdentityToken(a.identity_token.clone()));
     }
     if !a.auth.is_empty() {
         let decoded = base64::engine::general_purpose::STANDARD
@@ -65,16 +126,12 @@ pub fn registry_auth(auth: Option<&AuthConfig>) -> Result<RegistryAuth, Error> {
         let (u, p) = decoded.split_once(':').ok_or_else(|| {
             Error::InvalidArgument("auth.auth is not base64 of user:password".into())
         })?;
-        return Ok(RegistryAuth::Basic(u.to_string(), p.to_string()));
+        return Ok(Credentials::Oci(RegistryAuth::Basic(
+            u.to_string(),
+            p.to_string(),
+        )));
     }
-    if !a.identity_token.is_empty() {
-        // An identity token is an OAuth2 refresh token; oci-client has no
-        // refresh-token grant, so say so rather than fail obscurely.
-        return Err(Error::InvalidArgument(
-            "auth.identity_token (OAuth2 refresh token) is not supported by crid; pass registry_token or username/password".into(),
-        ));
-    }
-    Ok(RegistryAuth::Anonymous)
+    Ok(Credentials::Oci(RegistryAuth::Anonymous))
 }
 
 /// Maps an oci-client error to crid's, naming what was fetched.
@@ -124,7 +181,7 @@ pub fn map_error(what: &str, e: OciDistributionError) -> Error {
 }
 
 /// An error and its causes: reqwest's own message hides the TLS or connect reason.
-fn with_sources(e: &dyn std::error::Error) -> String {
+pub(super) fn with_sources(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
@@ -138,24 +195,33 @@ fn with_sources(e: &dyn std::error::Error) -> String {
     msg
 }
 
-fn client_for(host: &RegistryHost, max_downloads: usize) -> Result<Client, Error> {
+/// The PEM files `ca` of `host` names.
+fn read_cas(host: &RegistryHost) -> Result<Vec<Vec<u8>>, Error> {
+    host.ca
+        .iter()
+        .map(|path| {
+            std::fs::read(path).map_err(|e| {
+                Error::InvalidArgument(format!(
+                    "registry host {}: reading CA {}: {e}",
+                    host.host,
+                    path.display()
+                ))
+            })
+        })
+        .collect()
+}
+
+fn client_for(host: &RegistryHost, cas: &[Vec<u8>], max_downloads: usize) -> Result<Client, Error> {
     // reqwest's rustls needs a process-wide crypto provider; an error only
     // means one is installed already.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut certs = Vec::new();
-    for path in &host.ca {
-        let data = std::fs::read(path).map_err(|e| {
-            Error::InvalidArgument(format!(
-                "registry host {}: reading CA {}: {e}",
-                host.host,
-                path.display()
-            ))
-        })?;
-        certs.push(Certificate {
+    let certs = cas
+        .iter()
+        .map(|data| Certificate {
             encoding: CertificateEncoding::Pem,
-            data,
-        });
-    }
+            data: data.clone(),
+        })
+        .collect();
     let config = ClientConfig {
         protocol: if host.plain_http {
             ClientProtocol::Http
@@ -180,7 +246,7 @@ impl Registry {
     pub fn new(
         image: &ImageRef,
         hosts: Vec<RegistryHost>,
-        auth: RegistryAuth,
+        auth: Credentials,
         server_address: &str,
         max_downloads: usize,
     ) -> Result<Registry, Error> {
@@ -190,13 +256,21 @@ impl Registry {
             if host.host != image.registry {
                 reference.set_mirror_registry(host.host.clone());
             }
+            let cas = read_cas(&host)?;
             let auth = if server_address.is_empty() || server_host(server_address) == host.host {
-                auth.clone()
+                match &auth {
+                    Credentials::Oci(a) => SourceAuth::Ready(a.clone()),
+                    Credentials::IdentityToken(t) => SourceAuth::Refresh {
+                        refresh_token: t.clone(),
+                        http: oauth::http_client(&host, &cas)?,
+                        exchanged: tokio::sync::OnceCell::new(),
+                    },
+                }
             } else {
-                RegistryAuth::Anonymous
+                SourceAuth::Ready(RegistryAuth::Anonymous)
             };
             sources.push(Source {
-                client: client_for(&host, max_downloads)?,
+                client: client_for(&host, &cas, max_downloads)?,
                 host,
                 reference,
                 auth,
@@ -220,9 +294,17 @@ impl Registry {
             if !(s.host.resolve || (by_digest && s.host.pull)) {
                 continue;
             }
+            let auth = match s.auth().await {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::debug!(host = %s.host.host, error = %e, "no credentials from this host");
+                    last = Some(e);
+                    continue;
+                }
+            };
             match s
                 .client
-                .pull_manifest_raw(&s.reference, &s.auth, super::manifest::ACCEPTED)
+                .pull_manifest_raw(&s.reference, &auth, super::manifest::ACCEPTED)
                 .await
             {
                 Ok((bytes, digest)) => return Ok((bytes.to_vec(), digest)),
@@ -242,9 +324,16 @@ impl Registry {
         let mut last = None;
         for s in self.sources.iter().filter(|s| s.host.pull) {
             let r = s.reference.clone_with_digest(digest.to_string());
+            let auth = match s.auth().await {
+                Ok(a) => a,
+                Err(e) => {
+                    last = Some(e);
+                    continue;
+                }
+            };
             match s
                 .client
-                .pull_manifest_raw(&r, &s.auth, super::manifest::ACCEPTED)
+                .pull_manifest_raw(&r, &auth, super::manifest::ACCEPTED)
                 .await
             {
                 Ok((bytes, got)) if got == digest => return Ok(bytes.to_vec()),
@@ -265,8 +354,15 @@ impl Registry {
         let mut last = None;
         for s in self.sources.iter().filter(|s| s.host.pull) {
             // Make sure credentials are registered for blob requests too.
+            let auth = match s.auth().await {
+                Ok(a) => a,
+                Err(e) => {
+                    last = Some(e);
+                    continue;
+                }
+            };
             s.client
-                .store_auth_if_needed(s.reference.resolve_registry(), &s.auth)
+                .store_auth_if_needed(s.reference.resolve_registry(), &auth)
                 .await;
             match s.client.pull_blob_stream(&s.reference, digest).await {
                 Ok(sized) => return Ok(sized.stream),
@@ -283,9 +379,10 @@ mod tests {
 
     #[test]
     fn cri_auth_maps_to_oci_flows() {
+        use Credentials::Oci;
         assert!(matches!(
             registry_auth(None).unwrap(),
-            RegistryAuth::Anonymous
+            Oci(RegistryAuth::Anonymous)
         ));
         let a = AuthConfig {
             username: "u".into(),
@@ -293,20 +390,22 @@ mod tests {
             ..Default::default()
         };
         assert!(
-            matches!(registry_auth(Some(&a)).unwrap(), RegistryAuth::Basic(u, p) if u == "u" && p == "p")
+            matches!(registry_auth(Some(&a)).unwrap(), Oci(RegistryAuth::Basic(u, p)) if u == "u" && p == "p")
         );
         let a = AuthConfig {
             auth: base64::engine::general_purpose::STANDARD.encode("me:secret:x"),
             ..Default::default()
         };
         assert!(
-            matches!(registry_auth(Some(&a)).unwrap(), RegistryAuth::Basic(u, p) if u == "me" && p == "secret:x")
+            matches!(registry_auth(Some(&a)).unwrap(), Oci(RegistryAuth::Basic(u, p)) if u == "me" && p == "secret:x")
         );
         let a = AuthConfig {
             registry_token: "tok".into(),
             ..Default::default()
         };
-        assert!(matches!(registry_auth(Some(&a)).unwrap(), RegistryAuth::Bearer(t) if t == "tok"));
+        assert!(
+            matches!(registry_auth(Some(&a)).unwrap(), Oci(RegistryAuth::Bearer(t)) if t == "tok")
+        );
         let a = AuthConfig {
             auth: "!!".into(),
             ..Default::default()
@@ -315,17 +414,18 @@ mod tests {
             registry_auth(Some(&a)),
             Err(Error::InvalidArgument(_))
         ));
+        // An identity token wins over `auth`, as in containerd.
         let a = AuthConfig {
             identity_token: "r".into(),
+            auth: base64::engine::general_purpose::STANDARD.encode("me:secret"),
             ..Default::default()
         };
-        assert!(matches!(
-            registry_auth(Some(&a)),
-            Err(Error::InvalidArgument(_))
-        ));
+        assert!(
+            matches!(registry_auth(Some(&a)).unwrap(), Credentials::IdentityToken(t) if t == "r")
+        );
         assert!(matches!(
             registry_auth(Some(&AuthConfig::default())).unwrap(),
-            RegistryAuth::Anonymous
+            Oci(RegistryAuth::Anonymous)
         ));
     }
 
@@ -345,7 +445,7 @@ mod tests {
             skip_verify: false,
             ca: vec![],
         };
-        let auth = RegistryAuth::Basic("u".into(), "p".into());
+        let auth = Credentials::Oci(RegistryAuth::Basic("u".into(), "p".into()));
         let r = Registry::new(
             &image,
             vec![host("mirror.example"), host("reg.example")],
@@ -354,8 +454,28 @@ mod tests {
             1,
         )
         .unwrap();
-        assert!(matches!(r.sources[0].auth, RegistryAuth::Anonymous));
-        assert!(matches!(r.sources[1].auth, RegistryAuth::Basic(..)));
+        assert!(matches!(
+            r.sources[0].auth,
+            SourceAuth::Ready(RegistryAuth::Anonymous)
+        ));
+        assert!(matches!(
+            r.sources[1].auth,
+            SourceAuth::Ready(RegistryAuth::Basic(..))
+        ));
+        // An identity token is only traded with the host it is meant for.
+        let r = Registry::new(
+            &image,
+            vec![host("mirror.example"), host("reg.example")],
+            Credentials::IdentityToken("r".into()),
+            "reg.example",
+            1,
+        )
+        .unwrap();
+        assert!(matches!(
+            r.sources[0].auth,
+            SourceAuth::Ready(RegistryAuth::Anonymous)
+        ));
+        assert!(matches!(r.sources[1].auth, SourceAuth::Refresh { .. }));
     }
 
     #[test]
