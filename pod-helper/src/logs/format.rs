@@ -73,7 +73,8 @@ impl LineSplitter {
         }
     }
 
-    /// Bytes held back waiting for the end of their line.
+    /// Bytes held back waiting for the end of their line (tests look at it).
+    #[cfg(test)]
     pub fn pending(&self) -> usize {
         self.pending.len()
     }
