@@ -510,24 +510,40 @@ fn a_stalled_disk_blocks_the_writer_instead_of_buffering() {
 fn stop_reads_what_the_fifo_still_holds() {
     let d = tempfile::tempdir().unwrap();
     let disk = FakeDisk::default();
-    let (mut w, tx, mut wake, t) = start_drain(d.path(), &disk);
-    // The writer keeps the FIFO open (a lingering process); Stop still
-    // collects what is queued, including an unterminated tail.
-    w.write_all(b"one\ntwo\nthr").unwrap();
+    let (r, mut w) = fifo(d.path(), "out");
+    // Room for more than one read's worth, all queued before the drain runs.
+    nix::fcntl::fcntl(
+        std::os::fd::AsRawFd::as_raw_fd(&w),
+        nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20),
+    )
+    .unwrap();
+    let lines = 50_000;
+    for i in 0..lines {
+        writeln!(w, "{i:08}").unwrap();
+    }
+    w.write_all(b"tail").unwrap();
+    let (wake_r, mut wake_w) = fifo(d.path(), "wake");
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Stop is already waiting when the drain starts: its first round reads
+    // one chunk, then Stop must collect the remaining ~380 KiB, and the
+    // unterminated tail, though the writer (a lingering process) stays open.
     tx.send(Command::Stop).unwrap();
-    wake.write_all(&[1]).unwrap();
-    let stats = t.join().unwrap();
-    assert_eq!(stats.entries_written, 3);
-    let got: Vec<(char, Vec<u8>)> = parse(&disk.data.lock().unwrap())
-        .into_iter()
-        .map(|e| (e.1, e.2))
-        .collect();
-    assert_eq!(
-        got,
-        vec![
-            ('F', b"one".to_vec()),
-            ('F', b"two".to_vec()),
-            ('P', b"thr".to_vec())
-        ]
+    wake_w.write_all(&[1]).unwrap();
+    let mut sink = disk.clone();
+    let stats = drain(
+        vec![(Stream::Stdout, r)],
+        wake_r,
+        rx,
+        &mut sink,
+        DrainConfig::default(),
     );
+    assert_eq!(stats.entries_written, lines + 1);
+    let got = parse(&disk.data.lock().unwrap());
+    assert_eq!(got.len() as u64, lines + 1);
+    for (i, e) in got[..lines as usize].iter().enumerate() {
+        assert_eq!((e.1, e.2.as_slice()), ('F', format!("{i:08}").as_bytes()));
+    }
+    assert_eq!(got[lines as usize].1, 'P');
+    assert_eq!(got[lines as usize].2, b"tail");
+    drop(w);
 }
