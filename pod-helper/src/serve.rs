@@ -26,10 +26,14 @@ pub fn serve(pod: Pod) {
         .parent()
         .map(|d| d.join("io"))
         .unwrap_or_else(|| std::path::PathBuf::from("io"));
-    let pod = Arc::new(Served {
-        pod,
-        io: ContainerIo::new(io_dir),
-    });
+    let io = ContainerIo::new(io_dir);
+    if pod.spec.adopt.is_some() {
+        // A restarted helper drains on where its predecessor stopped.
+        for note in io.adopt() {
+            crate::log(&note);
+        }
+    }
+    let pod = Arc::new(Served { pod, io });
     for conn in pod.pod.listener.incoming() {
         match conn {
             Ok(stream) => {

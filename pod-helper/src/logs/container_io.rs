@@ -102,7 +102,7 @@ impl ContainerIo {
             ));
         }
         let dir = self.dir.join(&spec.container_id);
-        let made = self.make(spec, &dir);
+        let made = self.make(spec, &dir, true);
         match made {
             Ok(entry) => {
                 let r = entry.paths.response();
@@ -116,17 +116,22 @@ impl ContainerIo {
         }
     }
 
-    fn make(&self, spec: &ContainerIoSpec, dir: &Path) -> Result<Entry, String> {
+    /// Opens a container's FIFOs and log and starts its drain; `fresh`
+    /// makes the dir, FIFOs and `io.json`, otherwise (adoption) they must exist.
+    fn make(&self, spec: &ContainerIoSpec, dir: &Path, fresh: bool) -> Result<Entry, String> {
         let err = |what: &str, p: &Path, e: &dyn std::fmt::Display| {
             format!("{what} {}: {e}", p.display())
         };
-        // Leftovers of an earlier attempt (same id) are replaced.
-        let _ = std::fs::remove_dir_all(dir);
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| err("creating", dir, &e))?;
+        if fresh {
+            // Leftovers of an earlier attempt (same id) are replaced.
+            let _ = std::fs::remove_dir_all(dir);
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| err("creating", dir, &e))?;
+        }
+        let mkfifo = |p: &Path| if fresh { mkfifo(p) } else { Ok(()) };
         let sink = FileSink::open(&spec.log_path)
             .map_err(|e| err("opening the container log", &spec.log_path, &e))?;
         let mut inputs = Vec::new();
@@ -156,6 +161,9 @@ impl ContainerIo {
         } else {
             (None, None)
         };
+        if fresh {
+            write_spec(dir, spec)?;
+        }
         let (wake_r, wake_w) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
                 .map_err(|e| format!("creating a wake pipe: {e}"))?;
@@ -238,6 +246,57 @@ impl ContainerIo {
         Ok(())
     }
 
+    /// Takes over the containers a dead predecessor served (from each
+    /// `io/<id>/io.json`): reopens their FIFOs and logs and drains on. What
+    /// the predecessor had read but not written is lost; nothing else.
+    pub fn adopt(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        let Ok(dirs) = std::fs::read_dir(&self.dir) else {
+            return notes;
+        };
+        for d in dirs.flatten() {
+            let dir = d.path();
+            let spec = match std::fs::read(dir.join(SPEC_FILE))
+                .map_err(|e| e.to_string())
+                .and_then(|b| {
+                    serde_json::from_slice::<ContainerIoSpec>(&b).map_err(|e| e.to_string())
+                }) {
+                Ok(s) => s,
+                Err(e) => {
+                    notes.push(format!("not adopting {}: {e}", dir.display()));
+                    continue;
+                }
+            };
+            if d.file_name().to_str() != Some(spec.container_id.as_str()) {
+                notes.push(format!("not adopting {}: id mismatch", dir.display()));
+                continue;
+            }
+            match self.make(&spec, &dir, false) {
+                Ok(entry) => {
+                    notes.push(format!("adopted the io of container {}", spec.container_id));
+                    self.lock().insert(spec.container_id.clone(), entry);
+                }
+                Err(e) => notes.push(format!(
+                    "cannot adopt the io of container {}: {e}",
+                    spec.container_id
+                )),
+            }
+        }
+        notes
+    }
+
+    /// Stops a drain without removing its files, as a killed helper would
+    /// leave them (tests of adoption).
+    #[cfg(test)]
+    pub fn abandon(&self, container_id: &str) {
+        if let Some(mut e) = self.lock().remove(container_id) {
+            let _ = e.send(Command::Stop);
+            if let Some(t) = e.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
     /// Stops every drain, writing what they hold (before the helper exits).
     pub fn release_all(&self) {
         let ids: Vec<String> = self.lock().keys().cloned().collect();
@@ -257,6 +316,27 @@ impl Entry {
         let _ = self.wake.write(&[1]);
         Ok(())
     }
+}
+
+/// The request a container's io was made from, kept for a restarted helper.
+const SPEC_FILE: &str = "io.json";
+
+/// Writes `io.json` atomically (temp file, fsync, rename).
+fn write_spec(dir: &Path, spec: &ContainerIoSpec) -> Result<(), String> {
+    let tmp = dir.join(".io.json.tmp");
+    let body = serde_json::to_vec(spec).map_err(|e| e.to_string())?;
+    let r = (|| -> std::io::Result<()> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&body)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dir.join(SPEC_FILE))
+    })();
+    r.map_err(|e| format!("writing {}: {e}", dir.join(SPEC_FILE).display()))
 }
 
 fn mkfifo(p: &Path) -> Result<(), String> {

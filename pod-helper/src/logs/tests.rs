@@ -78,6 +78,12 @@ fn normalized(ts: &str) -> String {
     format!("{}.{frac:0<9}Z", &ts[..19])
 }
 
+/// Entries completed so far in a log being written (a concurrent reader may
+/// see a write half done, as the kubelet's reader may: it waits for the newline).
+fn complete_entries(p: &Path) -> usize {
+    std::fs::read(p).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count())
+}
+
 fn read_log(p: &Path) -> Vec<Entry> {
     parse(&std::fs::read(p).unwrap())
 }
@@ -302,7 +308,7 @@ fn a_line_is_visible_promptly_while_the_writer_stays_open() {
     let mut w = writer(&p.stdout);
     let start = Instant::now();
     w.write_all(b"hello\n").unwrap();
-    while read_log(&log).is_empty() {
+    while complete_entries(&log) == 0 {
         assert!(start.elapsed() < Duration::from_secs(2), "line not flushed");
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -338,7 +344,7 @@ fn rotation_mid_stream_keeps_every_line_once() {
     };
     let rotated = d.path().join("0.log.20261129-000000");
     // Rotate once some, but not all, lines are logged.
-    while read_log(&log).len() < 20_000 {
+    while complete_entries(&log) < 20_000 {
         std::thread::sleep(Duration::from_millis(2));
     }
     std::fs::rename(&log, &rotated).unwrap();
@@ -546,4 +552,53 @@ fn stop_reads_what_the_fifo_still_holds() {
     assert_eq!(got[lines as usize].1, 'P');
     assert_eq!(got[lines as usize].2, b"tail");
     drop(w);
+}
+
+#[test]
+fn a_restarted_helper_adopts_the_fifos_and_logs_on() {
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("0.log");
+    let mut s = spec("c", &log, false);
+    s.stdin = true;
+    let p = prepare(d.path(), &s);
+    // The shim keeps a read side of its own (never read), so the writer
+    // meets no EPIPE while no helper is there.
+    let shim_reader = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&p.stdout)
+        .unwrap();
+    let mut w = writer(&p.stdout);
+    let line = |w: &mut File, i: u32| writeln!(w, "n{i}").unwrap();
+    for i in 1..=1000 {
+        line(&mut w, i);
+    }
+    p.io.abandon("c");
+    // No helper: written into the pipe, read by the next helper.
+    for i in 1001..=2000 {
+        line(&mut w, i);
+    }
+    let next = ContainerIo::new(d.path().join("io"));
+    let notes = next.adopt();
+    assert_eq!(notes, vec!["adopted the io of container c".to_string()]);
+    for i in 2001..=3000 {
+        line(&mut w, i);
+    }
+    // The adopted container answers requests like a fresh one (a reopen
+    // of the same, not renamed, path appends to it).
+    next.reopen("c").unwrap();
+    drop((w, shim_reader));
+    next.release("c").unwrap();
+    let got: Vec<String> = read_log(&log)
+        .into_iter()
+        .map(|e| String::from_utf8(e.2).unwrap())
+        .collect();
+    let want: Vec<String> = (1..=3000).map(|i| format!("n{i}")).collect();
+    assert!(
+        got == want,
+        "{} entries, first {:?}",
+        got.len(),
+        got.first()
+    );
+    assert!(!d.path().join("io/c").exists());
 }
