@@ -602,3 +602,63 @@ fn a_restarted_helper_adopts_the_fifos_and_logs_on() {
     );
     assert!(!d.path().join("io/c").exists());
 }
+
+/// User+system CPU seconds of this process so far (`/proc/self/stat`, 100 Hz ticks).
+fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    // Fields 14 and 15 of stat(5); `rest` starts at field 3.
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+/// Throughput figure for docs/PERFORMANCE.md: busybox `cat` (another
+/// process) writes 512 MiB of short lines into the stdout FIFO; the drain
+/// writes the CRI log to disk. This process runs only the drain meanwhile,
+/// so its CPU time is the drain's. Run in release:
+/// `cargo test --release -p crid-pod-helper drain_throughput -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn drain_throughput() {
+    let d = tempfile::tempdir_in("/var/tmp").unwrap();
+    let input = d.path().join("input");
+    let line = b"2026-11-29 19:30:00 INFO request served in 12ms path=/api/v1/items\n";
+    let total: usize = 512 << 20;
+    {
+        let mut chunk = Vec::with_capacity(1 << 20);
+        while chunk.len() + line.len() <= 1 << 20 {
+            chunk.extend_from_slice(line);
+        }
+        let mut f = std::io::BufWriter::new(File::create(&input).unwrap());
+        for _ in 0..total / chunk.len() {
+            f.write_all(&chunk).unwrap();
+        }
+    }
+    let bytes = std::fs::metadata(&input).unwrap().len() as f64;
+    let log = d.path().join("0.log");
+    let p = prepare(d.path(), &spec("c", &log, false));
+    let cpu0 = process_cpu_seconds();
+    let t0 = Instant::now();
+    run_sh(
+        &format!("cat {}", input.display()),
+        &p.stdout,
+        p.stderr.as_deref(),
+    );
+    p.io.release("c").unwrap();
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = process_cpu_seconds() - cpu0;
+    let lines = bytes / line.len() as f64;
+    assert_eq!(complete_entries(&log) as f64, lines);
+    let log_bytes = std::fs::metadata(&log).unwrap().len() as f64;
+    println!(
+        "drain: {:.0} MiB of {}-byte lines in {secs:.2} s = {:.0} MB/s input ({:.0} MB/s log written), \
+         {:.2} CPU s per GB input, {:.2} M lines/s",
+        bytes / (1 << 20) as f64,
+        line.len(),
+        bytes / secs / 1e6,
+        log_bytes / secs / 1e6,
+        cpu / (bytes / 1e9),
+        lines / secs / 1e6
+    );
+}
