@@ -12,6 +12,10 @@ use thiserror::Error;
 /// Protocol version spoken by this build; bump on any incompatible change.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// Additive revision within [`PROTOCOL_VERSION`]: a peer with a lower one
+/// understands every message except those added later (1: container io and logs).
+pub const PROTOCOL_REVISION: u32 = 1;
+
 /// Largest frame either side accepts; bigger frames mean a confused peer.
 pub const MAX_FRAME: usize = 4 << 20;
 
@@ -22,6 +26,9 @@ pub struct Hello {
     pub version: u32,
     /// Crate version of the sender, for logs.
     pub build: String,
+    /// [`PROTOCOL_REVISION`] of the sender (0 when absent: a build from before revisions).
+    #[serde(default)]
+    pub revision: u32,
 }
 
 impl Hello {
@@ -30,6 +37,7 @@ impl Hello {
         Hello {
             version: PROTOCOL_VERSION,
             build: env!("CARGO_PKG_VERSION").to_string(),
+            revision: PROTOCOL_REVISION,
         }
     }
 }
@@ -132,6 +140,41 @@ pub enum Request {
     /// Network teardown (CNI DEL, unpinning) is crid's job, so that it also
     /// happens when the helper is already gone.
     Shutdown,
+    /// Make a container's stdio FIFOs and start draining them into its log
+    /// (revision 1). Answered with [`Response::ContainerIo`].
+    PrepareContainerIo(ContainerIoSpec),
+    /// Reopen a container's log path after the kubelet renamed the file
+    /// (revision 1). Answered with [`Response::LogReopened`] once the new
+    /// file exists; every entry before the answer is in the old file.
+    ReopenContainerLog {
+        /// The container.
+        container_id: String,
+    },
+    /// Stop draining a container and remove its FIFOs (revision 1; idempotent).
+    /// Answered with [`Response::ContainerIoReleased`].
+    ReleaseContainerIo {
+        /// The container.
+        container_id: String,
+    },
+}
+
+/// What [`Request::PrepareContainerIo`] asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerIoSpec {
+    /// The container (one safe path component).
+    pub container_id: String,
+    /// Absolute path of the CRI log file (created with its dir if missing).
+    pub log_path: std::path::PathBuf,
+    /// A TTY container has one stream (stdout), logged as stdout.
+    pub tty: bool,
+    /// Make a stdin FIFO, kept open by the helper for attach.
+    pub stdin: bool,
+    /// Close stdin after the first attach ends.
+    pub stdin_once: bool,
+    /// Largest content of one log entry; longer lines become `P` pieces
+    /// (None: the helper's default, 16 KiB; 0: unlimited).
+    #[serde(default)]
+    pub max_line_bytes: Option<usize>,
 }
 
 /// A pod helper's answer to a [`Request`].
@@ -145,6 +188,20 @@ pub enum Response {
     },
     /// The helper is about to exit.
     ShuttingDown,
+    /// Answer to [`Request::PrepareContainerIo`]: the FIFO paths to give
+    /// containerd's task as its stdio.
+    ContainerIo {
+        /// The stdin FIFO, if asked for.
+        stdin: Option<std::path::PathBuf>,
+        /// The stdout FIFO (a TTY's only stream).
+        stdout: std::path::PathBuf,
+        /// The stderr FIFO (None with a TTY).
+        stderr: Option<std::path::PathBuf>,
+    },
+    /// Answer to [`Request::ReopenContainerLog`].
+    LogReopened,
+    /// Answer to [`Request::ReleaseContainerIo`].
+    ContainerIoReleased,
     /// The request failed.
     Error {
         /// Why.
@@ -230,6 +287,7 @@ mod tests {
         let other = Hello {
             version: 9,
             build: "x".into(),
+            revision: 0,
         };
         write_frame_sync(&mut wire, &other).unwrap();
         let mut r = std::io::Cursor::new(wire);
@@ -291,5 +349,48 @@ mod tests {
         assert!(end.is_none());
         let json = serde_json::to_string(&Request::Ping).unwrap();
         assert_eq!(json, r#"{"op":"ping"}"#);
+    }
+
+    #[test]
+    fn container_io_messages_round_trip_and_old_hellos_are_revision_0() {
+        let req = Request::PrepareContainerIo(ContainerIoSpec {
+            container_id: "c1".into(),
+            log_path: "/var/log/pods/p/c/0.log".into(),
+            tty: false,
+            stdin: true,
+            stdin_once: true,
+            max_line_bytes: None,
+        });
+        let json = serde_json::to_string(&req).unwrap();
+        assert!(json.starts_with(r#"{"op":"prepare_container_io","container_id":"c1""#));
+        assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), req);
+        // max_line_bytes may be left out.
+        let short = r#"{"op":"prepare_container_io","container_id":"c","log_path":"/l","tty":true,"stdin":false,"stdin_once":false}"#;
+        assert!(matches!(
+            serde_json::from_str::<Request>(short).unwrap(),
+            Request::PrepareContainerIo(ContainerIoSpec {
+                tty: true,
+                max_line_bytes: None,
+                ..
+            })
+        ));
+        let reopen = r#"{"op":"reopen_container_log","container_id":"c"}"#;
+        assert_eq!(
+            serde_json::from_str::<Request>(reopen).unwrap(),
+            Request::ReopenContainerLog {
+                container_id: "c".into()
+            }
+        );
+        let resp = Response::ContainerIo {
+            stdin: None,
+            stdout: "/x/stdout".into(),
+            stderr: Some("/x/stderr".into()),
+        };
+        let json = serde_json::to_string(&resp).unwrap();
+        assert_eq!(serde_json::from_str::<Response>(&json).unwrap(), resp);
+        let old: Hello = serde_json::from_str(r#"{"version":1,"build":"0.1.0"}"#).unwrap();
+        assert_eq!(old.revision, 0);
+        assert!(check_hello(&old).is_ok(), "revisions are additive");
+        assert_eq!(Hello::ours().revision, PROTOCOL_REVISION);
     }
 }

@@ -3,7 +3,8 @@
 //! not reach it; while it is crid's child, its supervisor thread reaps it.
 
 use crid_common::protocol::{
-    check_hello, read_frame_sync, write_frame_sync, Hello, Request, Response, SetupReport,
+    check_hello, read_frame_sync, write_frame_sync, ContainerIoSpec, Hello, Request, Response,
+    SetupReport,
 };
 use std::io::BufRead;
 use std::os::unix::net::UnixStream;
@@ -80,6 +81,11 @@ pub fn spawn(
 
 /// Opens a control connection and exchanges hellos.
 pub fn connect(socket: &Path, timeout: Duration) -> Result<UnixStream, String> {
+    connect_with_hello(socket, timeout).map(|(s, _)| s)
+}
+
+/// Like [`connect`], also returning the helper's hello (for its revision).
+pub fn connect_with_hello(socket: &Path, timeout: Duration) -> Result<(UnixStream, Hello), String> {
     let mut s = crid_common::protocol::with_socket_path(socket, |p| UnixStream::connect(p))
         .map_err(|e| format!("{}: {e}", socket.display()))?;
     s.set_read_timeout(Some(timeout))
@@ -91,7 +97,7 @@ pub fn connect(socket: &Path, timeout: Duration) -> Result<UnixStream, String> {
         .map_err(|e| e.to_string())?
         .ok_or("helper closed the connection")?;
     check_hello(&peer).map_err(|e| e.to_string())?;
-    Ok(s)
+    Ok((s, peer))
 }
 
 /// Sends one request and reads its response.
@@ -100,6 +106,98 @@ pub fn call(s: &mut UnixStream, req: &Request) -> Result<Response, String> {
     read_frame_sync(s)
         .map_err(|e| e.to_string())?
         .ok_or_else(|| "helper closed the connection".to_string())
+}
+
+// The container lifecycle (CreateContainer/ReopenContainerLog/RemoveContainer,
+// branch `containers`) calls these; until merged they are only tested here.
+#[allow(dead_code)]
+/// The FIFO paths a helper made for a container's task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerIoPaths {
+    /// stdin FIFO, if asked for.
+    pub stdin: Option<std::path::PathBuf>,
+    /// stdout FIFO (a TTY's only stream).
+    pub stdout: std::path::PathBuf,
+    /// stderr FIFO (None with a TTY).
+    pub stderr: Option<std::path::PathBuf>,
+}
+
+// The container lifecycle (CreateContainer/ReopenContainerLog/RemoveContainer,
+// branch `containers`) calls these; until merged they are only tested here.
+#[allow(dead_code)]
+/// One container-io request on a fresh connection to a helper of revision ≥ 1.
+fn io_call(socket: &Path, req: &Request, timeout: Duration) -> Result<Response, String> {
+    let (mut s, peer) = connect_with_hello(socket, timeout)?;
+    if peer.revision < 1 {
+        return Err(format!(
+            "pod helper {} (protocol revision {}) predates container logs; restart the sandbox",
+            peer.build, peer.revision
+        ));
+    }
+    match call(&mut s, req)? {
+        Response::Error { message } => Err(message),
+        r => Ok(r),
+    }
+}
+
+// The container lifecycle (CreateContainer/ReopenContainerLog/RemoveContainer,
+// branch `containers`) calls these; until merged they are only tested here.
+#[allow(dead_code)]
+/// Asks the pod's helper to make a container's stdio FIFOs and drain them into its log.
+pub fn prepare_container_io(
+    socket: &Path,
+    spec: &ContainerIoSpec,
+    timeout: Duration,
+) -> Result<ContainerIoPaths, String> {
+    match io_call(socket, &Request::PrepareContainerIo(spec.clone()), timeout)? {
+        Response::ContainerIo {
+            stdin,
+            stdout,
+            stderr,
+        } => Ok(ContainerIoPaths {
+            stdin,
+            stdout,
+            stderr,
+        }),
+        r => Err(format!("unexpected helper answer {r:?}")),
+    }
+}
+
+// The container lifecycle (CreateContainer/ReopenContainerLog/RemoveContainer,
+// branch `containers`) calls these; until merged they are only tested here.
+#[allow(dead_code)]
+/// Asks the helper to reopen a container's log path (after the kubelet renamed it);
+/// returns once the new file exists.
+pub fn reopen_container_log(
+    socket: &Path,
+    container_id: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    let req = Request::ReopenContainerLog {
+        container_id: container_id.to_string(),
+    };
+    match io_call(socket, &req, timeout)? {
+        Response::LogReopened => Ok(()),
+        r => Err(format!("unexpected helper answer {r:?}")),
+    }
+}
+
+// The container lifecycle (CreateContainer/ReopenContainerLog/RemoveContainer,
+// branch `containers`) calls these; until merged they are only tested here.
+#[allow(dead_code)]
+/// Asks the helper to stop draining a container and remove its FIFOs (idempotent).
+pub fn release_container_io(
+    socket: &Path,
+    container_id: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    let req = Request::ReleaseContainerIo {
+        container_id: container_id.to_string(),
+    };
+    match io_call(socket, &req, timeout)? {
+        Response::ContainerIoReleased => Ok(()),
+        r => Err(format!("unexpected helper answer {r:?}")),
+    }
 }
 
 /// Whether `pid` is alive (not a zombie) and its comm is `comm`.
@@ -164,4 +262,94 @@ fn wait_gone(pid: u32, comm: &str, timeout: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
     !is_live(pid, comm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crid_common::protocol::PROTOCOL_REVISION;
+    use std::os::unix::net::UnixListener;
+
+    /// A fake helper answering one connection: its hello has `revision`; the
+    /// request it gets is returned, `answer` is sent back.
+    fn fake_helper(
+        sock: &Path,
+        revision: u32,
+        answer: Response,
+    ) -> std::thread::JoinHandle<Option<Request>> {
+        let l = UnixListener::bind(sock).unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let hello = Hello {
+                revision,
+                ..Hello::ours()
+            };
+            write_frame_sync(&mut s, &hello).unwrap();
+            let _: Hello = read_frame_sync(&mut s).unwrap().unwrap();
+            let req: Option<Request> = read_frame_sync(&mut s).unwrap();
+            if req.is_some() {
+                write_frame_sync(&mut s, &answer).unwrap();
+            }
+            req
+        })
+    }
+
+    fn spec() -> ContainerIoSpec {
+        ContainerIoSpec {
+            container_id: "c1".into(),
+            log_path: "/var/log/pods/x/c/0.log".into(),
+            tty: false,
+            stdin: false,
+            stdin_once: false,
+            max_line_bytes: None,
+        }
+    }
+
+    #[test]
+    fn container_io_calls_round_trip() {
+        let d = tempfile::tempdir().unwrap();
+        let sock = d.path().join("h.sock");
+        let answer = Response::ContainerIo {
+            stdin: None,
+            stdout: "/io/c1/stdout".into(),
+            stderr: Some("/io/c1/stderr".into()),
+        };
+        let t = fake_helper(&sock, PROTOCOL_REVISION, answer);
+        let paths = prepare_container_io(&sock, &spec(), Duration::from_secs(5)).unwrap();
+        assert_eq!(paths.stdout, Path::new("/io/c1/stdout"));
+        assert_eq!(paths.stderr.as_deref(), Some(Path::new("/io/c1/stderr")));
+        assert_eq!(t.join().unwrap(), Some(Request::PrepareContainerIo(spec())));
+
+        std::fs::remove_file(&sock).unwrap();
+        let t = fake_helper(
+            &sock,
+            PROTOCOL_REVISION,
+            Response::Error {
+                message: "container c1 is not running".into(),
+            },
+        );
+        let e = reopen_container_log(&sock, "c1", Duration::from_secs(5)).unwrap_err();
+        assert_eq!(e, "container c1 is not running");
+        t.join().unwrap();
+
+        std::fs::remove_file(&sock).unwrap();
+        let t = fake_helper(&sock, PROTOCOL_REVISION, Response::ContainerIoReleased);
+        release_container_io(&sock, "c1", Duration::from_secs(5)).unwrap();
+        assert_eq!(
+            t.join().unwrap(),
+            Some(Request::ReleaseContainerIo {
+                container_id: "c1".into()
+            })
+        );
+    }
+
+    #[test]
+    fn an_old_helper_is_not_sent_io_requests() {
+        let d = tempfile::tempdir().unwrap();
+        let sock = d.path().join("h.sock");
+        let t = fake_helper(&sock, 0, Response::ContainerIoReleased);
+        let e = release_container_io(&sock, "c1", Duration::from_secs(5)).unwrap_err();
+        assert!(e.contains("predates container logs"), "{e}");
+        assert_eq!(t.join().unwrap(), None, "no request reached the old helper");
+    }
 }

@@ -6,8 +6,6 @@
 //! serves its control socket until told to shut down. Small on purpose: no
 //! async runtime, a thread per control connection.
 
-// The CRI log writer; the helper's log draining (container log issue) uses it.
-#[allow(dead_code)]
 mod logs;
 
 mod serve;

@@ -1,6 +1,7 @@
 //! The control socket: one thread per connection, Hello first, then
 //! request/response frames (common::protocol).
 
+use crate::logs::container_io::ContainerIo;
 use crate::setup::Pod;
 use crate::sys;
 use crid_common::protocol::{
@@ -9,10 +10,31 @@ use crid_common::protocol::{
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
+/// The helper's state shared by control connections.
+struct Served {
+    pod: Pod,
+    /// The pod's containers' stdio and log drains.
+    io: ContainerIo,
+}
+
 /// Serves until a `Shutdown` request ends the process.
 pub fn serve(pod: Pod) {
-    let pod = Arc::new(pod);
-    for conn in pod.listener.incoming() {
+    // FIFOs live beside the control socket, in the sandbox dir.
+    let io_dir = pod
+        .spec
+        .socket
+        .parent()
+        .map(|d| d.join("io"))
+        .unwrap_or_else(|| std::path::PathBuf::from("io"));
+    let io = ContainerIo::new(io_dir);
+    if pod.spec.adopt.is_some() {
+        // A restarted helper drains on where its predecessor stopped.
+        for note in io.adopt() {
+            crate::log(&note);
+        }
+    }
+    let pod = Arc::new(Served { pod, io });
+    for conn in pod.pod.listener.incoming() {
         match conn {
             Ok(stream) => {
                 let pod = Arc::clone(&pod);
@@ -32,7 +54,8 @@ pub fn serve(pod: Pod) {
     }
 }
 
-fn connection(pod: &Pod, mut s: UnixStream) -> Result<(), FrameError> {
+fn connection(served: &Served, mut s: UnixStream) -> Result<(), FrameError> {
+    let pod = &served.pod;
     write_frame_sync(&mut s, &Hello::ours())?;
     let Some(peer) = read_frame_sync::<_, Hello>(&mut s)? else {
         return Ok(());
@@ -47,6 +70,8 @@ fn connection(pod: &Pod, mut s: UnixStream) -> Result<(), FrameError> {
                 },
             )?,
             Request::Shutdown => {
+                // Write what the drains hold before exiting.
+                served.io.release_all();
                 if let Some(pid) = pod.reaper_pid {
                     sys::kill_reaper(pid, pod.reaper_is_child);
                 }
@@ -55,7 +80,30 @@ fn connection(pod: &Pod, mut s: UnixStream) -> Result<(), FrameError> {
                 crate::log("shutting down on request");
                 std::process::exit(0);
             }
+            Request::PrepareContainerIo(spec) => {
+                let r = served.io.prepare(&spec).unwrap_or_else(error);
+                write_frame_sync(&mut s, &r)?
+            }
+            Request::ReopenContainerLog { container_id } => {
+                let r = match served.io.reopen(&container_id) {
+                    Ok(()) => Response::LogReopened,
+                    Err(e) => error(e),
+                };
+                write_frame_sync(&mut s, &r)?
+            }
+            Request::ReleaseContainerIo { container_id } => {
+                let r = match served.io.release(&container_id) {
+                    Ok(()) => Response::ContainerIoReleased,
+                    Err(e) => error(e),
+                };
+                write_frame_sync(&mut s, &r)?
+            }
         }
     }
     Ok(())
+}
+
+fn error(message: String) -> Response {
+    crate::log(&message);
+    Response::Error { message }
 }

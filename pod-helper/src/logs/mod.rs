@@ -1,6 +1,11 @@
-//! Container log writing in the CRI format. `format` turns a container's byte
-//! stream into log entries; the file handling and draining arrive with the
-//! container log issue.
+//! Container logs: the pod's containers' stdio FIFOs (`container_io`),
+//! drained (`drain`) into CRI log files (`sink`) in the CRI format (`format`).
 
+pub mod container_io;
+pub mod drain;
 pub mod format;
+pub mod sink;
 pub mod timestamp;
+
+#[cfg(test)]
+mod tests;
