@@ -147,6 +147,57 @@ fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// Cleans up after a test that failed with pods still running: SIGKILLs the
+/// pod helpers started for `dir` (their command line names it), detaches the
+/// mounts under `dir`, and removes the default cgroups (`/crid/<id>`) of the
+/// sandboxes recorded in crid's state dir `state_dir`. Stop crid first: its
+/// supervisor would restart the helpers.
+pub fn kill_leftover_pods(dir: &Path, state_dir: &Path) {
+    let needle = dir.to_string_lossy().into_owned();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd);
+        if cmd.contains("crid-pod-helper") && cmd.contains(&needle) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    unmount_all_under(dir);
+    let ids: Vec<String> = std::fs::read_dir(state_dir.join("sandboxes"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".json").map(str::to_string)
+        })
+        .filter(|id| !id.starts_with('.'))
+        .collect();
+    for id in ids {
+        // Killed processes leave their cgroups a moment later.
+        for _ in 0..50 {
+            if remove_cgroup_everywhere(&format!("crid/{id}")).is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    // The shared parent goes only if no other test's pod is in it (rmdir of a
+    // cgroup with children fails).
+    for root in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let _ = std::fs::remove_dir(root.path().join("crid"));
+    }
+}
+
 /// mountinfo escapes space, tab, newline and backslash as octal.
 fn unescape_mountinfo(s: &str) -> String {
     let b = s.as_bytes();

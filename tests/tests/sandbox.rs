@@ -93,6 +93,18 @@ struct Env {
     dir: tempfile::TempDir,
 }
 
+impl Drop for Env {
+    /// A failed test may leave pods running: clean them up so later runs
+    /// start clean. A passing test must have cleaned up itself (it asserts
+    /// so), so nothing here hides a leak.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.crid.stop();
+            crid_e2e::kill_leftover_pods(self.dir.path(), &self.config.state_dir);
+        }
+    }
+}
+
 impl Env {
     /// containerd, network N (with an extra plugin `(type, script given the
     /// test dir)`) and crid.
