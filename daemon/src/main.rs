@@ -12,6 +12,7 @@ mod rpc_layer;
 mod sandbox;
 mod server;
 mod store;
+mod streaming;
 // CreateContainer (issue 5) wires the spec generator; until then only its tests use it.
 #[allow(dead_code)]
 mod spec;

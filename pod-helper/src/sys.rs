@@ -112,12 +112,22 @@ impl PluginRunner for HostNetnsRunner<'_> {
 /// Creates a PID namespace and forks its init; returns the init's host pid.
 /// Must be called while the helper is single-threaded.
 pub fn start_reaper() -> std::io::Result<u32> {
+    let own = File::open("/proc/self/ns/pid")?;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)?;
     // SAFETY: the helper has started no threads yet (connection threads come
     // after set-up), so the child is a faithful single-threaded copy and may
     // run arbitrary code.
     match unsafe { nix::unistd::fork() }? {
-        nix::unistd::ForkResult::Parent { child } => Ok(child.as_raw() as u32),
+        nix::unistd::ForkResult::Parent { child } => {
+            // While our children would go to the new namespace, the kernel
+            // refuses to create threads (clone(CLONE_THREAD) is EINVAL):
+            // point pid_for_children back at our own namespace.
+            if let Err(e) = nix::sched::setns(&own, nix::sched::CloneFlags::CLONE_NEWPID) {
+                kill_reaper(child.as_raw() as u32, true);
+                return Err(e.into());
+            }
+            Ok(child.as_raw() as u32)
+        }
         nix::unistd::ForkResult::Child => reaper(),
     }
 }

@@ -8,6 +8,7 @@ pub mod image_service;
 pub mod runtime_info;
 pub mod runtime_service;
 pub mod sandbox;
+pub mod streaming;
 
 use crate::containerd::Containerd;
 use crate::sandbox::Sandboxes;
@@ -26,6 +27,8 @@ pub struct Crid {
     pub images: crate::image::Images,
     /// Containers.
     pub containers: Arc<crate::container::Containers>,
+    /// The streaming server's URLs and tokens.
+    pub streaming: crate::streaming::Streaming,
 }
 
 /// The tonic service object for both CRI services; cheap to clone.
@@ -42,6 +45,7 @@ impl CriService {
         containerd: Containerd,
         sandboxes: Arc<Sandboxes>,
         containers: Arc<crate::container::Containers>,
+        streaming: crate::streaming::Streaming,
     ) -> CriService {
         CriService {
             crid: Arc::new(Crid {
@@ -50,6 +54,7 @@ impl CriService {
                 containerd,
                 sandboxes,
                 containers,
+                streaming,
             }),
         }
     }

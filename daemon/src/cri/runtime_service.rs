@@ -1,7 +1,7 @@
 //! `runtime.v1.RuntimeService`: dispatches each RPC to its family module.
 //! RPCs whose issue has not landed answer Unimplemented, naming the RPC.
 
-use super::{container, respond, runtime_info, sandbox, CriService};
+use super::{container, respond, runtime_info, sandbox, streaming, CriService};
 use crate::error::Error;
 use crid_proto::cri;
 use crid_proto::cri::runtime_service_server::RuntimeService;
@@ -123,23 +123,23 @@ impl RuntimeService for CriService {
 
     async fn exec(
         &self,
-        _req: Request<cri::ExecRequest>,
+        req: Request<cri::ExecRequest>,
     ) -> Result<Response<cri::ExecResponse>, Status> {
-        Err(Error::Unimplemented("Exec").into())
+        respond(streaming::exec(&self.crid, req.into_inner()).await)
     }
 
     async fn attach(
         &self,
-        _req: Request<cri::AttachRequest>,
+        req: Request<cri::AttachRequest>,
     ) -> Result<Response<cri::AttachResponse>, Status> {
-        Err(Error::Unimplemented("Attach").into())
+        respond(streaming::attach(&self.crid, req.into_inner()).await)
     }
 
     async fn port_forward(
         &self,
-        _req: Request<cri::PortForwardRequest>,
+        req: Request<cri::PortForwardRequest>,
     ) -> Result<Response<cri::PortForwardResponse>, Status> {
-        Err(Error::Unimplemented("PortForward").into())
+        respond(streaming::port_forward(&self.crid, req.into_inner()).await)
     }
 
     async fn container_stats(

@@ -1,0 +1,383 @@
+//! Streaming end to end (issue 7): CRI Exec / Attach / PortForward URLs on
+//! crid's streaming listener, served by the pod's helper, driven with our
+//! own SPDY/3.1 and WebSocket client (crid_e2e::stream_client).
+//!
+//! Pods here have their own network namespace with only the `loopback` CNI
+//! plugin: no bridge, no addresses to collide between parallel tests.
+
+use crid_e2e::stream_client::{raw_request, SpdyClient, WsClient};
+use crid_e2e::{test_dir, CridProcess, PrivateContainerd};
+use crid_proto::cri;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tonic::Code;
+
+/// One test's world; a failed test still removes its pods.
+struct World {
+    c: crid_e2e::CriClients,
+    crid: CridProcess,
+    _ctrd: PrivateContainerd,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.crid.stop();
+            crid_e2e::kill_leftover_pods(self.dir.path(), &self.crid.config.state_dir);
+        }
+    }
+}
+
+impl World {
+    async fn start(token_ttl_secs: u64) -> World {
+        let dir = test_dir();
+        let ctrd = PrivateContainerd::start(&dir.path().join("containerd"))
+            .await
+            .unwrap();
+        let mut config = CridProcess::test_config(dir.path(), &ctrd.socket());
+        config.streaming.token_ttl_secs = token_ttl_secs;
+        std::fs::create_dir_all(&config.cni.conf_dir).unwrap();
+        std::fs::write(
+            config.cni.conf_dir.join("10-lo.conflist"),
+            r#"{"cniVersion":"1.0.0","name":"crid-stream-lo","plugins":[{"type":"loopback"}]}"#,
+        )
+        .unwrap();
+        config.cni.bin_dirs = vec![PathBuf::from("/usr/lib/cni")];
+        let crid = CridProcess::start(config).await.unwrap();
+        let c = crid.clients().await.unwrap();
+        World {
+            c,
+            crid,
+            _ctrd: ctrd,
+            dir,
+        }
+    }
+
+    /// A pod with its own network namespace; returns its id.
+    async fn run_pod(&mut self, name: &str) -> String {
+        let cfg = cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: name.into(),
+                uid: format!("uid-{name}"),
+                namespace: "default".into(),
+                attempt: 0,
+            }),
+            hostname: name.into(),
+            log_directory: self
+                .dir
+                .path()
+                .join("logs")
+                .join(name)
+                .display()
+                .to_string(),
+            linux: Some(cri::LinuxPodSandboxConfig::default()),
+            ..Default::default()
+        };
+        self.c
+            .runtime
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(cfg),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .pod_sandbox_id
+    }
+
+    async fn remove_pod(&mut self, id: &str) {
+        self.c
+            .runtime
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: id.into(),
+            })
+            .await
+            .unwrap();
+        self.c
+            .runtime
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: id.into(),
+            })
+            .await
+            .unwrap();
+    }
+
+    fn netns_pin(&self, pod: &str) -> PathBuf {
+        self.crid
+            .config
+            .runtime_dir
+            .join("sandboxes")
+            .join(pod)
+            .join("ns/net")
+    }
+
+    async fn port_forward_url(&mut self, pod: &str) -> String {
+        self.c
+            .runtime
+            .port_forward(cri::PortForwardRequest {
+                pod_sandbox_id: pod.into(),
+                port: vec![],
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .url
+    }
+}
+
+/// `http://host:port/path` → (host:port, /path).
+fn split_url(url: &str) -> (String, String) {
+    let rest = url.strip_prefix("http://").expect("an http URL");
+    let (host, path) = rest.split_once('/').unwrap();
+    (host.to_string(), format!("/{path}"))
+}
+
+async fn dial(url: &str) -> (TcpStream, String) {
+    let (host, path) = split_url(url);
+    (TcpStream::connect(host).await.unwrap(), path)
+}
+
+/// A TCP server inside the pod's network namespace on 127.0.0.1:`port`:
+/// each connection gets `<prefix>`, then an echo of everything it sends,
+/// then EOF after the client's. Stops (and closes its socket) on drop.
+struct PodEcho {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PodEcho {
+    fn start(netns: &Path, port: u16, prefix: &'static str) -> PodEcho {
+        let listener = std::thread::scope(|s| {
+            s.spawn(|| {
+                let ns = std::fs::File::open(netns).unwrap();
+                nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                std::net::TcpListener::bind(("127.0.0.1", port)).unwrap()
+            })
+            .join()
+            .unwrap()
+        });
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut c, _)) => {
+                        std::thread::spawn(move || {
+                            c.set_nonblocking(false).unwrap();
+                            let _ = c.write_all(prefix.as_bytes());
+                            let mut buf = [0u8; 4096];
+                            while let Ok(n) = c.read(&mut buf) {
+                                if n == 0 || c.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        PodEcho {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for PodEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Reads exactly `n` bytes from a stream.
+async fn read_n(s: &mut crid_e2e::stream_client::ClientStream, n: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        match s.read().await.unwrap() {
+            Some(d) => got.extend_from_slice(&d),
+            None => break,
+        }
+    }
+    got
+}
+
+const BARE_404: &str = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
+/// What a second use of `url` gets: a bare 404.
+async fn assert_404(url: &str) {
+    let (mut io, path) = dial(url).await;
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: portforward.k8s.io\r\n\r\n"
+    );
+    let head = raw_request(&mut io, req.as_bytes()).await.unwrap();
+    assert_eq!(head.status, 404);
+    assert_eq!(head.raw, BARE_404, "nothing else is revealed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn port_forward_spdy_two_streams_at_once_single_use_url() {
+    let mut w = World::start(60).await;
+    let pod = w.run_pod("pf-spdy").await;
+    let echo = PodEcho::start(&w.netns_pin(&pod), 8080, "pod:");
+    let url = w.port_forward_url(&pod).await;
+    let (io, path) = dial(&url).await;
+    let client = SpdyClient::connect(io, &path, &["portforward.k8s.io"])
+        .await
+        .unwrap();
+    assert_eq!(client.protocol.as_deref(), Some("portforward.k8s.io"));
+    // Two forwarded connections open at the same time, plus one to a port
+    // nobody listens on.
+    let mut pairs = Vec::new();
+    for (rid, port) in [("0", "8080"), ("1", "8080"), ("2", "8081")] {
+        let err = client
+            .open(&[("streamtype", "error"), ("port", port), ("requestid", rid)])
+            .await
+            .unwrap();
+        let data = client
+            .open(&[("streamtype", "data"), ("port", port), ("requestid", rid)])
+            .await
+            .unwrap();
+        pairs.push((err, data));
+    }
+    // Both connections answer while both are open.
+    pairs[0].1.write(b"first").await.unwrap();
+    pairs[1].1.write(b"second").await.unwrap();
+    assert_eq!(read_n(&mut pairs[1].1, 10).await, b"pod:second");
+    assert_eq!(read_n(&mut pairs[0].1, 9).await, b"pod:first");
+    pairs[0].1.write(b"-more").await.unwrap();
+    pairs[0].1.close_write().await.unwrap();
+    pairs[1].1.close_write().await.unwrap();
+    assert_eq!(pairs[0].1.read_to_end().await.unwrap(), b"-more");
+    assert!(pairs[1].1.read_to_end().await.unwrap().is_empty());
+    assert!(pairs[0].0.read_to_end().await.unwrap().is_empty());
+    let refused = String::from_utf8(pairs[2].0.read_to_end().await.unwrap()).unwrap();
+    assert!(
+        refused.contains("8081") && refused.contains("refused"),
+        "{refused}"
+    );
+    // The URL was single use; an unknown token is refused alike.
+    assert_404(&url).await;
+    let (host, _) = split_url(&url);
+    assert_404(&format!("http://{host}/portforward/{}", "0".repeat(64))).await;
+    let (host_url, exec_path) = (format!("http://{host}"), "/exec/nothing");
+    assert_404(&format!("{host_url}{exec_path}")).await;
+    drop(echo);
+    w.remove_pod(&pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn port_forward_websocket_and_a_garbage_frame_closes_only_its_connection() {
+    let mut w = World::start(60).await;
+    let pod = w.run_pod("pf-ws").await;
+    let echo = PodEcho::start(&w.netns_pin(&pod), 9090, "ws:");
+    // A SPDY connection that gets garbage is closed...
+    let url = w.port_forward_url(&pod).await;
+    let (io, path) = dial(&url).await;
+    let bad = SpdyClient::connect(io, &path, &["portforward.k8s.io"])
+        .await
+        .unwrap();
+    bad.send_garbage(&[0x80, 0x03, 0x00, 0x01, 0, 0, 0, 4, 0xde, 0xad, 0xbe, 0xef])
+        .await
+        .unwrap();
+    let closed = crid_e2e::wait_for(Duration::from_secs(10), || async {
+        bad.is_closed().then_some(())
+    })
+    .await;
+    assert!(closed.is_some(), "the garbage connection is closed");
+    // ...while a WebSocket port-forward of the same pod works on.
+    let url = w.port_forward_url(&pod).await;
+    let (io, path) = dial(&url).await;
+    let mut ws = WsClient::connect(io, &format!("{path}?port=9090"), &["portforward.k8s.io"])
+        .await
+        .unwrap();
+    assert_eq!(ws.protocol.as_deref(), Some("portforward.k8s.io"));
+    // The port prefix first on data (0) and error (1).
+    let mut prefixes = Vec::new();
+    for _ in 0..2 {
+        prefixes.push(ws.recv().await.unwrap().unwrap());
+    }
+    prefixes.sort();
+    assert_eq!(
+        prefixes,
+        vec![
+            (0, 9090u16.to_le_bytes().to_vec()),
+            (1, 9090u16.to_le_bytes().to_vec())
+        ]
+    );
+    ws.send(0, b"hello").await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < b"ws:hello".len() {
+        let (ch, d) = ws.recv().await.unwrap().unwrap();
+        assert_eq!(ch, 0, "{:?}", String::from_utf8_lossy(&d));
+        got.extend_from_slice(&d);
+    }
+    assert_eq!(got, b"ws:hello");
+    ws.close().await.unwrap();
+    drop(echo);
+    w.remove_pod(&pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_token_and_bad_requests_are_refused() {
+    let mut w = World::start(1).await;
+    let pod = w.run_pod("pf-expiry").await;
+    let url = w.port_forward_url(&pod).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_404(&url).await;
+    // RPC errors: unknown pod / container.
+    let e =
+        w.c.runtime
+            .port_forward(cri::PortForwardRequest {
+                pod_sandbox_id: "nope".into(),
+                port: vec![],
+            })
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    for e in [
+        w.c.runtime
+            .exec(cri::ExecRequest {
+                container_id: "nope".into(),
+                cmd: vec!["true".into()],
+                stdout: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err(),
+        w.c.runtime
+            .attach(cri::AttachRequest {
+                container_id: "nope".into(),
+                stdout: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err(),
+    ] {
+        assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    }
+    // A valid token with an unknown subprotocol: 400 from the helper, and
+    // the pod still serves the next one.
+    let url = w.port_forward_url(&pod).await;
+    let (mut io, path) = dial(&url).await;
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: nonsense.k8s.io\r\n\r\n"
+    );
+    let head = raw_request(&mut io, req.as_bytes()).await.unwrap();
+    assert_eq!(head.status, 400);
+    let url = w.port_forward_url(&pod).await;
+    let (io, path) = dial(&url).await;
+    SpdyClient::connect(io, &path, &["portforward.k8s.io"])
+        .await
+        .unwrap();
+    w.remove_pod(&pod).await;
+}
