@@ -97,6 +97,11 @@ async fn stop_signals_then_kills_after_the_timeout() {
     for id in [&stubborn, &polite] {
         assert_eq!(n.status(id).await.unwrap().state, RUNNING);
     }
+    // Verbose info names the task's pid: a live process on the host.
+    let v = n.container_info(&polite).await;
+    let pid = v["pid"].as_u64().expect("pid in verbose info");
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+    assert_eq!(comm.trim(), "sleep");
     let log = n.log_dir("lc-stop").join("stubborn.log");
     crid_e2e::wait_for(Duration::from_secs(5), || {
         let p = log.clone();

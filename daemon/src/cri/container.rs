@@ -473,6 +473,8 @@ pub async fn status(
             "runtimeType": ctrd::RUNTIME,
             "imageID": r.image_id,
             "runtimeSpec": r.spec,
+            "pid": r.pid,
+            "oomKilled": r.oom_killed,
         });
         info.insert("info".to_string(), v.to_string());
     }
