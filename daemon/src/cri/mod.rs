@@ -6,6 +6,7 @@ pub mod container;
 pub mod container_lifecycle;
 pub mod image;
 pub mod image_service;
+pub mod pod_locks;
 pub mod runtime_info;
 pub mod runtime_service;
 pub mod sandbox;
@@ -27,6 +28,8 @@ pub struct Crid {
     pub images: crate::image::Images,
     /// Containers.
     pub containers: Arc<crate::container::Containers>,
+    /// Serialises container work in a pod against the pod's teardown.
+    pub pod_locks: pod_locks::PodLocks,
 }
 
 /// The tonic service object for both CRI services; cheap to clone.
@@ -51,6 +54,7 @@ impl CriService {
                 containerd,
                 sandboxes,
                 containers,
+                pod_locks: pod_locks::PodLocks::default(),
             }),
         }
     }
