@@ -114,6 +114,9 @@ where
         streaming,
     );
     let stream_listener = bound.spawn(std::sync::Arc::clone(&svc.crid));
+    // Container exits and OOM kills; reconciles missed ones on (re)subscribe.
+    let events =
+        crate::cri::container_lifecycle::spawn_event_loop(std::sync::Arc::clone(&svc.crid));
     tracing::info!(socket = %socket.display(), streaming = %svc.crid.streaming.base_url, version = env!("CARGO_PKG_VERSION"), "crid serving CRI v1");
 
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
@@ -154,6 +157,7 @@ where
 
     health.abort();
     stream_listener.abort();
+    events.abort();
     if let Err(e) = std::fs::remove_file(&socket) {
         tracing::warn!(socket = %socket.display(), error = %e, "could not remove socket");
     }

@@ -3,8 +3,10 @@
 //! dispatch the generated tonic traits to them.
 
 pub mod container;
+pub mod container_lifecycle;
 pub mod image;
 pub mod image_service;
+pub mod pod_locks;
 pub mod runtime_info;
 pub mod runtime_service;
 pub mod sandbox;
@@ -29,6 +31,8 @@ pub struct Crid {
     pub containers: Arc<crate::container::Containers>,
     /// The streaming server's URLs and tokens.
     pub streaming: crate::streaming::Streaming,
+    /// Serialises container work in a pod against the pod's teardown.
+    pub pod_locks: pod_locks::PodLocks,
 }
 
 /// The tonic service object for both CRI services; cheap to clone.
@@ -55,6 +59,7 @@ impl CriService {
                 sandboxes,
                 containers,
                 streaming,
+                pod_locks: pod_locks::PodLocks::default(),
             }),
         }
     }
