@@ -286,6 +286,10 @@ pub enum StreamEvent {
         /// Rows.
         height: u16,
     },
+    /// The client ended stdin and the helper closed its side of the stdin
+    /// FIFO; crid closes the shim's (Tasks.CloseIO), so the process sees
+    /// end of input.
+    StdinClosed,
     /// ExecSync output; `stdout_len + stderr_len` raw bytes follow the frame.
     Output {
         /// Bytes of stdout that follow.

@@ -208,6 +208,32 @@ pub fn hand_off_stream(
     Ok(s)
 }
 
+/// Opens an ExecSync output channel with the pod's helper (revision ≥ 2):
+/// [`Request::ExecSyncIo`]; the connection is then that exec's channel.
+pub fn exec_sync_channel(
+    socket: &Path,
+    container_id: &str,
+    exec_id: &str,
+    max_output: usize,
+) -> Result<UnixStream, String> {
+    let (mut s, peer) = connect_with_hello(socket, Duration::from_secs(5))?;
+    if peer.revision < 2 {
+        return Err(format!(
+            "pod helper {} (protocol revision {}) predates exec; restart the sandbox",
+            peer.build, peer.revision
+        ));
+    }
+    let req = Request::ExecSyncIo {
+        container_id: container_id.to_string(),
+        exec_id: exec_id.to_string(),
+        max_output,
+    };
+    write_frame_sync(&mut s, &req).map_err(|e| e.to_string())?;
+    s.set_read_timeout(None).map_err(|e| e.to_string())?;
+    s.set_write_timeout(None).map_err(|e| e.to_string())?;
+    Ok(s)
+}
+
 /// Whether `pid` is alive (not a zombie) and its comm is `comm`.
 fn is_live(pid: u32, comm: &str) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {

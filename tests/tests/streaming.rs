@@ -381,3 +381,263 @@ async fn expired_token_and_bad_requests_are_refused() {
         .unwrap();
     w.remove_pod(&pod).await;
 }
+
+// ---- exec and ExecSync (running containers) ---------------------------------
+
+use crid_e2e::pods::{sh, Node};
+
+/// A node with a pod running a long sleep; (node, pod, container).
+async fn sleeper(name: &str) -> (Node, String, String) {
+    let mut n = Node::start(vec![]).await;
+    let pod_cfg = n.pod_config(name);
+    let pod = n.run_pod(&pod_cfg).await;
+    let ctr = n
+        .run(&pod, &pod_cfg, sh("main", &n.image, "exec sleep 3600"))
+        .await;
+    (n, pod, ctr)
+}
+
+async fn exec_url(n: &mut Node, ctr: &str, cmd: &[&str], stdin: bool, tty: bool) -> String {
+    n.c.runtime
+        .exec(cri::ExecRequest {
+            container_id: ctr.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            tty,
+            stdin,
+            stdout: true,
+            stderr: !tty,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url
+}
+
+/// The v4 error stream's Status JSON, parsed.
+fn status_of(bytes: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|e| panic!("status {:?}: {e}", String::from_utf8_lossy(bytes)))
+}
+
+/// Processes of the container's task other than its main one (exec leftovers).
+fn exec_processes(n: &Node, ctr: &str) -> Vec<String> {
+    n.ctr(&["tasks", "ps", ctr])
+        .lines()
+        .skip(1)
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_over_spdy_stdout_stderr_exit_code_and_stdin() {
+    let (mut n, pod, ctr) = sleeper("ex-spdy").await;
+    let baseline = exec_processes(&n, &ctr).len();
+
+    // echo: stdout and a Success status.
+    let url = exec_url(&mut n, &ctr, &["echo", "hello"], false, false).await;
+    let (io, path) = dial(&url).await;
+    let c = SpdyClient::connect(io, &path, &["v4.channel.k8s.io", "v3.channel.k8s.io"])
+        .await
+        .unwrap();
+    assert_eq!(c.protocol.as_deref(), Some("v4.channel.k8s.io"));
+    let mut err = c.open(&[("streamtype", "error")]).await.unwrap();
+    let mut out = c.open(&[("streamtype", "stdout")]).await.unwrap();
+    let mut serr = c.open(&[("streamtype", "stderr")]).await.unwrap();
+    assert_eq!(out.read_to_end().await.unwrap(), b"hello\n");
+    assert!(serr.read_to_end().await.unwrap().is_empty());
+    let st = status_of(&err.read_to_end().await.unwrap());
+    assert_eq!(st["status"], "Success", "{st}");
+
+    // stderr and exit 7 on the error stream.
+    let url = exec_url(
+        &mut n,
+        &ctr,
+        &["sh", "-c", "echo x >&2; exit 7"],
+        false,
+        false,
+    )
+    .await;
+    let (io, path) = dial(&url).await;
+    let c = SpdyClient::connect(io, &path, &["v4.channel.k8s.io"])
+        .await
+        .unwrap();
+    let mut err = c.open(&[("streamtype", "error")]).await.unwrap();
+    let mut out = c.open(&[("streamtype", "stdout")]).await.unwrap();
+    let mut serr = c.open(&[("streamtype", "stderr")]).await.unwrap();
+    assert_eq!(serr.read_to_end().await.unwrap(), b"x\n");
+    assert!(out.read_to_end().await.unwrap().is_empty());
+    let st = status_of(&err.read_to_end().await.unwrap());
+    assert_eq!(st["status"], "Failure");
+    assert_eq!(st["reason"], "NonZeroExitCode");
+    assert_eq!(st["details"]["causes"][0]["reason"], "ExitCode");
+    assert_eq!(st["details"]["causes"][0]["message"], "7");
+
+    // cat (a real binary) with stdin and half-close.
+    let url = exec_url(&mut n, &ctr, &["/bin/busybox", "cat"], true, false).await;
+    let (io, path) = dial(&url).await;
+    let c = SpdyClient::connect(io, &path, &["v4.channel.k8s.io"])
+        .await
+        .unwrap();
+    let mut err = c.open(&[("streamtype", "error")]).await.unwrap();
+    let input = c.open(&[("streamtype", "stdin")]).await.unwrap();
+    let mut out = c.open(&[("streamtype", "stdout")]).await.unwrap();
+    let _serr = c.open(&[("streamtype", "stderr")]).await.unwrap();
+    input.write(b"line one\n").await.unwrap();
+    assert_eq!(read_n(&mut out, 9).await, b"line one\n");
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    input.write(&big).await.unwrap();
+    input.close_write().await.unwrap();
+    assert_eq!(out.read_to_end().await.unwrap(), big);
+    assert_eq!(
+        status_of(&err.read_to_end().await.unwrap())["status"],
+        "Success"
+    );
+
+    // A client that vanishes mid-stream: the exec process is killed.
+    let url = exec_url(
+        &mut n,
+        &ctr,
+        &["/bin/busybox", "sleep", "1000"],
+        false,
+        false,
+    )
+    .await;
+    let (io, path) = dial(&url).await;
+    // A second handle on the socket, to cut the connection under the client.
+    let io = io.into_std().unwrap();
+    let cut = io.try_clone().unwrap();
+    let io = TcpStream::from_std(io).unwrap();
+    let c = SpdyClient::connect(io, &path, &["v4.channel.k8s.io"])
+        .await
+        .unwrap();
+    let _err = c.open(&[("streamtype", "error")]).await.unwrap();
+    let _out = c.open(&[("streamtype", "stdout")]).await.unwrap();
+    let _serr = c.open(&[("streamtype", "stderr")]).await.unwrap();
+    let started = crid_e2e::wait_for(Duration::from_secs(10), || async {
+        (exec_processes(&n, &ctr).len() > baseline).then_some(())
+    })
+    .await;
+    assert!(started.is_some(), "the exec process runs");
+    cut.shutdown(std::net::Shutdown::Both).unwrap();
+    let gone = crid_e2e::wait_for(Duration::from_secs(15), || async {
+        (exec_processes(&n, &ctr).len() == baseline).then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "{:?}", exec_processes(&n, &ctr));
+    n.stop_remove_pod(&pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_with_tty_resize_and_over_websocket() {
+    let (mut n, pod, ctr) = sleeper("ex-tty").await;
+    // tty: stty size reports the size sent on the resize stream.
+    let url = exec_url(
+        &mut n,
+        &ctr,
+        &["sh", "-c", "sleep 1; stty size"],
+        true,
+        true,
+    )
+    .await;
+    let (io, path) = dial(&url).await;
+    let c = SpdyClient::connect(io, &path, &["v4.channel.k8s.io"])
+        .await
+        .unwrap();
+    let mut err = c.open(&[("streamtype", "error")]).await.unwrap();
+    let _input = c.open(&[("streamtype", "stdin")]).await.unwrap();
+    let mut out = c.open(&[("streamtype", "stdout")]).await.unwrap();
+    let resize = c.open(&[("streamtype", "resize")]).await.unwrap();
+    resize.write(br#"{"Width":123,"Height":45}"#).await.unwrap();
+    let got = String::from_utf8(out.read_to_end().await.unwrap()).unwrap();
+    assert_eq!(got.trim(), "45 123", "{got:?}");
+    assert_eq!(
+        status_of(&err.read_to_end().await.unwrap())["status"],
+        "Success"
+    );
+
+    // WebSocket v5: stdin, close signal, stdout, status on channel 3.
+    let url = exec_url(&mut n, &ctr, &["/bin/busybox", "cat"], true, false).await;
+    let (io, path) = dial(&url).await;
+    let mut ws = WsClient::connect(io, &path, &["v5.channel.k8s.io"])
+        .await
+        .unwrap();
+    assert_eq!(ws.protocol.as_deref(), Some("v5.channel.k8s.io"));
+    ws.send(0, b"via websocket").await.unwrap();
+    ws.send_close_signal(0).await.unwrap();
+    let mut stdout = Vec::new();
+    let mut status = None;
+    while let Some((ch, d)) = ws.recv().await.unwrap() {
+        match ch {
+            1 => stdout.extend_from_slice(&d),
+            3 => status = Some(status_of(&d)),
+            _ => {}
+        }
+    }
+    assert_eq!(stdout, b"via websocket");
+    assert_eq!(status.unwrap()["status"], "Success");
+    n.stop_remove_pod(&pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_sync_output_exit_code_timeout_cap_and_missing_binary() {
+    let (mut n, pod, ctr) = sleeper("ex-sync").await;
+    let run = |cmd: &[&str], timeout: i64| cri::ExecSyncRequest {
+        container_id: ctr.clone(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        timeout,
+    };
+    let r =
+        n.c.runtime
+            .exec_sync(run(&["sh", "-c", "echo out; echo err >&2; exit 3"], 0))
+            .await
+            .unwrap()
+            .into_inner();
+    assert_eq!(
+        (r.stdout.as_slice(), r.stderr.as_slice(), r.exit_code),
+        (&b"out\n"[..], &b"err\n"[..], 3)
+    );
+
+    // Timeout: DeadlineExceeded, and the process is gone.
+    let t0 = std::time::Instant::now();
+    let e =
+        n.c.runtime
+            .exec_sync(run(&["/bin/busybox", "sleep", "30"], 1))
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
+    let ps = n.ctr(&["tasks", "ps", &ctr]);
+    assert_eq!(ps.lines().count(), 2, "only the main process is left: {ps}");
+
+    // Over the cap: answered (not hung), capped.
+    let r =
+        n.c.runtime
+            .clone()
+            .max_decoding_message_size(32 << 20)
+            .exec_sync(run(
+                &["/bin/busybox", "head", "-c", "20000000", "/dev/zero"],
+                60,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+    assert_eq!(r.exit_code, 0);
+    assert!(
+        r.stdout.len() > 15 << 20 && r.stdout.len() <= 16 << 20,
+        "{}",
+        r.stdout.len()
+    );
+    assert!(r.stdout.iter().all(|b| *b == 0));
+
+    // A missing binary: the runtime's message on stderr, non-zero code.
+    let r =
+        n.c.runtime
+            .exec_sync(run(&["/no/such/binary"], 10))
+            .await
+            .unwrap()
+            .into_inner();
+    assert_ne!(r.exit_code, 0);
+    let msg = String::from_utf8_lossy(&r.stderr);
+    assert!(msg.contains("/no/such/binary"), "{msg}");
+    n.stop_remove_pod(&pod).await;
+}

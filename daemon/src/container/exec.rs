@@ -6,8 +6,8 @@ use crate::containerd::Containerd;
 use crate::error::{ContainerdError, Error, Result};
 use crid_proto::containerd::services::v1::tasks_client::TasksClient;
 use crid_proto::containerd::services::v1::{
-    DeleteProcessRequest, ExecProcessRequest, KillRequest, ResizePtyRequest, StartRequest,
-    WaitRequest,
+    CloseIoRequest, DeleteProcessRequest, ExecProcessRequest, KillRequest, ResizePtyRequest,
+    StartRequest, WaitRequest,
 };
 use std::path::PathBuf;
 
@@ -147,6 +147,21 @@ pub async fn resize(
         }))
         .await
         .map_err(cerr("tasks.resize_pty"))?;
+    Ok(())
+}
+
+/// Closes the shim's write side of the process's stdin FIFO (the shim
+/// holds one so that it can be closed by this call): once the helper's side
+/// is closed too, the process reads end of file.
+pub async fn close_stdin(ctrd: &Containerd, container_id: &str, exec_id: &str) -> Result<()> {
+    TasksClient::new(ctrd.channel())
+        .close_io(ctrd.request(CloseIoRequest {
+            container_id: container_id.to_string(),
+            exec_id: exec_id.to_string(),
+            stdin: true,
+        }))
+        .await
+        .map_err(cerr("tasks.close_io"))?;
     Ok(())
 }
 

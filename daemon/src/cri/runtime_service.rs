@@ -120,9 +120,9 @@ impl RuntimeService for CriService {
 
     async fn exec_sync(
         &self,
-        _req: Request<cri::ExecSyncRequest>,
+        req: Request<cri::ExecSyncRequest>,
     ) -> Result<Response<cri::ExecSyncResponse>, Status> {
-        Err(Error::Unimplemented("ExecSync").into())
+        respond(streaming::exec_sync(&self.crid, req.into_inner()).await)
     }
 
     async fn exec(

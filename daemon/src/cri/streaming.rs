@@ -125,3 +125,193 @@ pub async fn port_forward(
     let url = url(crid, Grant::PortForward { sandbox_id: sb.id })?;
     Ok(cri::PortForwardResponse { url })
 }
+
+/// Output kept per stream by ExecSync (the kubelet's cap).
+pub const EXEC_SYNC_MAX_OUTPUT: usize = 16 << 20;
+/// stdout + stderr of one ExecSync answer stay below the 16 MiB gRPC
+/// message limit the kubelet receives with (some room for the envelope).
+pub const EXEC_SYNC_RESPONSE_BUDGET: usize = (16 << 20) - (64 << 10);
+
+/// Fits both outputs into [`EXEC_SYNC_RESPONSE_BUDGET`]: stderr keeps up to
+/// half, stdout the rest.
+fn fit_outputs(mut stdout: Vec<u8>, mut stderr: Vec<u8>) -> (Vec<u8>, Vec<u8>) {
+    if stdout.len() + stderr.len() > EXEC_SYNC_RESPONSE_BUDGET {
+        let err_room = stderr.len().min(EXEC_SYNC_RESPONSE_BUDGET / 2);
+        stderr.truncate(err_room);
+        stdout.truncate(EXEC_SYNC_RESPONSE_BUDGET - err_room);
+    }
+    (stdout, stderr)
+}
+
+/// The exit code reported when the runtime could not start the command
+/// (what a shell reports: 127 not found, 126 not executable/other).
+fn start_failure_code(message: &str) -> i32 {
+    let m = message.to_ascii_lowercase();
+    if m.contains("not found") || m.contains("no such file") {
+        127
+    } else {
+        126
+    }
+}
+
+/// CRI ExecSync: runs `cmd` in the container, its output collected by the
+/// pod's helper. A timeout kills the process and answers DeadlineExceeded
+/// (what the kubelet reads as a probe timeout); a command the runtime cannot
+/// start answers its message on stderr with exit code 126/127.
+pub async fn exec_sync(
+    crid: &Arc<Crid>,
+    req: cri::ExecSyncRequest,
+) -> Result<cri::ExecSyncResponse> {
+    use crate::container::exec::{self, ExecStdio};
+    use crid_common::protocol::{read_frame, write_frame, StreamControl, StreamEvent};
+    use tokio::io::AsyncReadExt;
+
+    let rec = running_container(crid, &req.container_id)?;
+    if req.cmd.is_empty() {
+        return Err(Error::InvalidArgument("cmd is empty".into()));
+    }
+    let sb = sandbox(crid, &rec.sandbox_id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("pod sandbox {} not found", rec.sandbox_id)))?;
+    let exec_id = crate::streaming::session::new_exec_id().map_err(Error::Internal)?;
+    let (socket, cid, eid) = (sb.socket(), rec.id.clone(), exec_id.clone());
+    let ctl = tokio::task::spawn_blocking(move || {
+        crate::helper_client::exec_sync_channel(&socket, &cid, &eid, EXEC_SYNC_MAX_OUTPUT)
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))?
+    .map_err(|e| Error::Internal(format!("pod helper: {e}")))?;
+    ctl.set_nonblocking(true)
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let mut ctl =
+        tokio::net::UnixStream::from_std(ctl).map_err(|e| Error::Internal(e.to_string()))?;
+    let helper_err =
+        |e: crid_common::protocol::FrameError| Error::Internal(format!("pod helper: {e}"));
+    let io = match read_frame::<_, StreamEvent>(&mut ctl)
+        .await
+        .map_err(helper_err)?
+    {
+        Some(StreamEvent::ExecIo { stdout, stderr, .. }) => ExecStdio {
+            stdin: None,
+            stdout,
+            stderr,
+            terminal: false,
+        },
+        other => {
+            return Err(Error::Internal(format!(
+                "pod helper answered {other:?} for exec FIFOs"
+            )))
+        }
+    };
+    let wait = match crate::streaming::session::start_process(
+        crid, &rec.id, &exec_id, &req.cmd, &io,
+    )
+    .await
+    {
+        Ok(w) => w,
+        Err(Error::Containerd(c)) if c.op == "tasks.start" => {
+            let message = c.status.message().to_string();
+            let _ = write_frame(
+                &mut ctl,
+                &StreamControl::StartFailed {
+                    message: message.clone(),
+                },
+            )
+            .await;
+            return Ok(cri::ExecSyncResponse {
+                stdout: Vec::new(),
+                stderr: message.clone().into_bytes(),
+                exit_code: start_failure_code(&message),
+            });
+        }
+        Err(e) => {
+            let message = e.to_string();
+            let _ = write_frame(&mut ctl, &StreamControl::StartFailed { message }).await;
+            return Err(e);
+        }
+    };
+    write_frame(&mut ctl, &StreamControl::Started)
+        .await
+        .map_err(helper_err)?;
+    let mut wait = wait;
+    let exit = if req.timeout > 0 {
+        let limit = std::time::Duration::from_secs(req.timeout as u64);
+        match tokio::time::timeout(limit, &mut wait).await {
+            Ok(r) => r,
+            Err(_) => {
+                let _ = exec::kill(&crid.containerd, &rec.id, &exec_id).await;
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(10), wait).await;
+                let _ = exec::delete(&crid.containerd, &rec.id, &exec_id).await;
+                let _ = write_frame(&mut ctl, &StreamControl::Exited { exit_code: -1 }).await;
+                return Err(Error::DeadlineExceeded(format!(
+                    "timeout {}s exceeded: command {:?} killed",
+                    req.timeout, req.cmd
+                )));
+            }
+        }
+    } else {
+        wait.await
+    };
+    let _ = exec::delete(&crid.containerd, &rec.id, &exec_id).await;
+    let exit_code = exit.map_err(|e| Error::Internal(format!("exec wait: {e}")))??;
+    write_frame(&mut ctl, &StreamControl::Exited { exit_code })
+        .await
+        .map_err(helper_err)?;
+    let (out_len, err_len) = match read_frame::<_, StreamEvent>(&mut ctl)
+        .await
+        .map_err(helper_err)?
+    {
+        Some(StreamEvent::Output {
+            stdout_len,
+            stderr_len,
+        }) if stdout_len <= EXEC_SYNC_MAX_OUTPUT && stderr_len <= EXEC_SYNC_MAX_OUTPUT => {
+            (stdout_len, stderr_len)
+        }
+        other => {
+            return Err(Error::Internal(format!(
+                "pod helper answered {other:?} for exec output"
+            )))
+        }
+    };
+    let mut stdout = vec![0u8; out_len];
+    let mut stderr = vec![0u8; err_len];
+    ctl.read_exact(&mut stdout)
+        .await
+        .map_err(|e| Error::Internal(format!("pod helper: {e}")))?;
+    ctl.read_exact(&mut stderr)
+        .await
+        .map_err(|e| Error::Internal(format!("pod helper: {e}")))?;
+    let (stdout, stderr) = fit_outputs(stdout, stderr);
+    Ok(cri::ExecSyncResponse {
+        stdout,
+        stderr,
+        exit_code,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_fit_the_message_budget() {
+        let (o, e) = fit_outputs(vec![1; 10], vec![2; 5]);
+        assert_eq!((o.len(), e.len()), (10, 5));
+        let (o, e) = fit_outputs(vec![1; EXEC_SYNC_MAX_OUTPUT], vec![]);
+        assert_eq!((o.len(), e.len()), (EXEC_SYNC_RESPONSE_BUDGET, 0));
+        let (o, e) = fit_outputs(vec![1; EXEC_SYNC_MAX_OUTPUT], vec![2; EXEC_SYNC_MAX_OUTPUT]);
+        assert_eq!(o.len() + e.len(), EXEC_SYNC_RESPONSE_BUDGET);
+        assert_eq!(e.len(), EXEC_SYNC_RESPONSE_BUDGET / 2);
+    }
+
+    #[test]
+    fn start_failures_map_like_a_shell() {
+        assert_eq!(
+            start_failure_code(
+                "OCI runtime exec failed: exec: \"nope\": executable file not found in $PATH: unknown"
+            ),
+            127
+        );
+        assert_eq!(start_failure_code("permission denied"), 126);
+    }
+}

@@ -6,6 +6,7 @@
 //!   ExecIo{fifos}        ───────────▶     Tasks.Exec + Wait + Start
 //!                        ◀───────────     Started | StartFailed{message}
 //!   Resize{w,h} ...      ───────────▶     Tasks.ResizePty
+//!   StdinClosed          ───────────▶     Tasks.CloseIO(stdin)
 //!                        ◀───────────     Exited{exit_code}
 //!   Finished | EOF       ───────────▶     (process killed if still running)
 //! ```
@@ -115,6 +116,11 @@ async fn run_started(
                 Ok(Some(StreamEvent::Resize { width, height })) => {
                     if let Err(e) = exec::resize(ctrd, container_id, exec_id, width, height).await {
                         tracing::debug!(error = %e, exec_id, "resize failed");
+                    }
+                }
+                Ok(Some(StreamEvent::StdinClosed)) => {
+                    if let Err(e) = exec::close_stdin(ctrd, container_id, exec_id).await {
+                        tracing::debug!(error = %e, exec_id, "closing stdin failed");
                     }
                 }
                 Ok(Some(_)) | Ok(None) | Err(_) => break None,

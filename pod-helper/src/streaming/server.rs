@@ -646,16 +646,18 @@ async fn run_exec(
     }
     let mut side_tasks = Vec::new();
     if let (Some((_, file)), Some(mut rx)) = (fifos.stdin.take(), client.stdin.take()) {
+        let w = Arc::clone(&ctl.w);
         side_tasks.push(tokio::spawn(async move {
-            let Ok(mut tx) = tokio::net::unix::pipe::Sender::from_file(file) else {
-                return;
-            };
-            while let Some(d) = rx.recv().await {
-                if tx.write_all(&d).await.is_err() {
-                    break;
+            if let Ok(mut tx) = tokio::net::unix::pipe::Sender::from_file(file) {
+                while let Some(d) = rx.recv().await {
+                    if tx.write_all(&d).await.is_err() {
+                        break;
+                    }
                 }
             }
-            // Dropping our side is the process's end of input.
+            // Our side closes here; the shim holds another writer, which
+            // crid closes (Tasks.CloseIO): then the process reads EOF.
+            let _ = write_frame(&mut *w.lock().await, &StreamEvent::StdinClosed).await;
         }));
     }
     if let Some(mut rx) = client.resize.take() {
