@@ -14,7 +14,7 @@ use std::sync::Arc;
 struct Served {
     pod: Pod,
     /// The pod's containers' stdio and log drains.
-    io: ContainerIo,
+    io: Arc<ContainerIo>,
     /// What the stream server needs.
     streams: Arc<crate::streaming::server::Ctx>,
 }
@@ -28,12 +28,14 @@ pub fn serve(pod: Pod) {
         .parent()
         .map(|d| d.join("io"))
         .unwrap_or_else(|| std::path::PathBuf::from("io"));
-    let streams = Arc::new(crate::streaming::server::Ctx {
-        exec_dir: io_dir.join("exec"),
-    });
+    let exec_dir = io_dir.join("exec");
     // Exec FIFOs of a previous incarnation belong to streams that are gone.
-    let _ = std::fs::remove_dir_all(&streams.exec_dir);
-    let io = ContainerIo::new(io_dir);
+    let _ = std::fs::remove_dir_all(&exec_dir);
+    let io = Arc::new(ContainerIo::new(io_dir));
+    let streams = Arc::new(crate::streaming::server::Ctx {
+        exec_dir,
+        io: Arc::clone(&io),
+    });
     if pod.spec.adopt.is_some() {
         // A restarted helper drains on where its predecessor stopped.
         for note in io.adopt() {

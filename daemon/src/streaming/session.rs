@@ -159,7 +159,8 @@ async fn run_started(
 }
 
 /// Runs an attach stream's control channel: terminal resizes of the
-/// container's own pty until the helper ends the stream.
+/// container's own pty and its stdin's close (`stdin_once`) until the
+/// helper ends the stream.
 pub async fn attach(
     crid: &Arc<Crid>,
     ctl: std::os::unix::net::UnixStream,
@@ -173,6 +174,12 @@ pub async fn attach(
                     exec::resize(&crid.containerd, container_id, "", width, height).await
                 {
                     tracing::debug!(error = %e, container_id, "attach resize failed");
+                }
+            }
+            StreamEvent::StdinClosed => {
+                // stdin_once: the shim's writer goes too, so the container reads EOF.
+                if let Err(e) = exec::close_stdin(&crid.containerd, container_id, "").await {
+                    tracing::debug!(error = %e, container_id, "closing stdin failed");
                 }
             }
             StreamEvent::Finished { .. } => break,

@@ -49,6 +49,14 @@ type Io = Prefixed<Box<dyn Conn>>;
 pub struct Ctx {
     /// Where exec FIFOs are made (`<sandbox dir>/io/exec`).
     pub exec_dir: PathBuf,
+    /// The containers' stdio (attach).
+    pub io: Arc<crate::logs::container_io::ContainerIo>,
+}
+
+/// What an exec/attach connection is for.
+enum Target {
+    Exec { exec_id: String },
+    Attach { container_id: String },
 }
 
 /// Work handed to the stream runtime. Control-connection threads have small
@@ -222,14 +230,27 @@ async fn serve(
             port_forward_ws(io, &req, base64).await
         }
         (StreamKind::Exec { exec_id, stdio, .. }, Transport::Spdy) => {
-            exec_spdy(io, ctl, ctx, &exec_id, stdio, v).await
+            exec_spdy(io, ctl, ctx, Target::Exec { exec_id }, stdio, v).await
         }
         (StreamKind::Exec { exec_id, stdio, .. }, Transport::WebSocket { base64, .. }) => {
-            exec_ws(io, ctl, ctx, &exec_id, stdio, v, base64).await
+            exec_ws(io, ctl, ctx, Target::Exec { exec_id }, stdio, v, base64).await
         }
-        (StreamKind::Attach { .. }, _) => {
-            ctl.finished("attach is not served by this helper").await;
-            Err("attach is not implemented yet".into())
+        (
+            StreamKind::Attach {
+                container_id,
+                stdio,
+            },
+            Transport::Spdy,
+        ) => exec_spdy(io, ctl, ctx, Target::Attach { container_id }, stdio, v).await,
+        (
+            StreamKind::Attach {
+                container_id,
+                stdio,
+            },
+            Transport::WebSocket { base64, .. },
+        ) => {
+            let t = Target::Attach { container_id };
+            exec_ws(io, ctl, ctx, t, stdio, v, base64).await
         }
     }
 }
@@ -440,7 +461,7 @@ async fn exec_spdy(
     io: Io,
     ctl: Ctl,
     ctx: &Ctx,
-    exec_id: &str,
+    target: Target,
     stdio: StreamStdio,
     v: Version,
 ) -> Result<(), String> {
@@ -506,7 +527,10 @@ async fn exec_spdy(
         // connection is gone.
         while session.accept().await.is_some() {}
     };
-    let r = run_exec(ctl, ctx, exec_id, client, gone).await;
+    let r = match &target {
+        Target::Exec { exec_id } => run_exec(ctl, ctx, exec_id, client, gone).await,
+        Target::Attach { container_id } => run_attach(ctl, ctx, container_id, client, gone).await,
+    };
     drop(held);
     session.close().await;
     r
@@ -516,7 +540,7 @@ async fn exec_ws(
     io: Io,
     ctl: Ctl,
     ctx: &Ctx,
-    exec_id: &str,
+    target: Target,
     stdio: StreamStdio,
     v: Version,
     base64: bool,
@@ -573,7 +597,10 @@ async fn exec_ws(
     let gone = async {
         let _ = gone_rx.await;
     };
-    let r = run_exec(ctl, ctx, exec_id, client, gone).await;
+    let r = match &target {
+        Target::Exec { exec_id } => run_exec(ctl, ctx, exec_id, client, gone).await,
+        Target::Attach { container_id } => run_attach(ctl, ctx, container_id, client, gone).await,
+    };
     let _ = writer.close(websocket::CLOSE_NORMAL).await;
     r
 }
@@ -709,6 +736,109 @@ async fn run_exec(
     }
     client.error.close().await;
     ctl.finished("exited").await;
+    Ok(())
+}
+
+/// Attach: the container's live output to the client, the client's input
+/// to the container's stdin; ends when the container's output ends (then a
+/// Success status) or the client goes away.
+async fn run_attach(
+    ctl: Ctl,
+    ctx: &Ctx,
+    container_id: &str,
+    mut client: Client,
+    gone: impl std::future::Future<Output = ()>,
+) -> Result<(), String> {
+    let mut att = match ctx.io.attach(container_id) {
+        Ok(a) => a,
+        Err(e) => {
+            fail(&mut client, &e).await;
+            ctl.finished("no such container io").await;
+            return Err(e);
+        }
+    };
+    let mut side_tasks = Vec::new();
+    // stdin_once: the container's input ends with its first attach that
+    // has stdin: when the client ends stdin, or when the attach ends.
+    let once = att.stdin_once && att.stdin.is_some() && client.stdin.is_some();
+    let stdin_closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let close_once = {
+        let (w, io, cid, done) = (
+            Arc::clone(&ctl.w),
+            Arc::clone(&ctx.io),
+            container_id.to_string(),
+            Arc::clone(&stdin_closed),
+        );
+        move || async move {
+            if once && !done.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                io.close_stdin(&cid);
+                let _ = write_frame(&mut *w.lock().await, &StreamEvent::StdinClosed).await;
+            }
+        }
+    };
+    if let (Some(file), Some(mut rx)) = (att.stdin.take(), client.stdin.take()) {
+        let close = close_once.clone();
+        side_tasks.push(tokio::spawn(async move {
+            if let Ok(mut tx) = tokio::net::unix::pipe::Sender::from_file(file) {
+                while let Some(d) = rx.recv().await {
+                    if tx.write_all(&d).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            close().await;
+        }));
+    }
+    if let Some(mut rx) = client.resize.take() {
+        let w = Arc::clone(&ctl.w);
+        side_tasks.push(tokio::spawn(async move {
+            while let Some(s) = rx.recv().await {
+                let ev = StreamEvent::Resize {
+                    width: s.width,
+                    height: s.height,
+                };
+                if write_frame(&mut *w.lock().await, &ev).await.is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    let tty = att.tty;
+    let mut stdout = client.stdout.take();
+    let mut stderr = client.stderr.take();
+    let pump = async {
+        while let Some((stream, data)) = att.output.recv().await {
+            let sink = match stream {
+                crate::logs::format::Stream::Stderr if !tty => stderr.as_mut(),
+                _ => stdout.as_mut(),
+            };
+            if let Some(s) = sink {
+                if s.write(&data).await.is_err() {
+                    return false;
+                }
+            }
+        }
+        true
+    };
+    let ended = tokio::select! {
+        ok = pump => ok,
+        _ = gone => false,
+    };
+    for t in side_tasks {
+        t.abort();
+    }
+    close_once().await;
+    if ended {
+        for s in [stdout.as_mut(), stderr.as_mut()].into_iter().flatten() {
+            s.close().await;
+        }
+        if let Some(p) = error_stream_payload(client.version, Ok(0)) {
+            let _ = client.error.write(&p).await;
+        }
+        client.error.close().await;
+    }
+    ctl.finished(if ended { "output ended" } else { "client gone" })
+        .await;
     Ok(())
 }
 
