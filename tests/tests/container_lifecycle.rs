@@ -4,7 +4,7 @@
 //! signal-then-kill, StopPodSandbox killing what still runs, and exits that
 //! happen while crid is down reconciled when it comes back.
 
-use crid_e2e::pods::{parse_cri_log, sh, Node};
+use crid_e2e::pods::{parse_cri_log, sh, wait_log_contains, Node};
 use crid_e2e::CridProcess;
 use crid_proto::cri;
 use std::time::{Duration, Instant};
@@ -103,17 +103,7 @@ async fn stop_signals_then_kills_after_the_timeout() {
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
     assert_eq!(comm.trim(), "sleep");
     let log = n.log_dir("lc-stop").join("stubborn.log");
-    crid_e2e::wait_for(Duration::from_secs(5), || {
-        let p = log.clone();
-        async move {
-            std::fs::read_to_string(p)
-                .unwrap_or_default()
-                .contains("ready")
-                .then_some(())
-        }
-    })
-    .await
-    .expect("stubborn container ready");
+    wait_log_contains(&log, "ready", Duration::from_secs(5)).await;
 
     let t = Instant::now();
     n.stop_container(&stubborn, 2).await.unwrap();
