@@ -245,3 +245,36 @@ async fn create_racing_pod_removal_leaves_nothing_behind() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exits_while_containerd_is_down_are_reconciled() {
+    let mut n = Node::start(vec![]).await;
+    let pod_cfg = n.pod_config("lc-ctrd");
+    let pod = n.run_pod(&pod_cfg).await;
+    let id = n
+        .run(&pod, &pod_cfg, sh("victim", &n.image, "exec sleep 1000"))
+        .await;
+    let pid = n.container_info(&id).await["pid"].as_u64().unwrap() as i32;
+
+    // containerd goes away (crid stays); the container dies meanwhile.
+    n.ctrd.stop();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    n.ctrd = crid_e2e::PrivateContainerd::start(&n.dir.path().join("containerd"))
+        .await
+        .unwrap();
+
+    // crid resubscribes and reconciles on its own.
+    let s = n.wait_exited(&id, Duration::from_secs(30)).await;
+    assert_eq!((s.exit_code, s.reason.as_str()), (137, "Error"), "{s:?}");
+    n.stop_remove_pod(&pod).await;
+    let (ctrs, tasks) = n.ctrd_objects();
+    assert!(
+        ctrs.trim().is_empty() && tasks.trim().is_empty(),
+        "{ctrs} {tasks}"
+    );
+}
