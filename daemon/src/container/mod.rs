@@ -5,6 +5,8 @@
 pub mod ctrd;
 pub mod record;
 pub mod rootfs;
+pub mod task;
+pub mod update;
 
 use crate::error::{Error, Result};
 use crate::store::Store;
@@ -91,6 +93,24 @@ impl Containers {
         self.store.put(&rec.id, &rec)?;
         lock(&self.inner).by_id.insert(rec.id.clone(), rec);
         Ok(())
+    }
+
+    /// Applies `f` to the current record of `id` and persists the result, as
+    /// one step for every caller of `modify`; `None` when `id` is unknown.
+    pub fn modify(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut ContainerRecord),
+    ) -> Result<Option<ContainerRecord>> {
+        let mut inner = lock(&self.inner);
+        let Some(cur) = inner.by_id.get(id) else {
+            return Ok(None);
+        };
+        let mut rec = cur.clone();
+        f(&mut rec);
+        self.store.put(&rec.id, &rec)?;
+        inner.by_id.insert(rec.id.clone(), rec.clone());
+        Ok(Some(rec))
     }
 
     /// Deletes the record of `id` and frees its name.
