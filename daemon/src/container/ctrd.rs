@@ -19,7 +19,7 @@ use std::collections::HashMap;
 /// The runtime every container runs with.
 pub const RUNTIME: &str = "io.containerd.runc.v2";
 /// Leaf under the pod's cgroup the pod's one shim is placed in.
-pub const SHIM_CGROUP_LEAF: &str = "crid-shim";
+pub const SHIM_CGROUP_LEAF: &str = crate::cgroups::SHIM_LEAF;
 
 /// Prepares the container's writable snapshot `key` on the image's top layer
 /// `parent` and returns its mounts. The caller's session carries a lease so

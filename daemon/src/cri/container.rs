@@ -280,6 +280,10 @@ async fn create_steps(
         serde_json::from_slice(&meta.config_raw).map_err(|e| {
             Error::Internal(format!("image {} has an unreadable config: {e}", meta.id))
         })?;
+    let stop_signal = image_config
+        .config()
+        .as_ref()
+        .and_then(|c| c.stop_signal().clone());
     let image_ref = group
         .repo_digests()
         .into_iter()
@@ -391,13 +395,23 @@ async fn create_steps(
         tty: config.tty,
         spec: serde_json::to_value(&spec)
             .map_err(|e| Error::Internal(format!("encoding the spec: {e}")))?,
+        stop_signal,
+        pid: None,
+        oom_killed: false,
     };
     crid.containers.put(rec)
 }
 
-/// Removes one container's containerd objects, files and record.
+/// Removes one container (killing it if it runs): its task, containerd
+/// objects, stdio in the helper, files and record.
 pub async fn remove_record(crid: &Crid, rec: &ContainerRecord) -> Result<()> {
+    super::container_lifecycle::before_remove(crid, rec).await?;
+    let lock = crid.containers.op_lock(&rec.id);
+    let _held = lock.lock().await;
     let s = Session::plain(&crid.containerd);
+    // A task that never got Running recorded (crid died mid-start) goes too.
+    crate::container::task::kill(&s, &rec.id, libc::SIGKILL as u32, true).await?;
+    crate::container::task::delete(&s, &rec.id).await?;
     ctrd::remove_all(&s, &rec.id, &rec.snapshotter, &rec.snapshot_key).await?;
     let dir = crid.config.runtime_dir.join("containers").join(&rec.id);
     if let Err(e) = std::fs::remove_dir_all(&dir) {

@@ -9,18 +9,17 @@
 //! running, apply the merged resources to the task (Tasks.Update -> runc
 //! update); on failure the old spec is put back. The record's copy of the
 //! spec is updated last; ContainerStatus reports `resources` from it.
-//! Updates are serialised by one process-wide lock (they are rare, and this
-//! keeps two updates of one container from interleaving read-merge-write).
+//! The whole update holds the container's op lock, so it is serialised with
+//! StartContainer, exit handling, RemoveContainer and other updates.
 
 use super::Crid;
 use crate::container::record::ContainerState;
-use crate::container::{task, update};
+use crate::container::task::{self, TaskState};
+use crate::container::{spec_ctrd, update};
 use crate::error::{Error, Result};
 use crate::image::session::Session;
 use crid_proto::cri;
 use std::path::PathBuf;
-
-static UPDATE_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// `UpdateContainerResources`.
 pub async fn update_resources(
@@ -40,29 +39,33 @@ pub async fn update_resources(
     };
     update::validate(&linux)?;
 
-    let _serial = UPDATE_LOCK.lock().await;
+    let lock = crid.containers.op_lock(&rec.id);
+    let _held = lock.lock().await;
     let s = Session::plain(&crid.containerd);
-    let old_any = task::container_spec(&s, &rec.id).await?.ok_or_else(|| {
-        Error::Internal(format!("container {} has no spec in containerd", rec.id))
-    })?;
+    let old_any = spec_ctrd::container_spec(&s, &rec.id)
+        .await?
+        .ok_or_else(|| {
+            Error::Internal(format!("container {} has no spec in containerd", rec.id))
+        })?;
     let old: oci_spec::runtime::Spec = serde_json::from_slice(&old_any.value).map_err(|e| {
         Error::Internal(format!("container {} has an unreadable spec: {e}", rec.id))
     })?;
     let new = update::merge_into_spec(&old, &linux, &crid.containers.host)?;
-    task::update_container_spec(&s, &rec.id, crate::spec::to_containerd_any(&new)?).await?;
+    spec_ctrd::update_container_spec(&s, &rec.id, crate::spec::to_containerd_any(&new)?).await?;
 
-    // A container that is not running only needs the spec (applied at start).
+    // A container that is not running only needs the spec (applied at
+    // start). The state is read under the op lock, so it cannot change now.
     let live = crid
         .containers
         .get(&rec.id)
         .is_some_and(|r| r.state == ContainerState::Running);
     if live {
-        let applied = task::update_task(&s, &rec.id, update::resources_any(&new)?).await;
+        let applied = spec_ctrd::update_task(&s, &rec.id, update::resources_any(&new)?).await;
         match applied {
             Ok(true) => {}
             Ok(false) => tracing::info!("task gone while updating resources: spec updated only"),
             Err(e) => {
-                if let Err(undo) = task::update_container_spec(&s, &rec.id, old_any).await {
+                if let Err(undo) = spec_ctrd::update_container_spec(&s, &rec.id, old_any).await {
                     tracing::error!(error = %undo, "putting the old spec back after a failed update");
                 }
                 return Err(e);
@@ -71,7 +74,7 @@ pub async fn update_resources(
     }
     let value = serde_json::to_value(&new)
         .map_err(|e| Error::Internal(format!("encoding the spec: {e}")))?;
-    crid.containers.modify(&rec.id, |r| r.spec = value)?;
+    crid.containers.update(&rec.id, |r| r.spec = value)?;
     Ok(cri::UpdateContainerResourcesResponse {})
 }
 
@@ -120,11 +123,11 @@ pub async fn target_pid_ns(
     if target.state != ContainerState::Running {
         return Err(not_running());
     }
-    let info = task::get_task(&Session::plain(&crid.containerd), &target.id)
-        .await?
-        .filter(|t| t.running && t.pid > 0)
-        .ok_or_else(not_running)?;
-    let path = PathBuf::from(format!("/proc/{}/ns/pid", info.pid));
+    let pid = match task::state(&Session::plain(&crid.containerd), &target.id).await? {
+        TaskState::Alive { pid } if pid > 0 => pid,
+        _ => return Err(not_running()),
+    };
+    let path = PathBuf::from(format!("/proc/{pid}/ns/pid"));
     // The process may have exited between the two reads.
     if std::fs::symlink_metadata(&path).is_err() {
         return Err(not_running());

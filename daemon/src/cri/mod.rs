@@ -3,6 +3,7 @@
 //! dispatch the generated tonic traits to them.
 
 pub mod container;
+pub mod container_lifecycle;
 pub mod container_update;
 pub mod image;
 pub mod image_service;

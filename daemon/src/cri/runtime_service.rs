@@ -1,7 +1,9 @@
 //! `runtime.v1.RuntimeService`: dispatches each RPC to its family module.
 //! RPCs whose issue has not landed answer Unimplemented, naming the RPC.
 
-use super::{container, container_update, respond, runtime_info, sandbox, CriService};
+use super::{
+    container, container_lifecycle, container_update, respond, runtime_info, sandbox, CriService,
+};
 use crate::error::Error;
 use crid_proto::cri;
 use crid_proto::cri::runtime_service_server::RuntimeService;
@@ -67,16 +69,18 @@ impl RuntimeService for CriService {
 
     async fn start_container(
         &self,
-        _req: Request<cri::StartContainerRequest>,
+        req: Request<cri::StartContainerRequest>,
     ) -> Result<Response<cri::StartContainerResponse>, Status> {
-        Err(Error::Unimplemented("StartContainer").into())
+        respond(
+            container_lifecycle::start(std::sync::Arc::clone(&self.crid), req.into_inner()).await,
+        )
     }
 
     async fn stop_container(
         &self,
-        _req: Request<cri::StopContainerRequest>,
+        req: Request<cri::StopContainerRequest>,
     ) -> Result<Response<cri::StopContainerResponse>, Status> {
-        Err(Error::Unimplemented("StopContainer").into())
+        respond(container_lifecycle::stop(&self.crid, req.into_inner()).await)
     }
 
     async fn remove_container(
@@ -109,9 +113,9 @@ impl RuntimeService for CriService {
 
     async fn reopen_container_log(
         &self,
-        _req: Request<cri::ReopenContainerLogRequest>,
+        req: Request<cri::ReopenContainerLogRequest>,
     ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
-        Err(Error::Unimplemented("ReopenContainerLog").into())
+        respond(container_lifecycle::reopen_log(&self.crid, req.into_inner()).await)
     }
 
     async fn exec_sync(

@@ -32,6 +32,13 @@ pub async fn stop(
     crid: &Crid,
     req: cri::StopPodSandboxRequest,
 ) -> Result<cri::StopPodSandboxResponse> {
+    // The pod's containers die first (their shim leaves the pod's cgroup
+    // once their tasks are deleted); then the pod itself is torn down.
+    let sb = Arc::clone(&crid.sandboxes);
+    let id = req.pod_sandbox_id.clone();
+    if let Some(rec) = blocking(move || Ok(sb.get(&id))).await? {
+        super::container_lifecycle::stop_of_sandbox(crid, &rec.id).await?;
+    }
     let sb = Arc::clone(&crid.sandboxes);
     blocking(move || sb.stop(&req.pod_sandbox_id)).await?;
     Ok(cri::StopPodSandboxResponse {})
