@@ -30,7 +30,6 @@ struct World {
     /// busybox, Cmd `sh`, env `FROM_IMAGE=image`, `KEEP=image`, WorkingDir /srv.
     image: String,
     /// busybox with Entrypoint `sh -c EP_SCRIPT ep` and Cmd `cmd1`.
-    #[allow(dead_code)] // the run tests come with StartContainer
     ep_image: String,
     dir: tempfile::TempDir,
 }
@@ -215,7 +214,6 @@ impl World {
             .map(|r| r.into_inner().container_id)
     }
 
-    #[allow(dead_code)] // the run tests come with StartContainer
     async fn start_ctr(&mut self, id: &str) -> Result<(), tonic::Status> {
         self.c
             .runtime
@@ -224,6 +222,30 @@ impl World {
             })
             .await
             .map(|_| ())
+    }
+
+    /// Waits (up to 30 s) until container `id` has exited; its status.
+    async fn wait_exited(&mut self, id: &str) -> cri::ContainerStatus {
+        let c = self.c.clone();
+        let got = wait_for(Duration::from_secs(30), || {
+            let mut c = c.clone();
+            let id = id.to_string();
+            async move {
+                let s = c
+                    .runtime
+                    .container_status(cri::ContainerStatusRequest {
+                        container_id: id,
+                        verbose: false,
+                    })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .status?;
+                (s.state == cri::ContainerState::ContainerExited as i32).then_some(s)
+            }
+        })
+        .await;
+        got.unwrap_or_else(|| panic!("container {id} did not exit: {}", self.crid.log()))
     }
 
     async fn status(&mut self, id: &str) -> Result<cri::ContainerStatusResponse, tonic::Status> {
@@ -326,14 +348,15 @@ fn processes_matching(needles: &[&str]) -> Vec<(i32, String)> {
         let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
         let ours = cmd.contains("containerd-shim") || cmd.contains("crid-pod-helper");
-        if ours && needles.iter().any(|n| cmd.contains(n)) && !zombie(pid) {
+        if ours && needles.iter().any(|n| cmd.contains(n)) && !gone(pid) {
             out.push((pid, cmd));
         }
     }
     out
 }
 
-fn zombie(pid: i32) -> bool {
+/// The process is gone or a zombie (exited, not yet reaped).
+fn gone(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| {
             s.rsplit(')')
@@ -447,6 +470,11 @@ async fn runtime_handlers_choose_the_runc_binary_and_root() {
     assert_eq!(opts.binary_name, runc_path().display().to_string());
     assert_eq!(opts.root, root.display().to_string());
     assert_eq!(opts.shim_cgroup, format!("/crid/{}/crid-shim", pod.0));
+    // It runs, and runc keeps its state under the handler's root
+    // (`<root>/<containerd namespace>/<id>`).
+    w.start_ctr(&id).await.unwrap();
+    assert_eq!(wait_file(&out.join("ran")).await, "ran\n");
+    assert!(root.join("crid").join(&id).join("state.json").is_file());
     // The default pod keeps plain runc.
     let plain = w.run_pod("h-default", false, "").await.unwrap();
     let id2 = w
@@ -544,7 +572,7 @@ fn targeting(name: &str, image: &str, target: &str, out: Option<&Path>) -> cri::
     let mut cfg = sh(
         name,
         image,
-        "cat /proc/1/cmdline | tr '\\0' ' ' > /out/pid1; sleep 60",
+        "{ tr '\\0' ' ' < /proc/1/cmdline; echo; } > /out/pid1; sleep 60",
         out,
     );
     cfg.linux = Some(cri::LinuxContainerConfig {
@@ -596,4 +624,324 @@ async fn pid_target_errors() {
     w.stop_remove_pod(&pod.0).await;
     w.stop_remove_pod(&other.0).await;
     w.assert_nothing_left(&[&pod.0, &other.0]).await;
+}
+
+/// Waits (up to 30 s) for `path` to hold a complete line; its content.
+async fn wait_file(path: &Path) -> String {
+    let p = path.to_path_buf();
+    wait_for(Duration::from_secs(30), || {
+        let text = std::fs::read_to_string(&p).unwrap_or_default();
+        async move { text.ends_with('\n').then_some(text) }
+    })
+    .await
+    .unwrap_or_else(|| panic!("{} was not written", path.display()))
+}
+
+fn in_mode(mut cfg: cri::ContainerConfig, pid: cri::NamespaceMode) -> cri::ContainerConfig {
+    let linux = cfg.linux.get_or_insert_with(Default::default);
+    linux
+        .security_context
+        .get_or_insert_with(Default::default)
+        .namespace_options
+        .get_or_insert_with(Default::default)
+        .pid = pid as i32;
+    cfg
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn command_args_env_working_dir_and_read_only_mount() {
+    let mut w = World::start(Opts::default()).await;
+    let pod = w.run_pod("table", false, "").await.unwrap();
+    let ep = w.ep_image.clone();
+    // (command, args, what EP_SCRIPT or the command prints).
+    let cmd_script = "echo \"[cmd:$0|$*]\" > /out/argv";
+    let table: [(Vec<&str>, Vec<&str>, &str); 4] = [
+        // Neither: the image's Entrypoint + Cmd.
+        (vec![], vec![], "[ep|cmd1]"),
+        // Args alone replace Cmd.
+        (vec![], vec!["a1", "a2"], "[ep|a1 a2]"),
+        // Command replaces Entrypoint and drops Cmd.
+        (vec!["sh", "-c", cmd_script, "c0"], vec![], "[cmd:c0|]"),
+        // Command + args.
+        (
+            vec!["sh", "-c", cmd_script, "c0"],
+            vec!["b1"],
+            "[cmd:c0|b1]",
+        ),
+    ];
+    for (i, (command, args, want)) in table.iter().enumerate() {
+        let out = w.out_dir(&format!("case{i}"));
+        let mut cfg = sh(&format!("case{i}"), &ep, "", Some(&out));
+        cfg.command = command.iter().map(|s| s.to_string()).collect();
+        cfg.args = args.iter().map(|s| s.to_string()).collect();
+        let id = w.create(&pod, cfg).await.unwrap();
+        w.start_ctr(&id).await.unwrap();
+        assert_eq!(w.wait_exited(&id).await.exit_code, 0, "case {i}");
+        assert_eq!(wait_file(&out.join("argv")).await.trim(), *want, "case {i}");
+    }
+
+    // Env merged over the image's, the image's working dir, then an override;
+    // a read-only host path cannot be written.
+    let out = w.out_dir("env");
+    let ro = w.out_dir("ro-src");
+    std::fs::write(ro.join("given"), "from host\n").unwrap();
+    let script = "env | sort > /out/env.tmp; mv /out/env.tmp /out/env; pwd > /out/pwd; \
+         cat /ro/given > /out/ro-read; \
+         if touch /ro/new 2>/out/ro-err; then echo writable; else echo refused; fi > /out/ro";
+    let mut cfg = sh("env", &w.image.clone(), script, Some(&out));
+    cfg.envs = vec![
+        cri::KeyValue {
+            key: "KEEP".into(),
+            value: "container".into(),
+        },
+        cri::KeyValue {
+            key: "NEW".into(),
+            value: "1".into(),
+        },
+    ];
+    cfg.mounts.push(cri::Mount {
+        container_path: "/ro".into(),
+        host_path: ro.display().to_string(),
+        readonly: true,
+        ..Default::default()
+    });
+    let id = w.create(&pod, cfg).await.unwrap();
+    w.start_ctr(&id).await.unwrap();
+    w.wait_exited(&id).await;
+    let env = wait_file(&out.join("env")).await;
+    let env: Vec<&str> = env.lines().collect();
+    for want in [
+        "FROM_IMAGE=image",
+        "KEEP=container",
+        "NEW=1",
+        "HOSTNAME=table",
+    ] {
+        assert!(env.contains(&want), "{want} not in {env:?}");
+    }
+    assert!(!env.contains(&"KEEP=image"), "{env:?}");
+    assert_eq!(wait_file(&out.join("pwd")).await, "/srv\n");
+    assert_eq!(wait_file(&out.join("ro-read")).await, "from host\n");
+    assert_eq!(wait_file(&out.join("ro")).await, "refused\n");
+    assert!(!ro.join("new").exists());
+
+    let out = w.out_dir("wd");
+    let mut cfg = sh("wd", &w.image.clone(), "pwd > /out/pwd", Some(&out));
+    cfg.working_dir = "/tmp".into();
+    let id = w.create(&pod, cfg).await.unwrap();
+    w.start_ctr(&id).await.unwrap();
+    w.wait_exited(&id).await;
+    assert_eq!(wait_file(&out.join("pwd")).await, "/tmp\n");
+
+    w.stop_remove_pod(&pod.0).await;
+    w.assert_nothing_left(&[&pod.0]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exceeding_the_memory_limit_is_oom_killed() {
+    let mut w = World::start(Opts::default()).await;
+    let pod = w.run_pod("oom", false, "").await.unwrap();
+    // busybox dd allocates its block (64 MiB) and fills it from /dev/zero:
+    // far over the 16 MiB limit, with no swap allowed (swap = limit).
+    let mut cfg = sh(
+        "hog",
+        &w.image.clone(),
+        "exec dd if=/dev/zero of=/dev/null bs=64M count=4",
+        None,
+    );
+    cfg.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 16 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = w.create(&pod, cfg).await.unwrap();
+    w.start_ctr(&id).await.unwrap();
+    let s = w.wait_exited(&id).await;
+    assert_eq!(s.reason, "OOMKilled", "{s:?}");
+    assert_eq!(s.exit_code, 137, "{s:?}");
+
+    w.stop_remove_pod(&pod.0).await;
+    w.assert_nothing_left(&[&pod.0]).await;
+}
+
+/// Host pid of container `id`'s task, from `ctr tasks ls`.
+fn task_pid(w: &World, id: &str) -> u32 {
+    w.ctr(&["tasks", "ls"])
+        .lines()
+        .find(|l| l.starts_with(id))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no task for {id}: {}", w.ctr(&["tasks", "ls"])))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn containers_of_a_pod_share_ip_shm_and_one_shim_and_nothing_leaks() {
+    let mut w = World::start(Opts {
+        net: Some(201),
+        ..Default::default()
+    })
+    .await;
+    let pod = w.run_pod("pair", true, "").await.unwrap();
+    let pod_ip =
+        w.c.runtime
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: pod.0.clone(),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap()
+            .network
+            .unwrap()
+            .ip;
+    assert!(pod_ip.starts_with("10.244.201."), "{pod_ip}");
+    let image = w.image.clone();
+    let (out_a, out_b) = (w.out_dir("a"), w.out_dir("b"));
+    let show_ip = "ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1";
+    let a = w
+        .create(
+            &pod,
+            sh(
+                "a",
+                &image,
+                &format!("{show_ip} > /out/ip; echo token-a > /dev/shm/token; sleep 600"),
+                Some(&out_a),
+            ),
+        )
+        .await
+        .unwrap();
+    let b = w
+        .create(
+            &pod,
+            sh(
+                "b",
+                &image,
+                &format!(
+                    "{show_ip} > /out/ip; until [ -s /dev/shm/token ]; do sleep 0.1; done; \
+                     cat /dev/shm/token > /out/shm; sleep 600"
+                ),
+                Some(&out_b),
+            ),
+        )
+        .await
+        .unwrap();
+    w.start_ctr(&a).await.unwrap();
+    w.start_ctr(&b).await.unwrap();
+    assert_eq!(wait_file(&out_a.join("ip")).await.trim(), pod_ip);
+    assert_eq!(wait_file(&out_b.join("ip")).await.trim(), pod_ip);
+    assert_eq!(wait_file(&out_b.join("shm")).await, "token-a\n");
+
+    // One shim for the pod: this containerd has exactly one
+    // containerd-shim-runc-v2, and both tasks run.
+    let (pa, pb) = (task_pid(&w, &a), task_pid(&w, &b));
+    let sock = w.ctrd.socket().display().to_string();
+    let shims: Vec<_> = processes_matching(&[&sock])
+        .into_iter()
+        .filter(|(_, cmd)| cmd.contains("containerd-shim-runc-v2"))
+        .collect();
+    assert_eq!(shims.len(), 1, "{shims:?}");
+    let sa = shims[0].0 as u32;
+
+    // Removing the pod with both containers running leaves nothing.
+    w.stop_remove_pod(&pod.0).await;
+    w.assert_nothing_left(&[&pod.0]).await;
+    for p in [pa, pb, sa] {
+        assert!(gone(p as i32), "process {p} still alive");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn running_container_update_pid_target_and_forced_remove() {
+    let mut w = World::start(Opts::default()).await;
+    let pod = w.run_pod("live", false, "").await.unwrap();
+    let image = w.image.clone();
+    // A target with its own PID namespace: `sleep 600` is its pid 1.
+    let mut cfg = in_mode(
+        sh("target", &image, "exec sleep 600", None),
+        cri::NamespaceMode::Container,
+    );
+    cfg.linux.as_mut().unwrap().resources = Some(cri::LinuxContainerResources {
+        memory_limit_in_bytes: 64 << 20,
+        ..Default::default()
+    });
+    let target = w.create(&pod, cfg).await.unwrap();
+    w.start_ctr(&target).await.unwrap();
+
+    // The cgroup limit follows UpdateContainerResources (cgroup v1 path).
+    let limit = Path::new("/sys/fs/cgroup/memory/crid")
+        .join(&pod.0)
+        .join(&target)
+        .join("memory.limit_in_bytes");
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap().trim().to_string();
+    assert_eq!(read(&limit), (64u64 << 20).to_string());
+    w.update(
+        &target,
+        cri::LinuxContainerResources {
+            memory_limit_in_bytes: 128 << 20,
+            cpu_quota: 20_000,
+            cpu_period: 100_000,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(read(&limit), (128u64 << 20).to_string());
+    let quota = Path::new("/sys/fs/cgroup/cpu/crid")
+        .join(&pod.0)
+        .join(&target)
+        .join("cpu.cfs_quota_us");
+    assert_eq!(read(&quota), "20000");
+    let st = w.status(&target).await.unwrap().status.unwrap();
+    let r = st.resources.unwrap().linux.unwrap();
+    assert_eq!((r.memory_limit_in_bytes, r.cpu_quota), (128 << 20, 20_000));
+    // A value the kernel refuses leaves the old limit in place.
+    let err = w
+        .update(
+            &target,
+            cri::LinuxContainerResources {
+                cpuset_cpus: "4096".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("tasks.update"), "{err:?}");
+    assert_eq!(read(&limit), (128u64 << 20).to_string());
+    let info: serde_json::Value =
+        serde_json::from_str(&w.ctr(&["containers", "info", &target])).unwrap();
+    assert!(
+        info["Spec"]["linux"]["resources"]["cpu"]["cpus"].is_null(),
+        "the old spec is put back: {info}"
+    );
+
+    // PID TARGET: the new container's pid 1 is the target's `sleep 600`.
+    let out = w.out_dir("dbg");
+    let dbg = w
+        .create(&pod, targeting("debug", &image, &target, Some(&out)))
+        .await
+        .unwrap();
+    w.start_ctr(&dbg).await.unwrap();
+    assert_eq!(wait_file(&out.join("pid1")).await, "sleep 600 \n");
+
+    // RemoveContainer of a running container stops and removes it.
+    let pid = task_pid(&w, &target);
+    w.c.runtime
+        .remove_container(cri::RemoveContainerRequest {
+            container_id: target.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(w.status(&target).await.unwrap_err().code(), Code::NotFound);
+    assert!(!w.ctr(&["containers", "ls", "-q"]).contains(&target));
+    let gone = wait_for(Duration::from_secs(10), || async move {
+        gone(pid as i32).then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "target process {pid} still running");
+
+    w.stop_remove_pod(&pod.0).await;
+    w.assert_nothing_left(&[&pod.0]).await;
 }
