@@ -207,6 +207,38 @@ impl Node {
             .map(|r| r.into_inner().status.unwrap_or_default())
     }
 
+    /// ContainerStatus's verbose `info` JSON.
+    pub async fn container_info(&mut self, id: &str) -> serde_json::Value {
+        let info = self
+            .c
+            .runtime
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .info;
+        serde_json::from_str(info.get("info").map_or("null", String::as_str)).unwrap()
+    }
+
+    /// PodSandboxStatus's verbose `info` JSON.
+    pub async fn pod_info(&mut self, id: &str) -> serde_json::Value {
+        let info = self
+            .c
+            .runtime
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: id.into(),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .info;
+        serde_json::from_str(info.get("info").map_or("null", String::as_str)).unwrap()
+    }
+
     /// Polls ContainerStatus until the container has exited.
     pub async fn wait_exited(&mut self, id: &str, timeout: Duration) -> cri::ContainerStatus {
         let deadline = std::time::Instant::now() + timeout;

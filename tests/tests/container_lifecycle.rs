@@ -97,6 +97,11 @@ async fn stop_signals_then_kills_after_the_timeout() {
     for id in [&stubborn, &polite] {
         assert_eq!(n.status(id).await.unwrap().state, RUNNING);
     }
+    // Verbose info names the task's pid: a live process on the host.
+    let v = n.container_info(&polite).await;
+    let pid = v["pid"].as_u64().expect("pid in verbose info");
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+    assert_eq!(comm.trim(), "sleep");
     let log = n.log_dir("lc-stop").join("stubborn.log");
     crid_e2e::wait_for(Duration::from_secs(5), || {
         let p = log.clone();
@@ -185,4 +190,68 @@ async fn exits_while_crid_is_down_are_reconciled_and_pod_stop_kills() {
         ctrs.trim().is_empty() && tasks.trim().is_empty(),
         "{ctrs} {tasks}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_racing_pod_removal_leaves_nothing_behind() {
+    let mut n = Node::start(vec![]).await;
+    for round in 0..5 {
+        let name = format!("lc-race{round}");
+        let pod_cfg = n.pod_config(&name);
+        let pod = n.run_pod(&pod_cfg).await;
+        let mut a = n.c.runtime.clone();
+        let mut b = n.c.runtime.clone();
+        let cfg = sh("racer", &n.image, "exec sleep 1000");
+        let (p, pc) = (pod.clone(), pod_cfg.clone());
+        let create = tokio::spawn(async move {
+            let id = a
+                .create_container(cri::CreateContainerRequest {
+                    pod_sandbox_id: p,
+                    config: Some(cfg),
+                    sandbox_config: Some(pc),
+                })
+                .await?
+                .into_inner()
+                .container_id;
+            a.start_container(cri::StartContainerRequest { container_id: id })
+                .await
+        });
+        let p = pod.clone();
+        let remove = tokio::spawn(async move {
+            b.stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: p.clone(),
+            })
+            .await?;
+            b.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: p })
+                .await
+        });
+        remove.await.unwrap().unwrap();
+        // Either side may win; a create that lost is refused cleanly.
+        if let Err(e) = create.await.unwrap() {
+            assert!(
+                matches!(
+                    e.code(),
+                    tonic::Code::NotFound | tonic::Code::FailedPrecondition
+                ),
+                "{e:?}"
+            );
+        }
+        // Whatever won, nothing of the pod or a container of it is left.
+        let (ctrs, tasks) = n.ctrd_objects();
+        let left =
+            n.c.runtime
+                .list_containers(cri::ListContainersRequest { filter: None })
+                .await
+                .unwrap()
+                .into_inner()
+                .containers;
+        if !left.is_empty() {
+            // A container created after the removal would be an orphan.
+            panic!("round {round}: containers outlived their pod: {left:?}");
+        }
+        assert!(
+            ctrs.trim().is_empty() && tasks.trim().is_empty(),
+            "{ctrs} {tasks}"
+        );
+    }
 }

@@ -71,6 +71,16 @@ pub fn sandbox_facts(sb: &SandboxRecord, node_hostname: &str) -> Result<SandboxF
     })
 }
 
+/// The record of sandbox `id` (or unique prefix); NotFound otherwise.
+pub async fn sandbox_of(crid: &Crid, id: &str) -> Result<SandboxRecord> {
+    let sandboxes = Arc::clone(&crid.sandboxes);
+    let key = id.to_string();
+    tokio::task::spawn_blocking(move || sandboxes.get(&key))
+        .await
+        .map_err(|e| Error::Internal(format!("reading the sandbox: {e}")))?
+        .ok_or_else(|| Error::NotFound(format!("pod sandbox {id} not found")))
+}
+
 fn node_hostname() -> String {
     nix::unistd::gethostname()
         .ok()
@@ -190,12 +200,11 @@ async fn create_inner(
         sv::host_path(&m.host_path)?;
     }
 
-    let sb_id = req.pod_sandbox_id.clone();
-    let sandboxes = Arc::clone(&crid.sandboxes);
-    let sb = tokio::task::spawn_blocking(move || sandboxes.get(&sb_id))
-        .await
-        .map_err(|e| Error::Internal(format!("reading the sandbox: {e}")))?
-        .ok_or_else(|| Error::NotFound(format!("pod sandbox {} not found", req.pod_sandbox_id)))?;
+    let sb = sandbox_of(&crid, &req.pod_sandbox_id).await?;
+    // Held until the container exists (or is undone): the pod's teardown
+    // waits, so no container outlives its pod. Re-read under the lock.
+    let _pod = crid.pod_locks.shared(&sb.id).await;
+    let sb = sandbox_of(&crid, &sb.id).await?;
     tracing::Span::current().record("pod", sb.id.as_str());
     if !sb.is_ready() {
         return Err(Error::FailedPrecondition(format!(
@@ -476,6 +485,8 @@ pub async fn status(
             "runtimeType": ctrd::RUNTIME,
             "imageID": r.image_id,
             "runtimeSpec": r.spec,
+            "pid": r.pid,
+            "oomKilled": r.oom_killed,
         });
         info.insert("info".to_string(), v.to_string());
     }

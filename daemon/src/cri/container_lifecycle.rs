@@ -76,6 +76,9 @@ pub async fn start(
 
 async fn start_inner(crid: &Crid, id: &str) -> Result<()> {
     let rec = get(crid, id)?;
+    // Pod first, then container: the same order as teardown (pod lock
+    // exclusive, then each container's op lock).
+    let _pod = crid.pod_locks.shared(&rec.sandbox_id).await;
     let lock = crid.containers.op_lock(&rec.id);
     let _held = lock.lock().await;
     // Re-read under the lock: a concurrent Start or Remove may have won.
@@ -86,17 +89,7 @@ async fn start_inner(crid: &Crid, id: &str) -> Result<()> {
             rec.id, rec.state
         )));
     }
-    let sandboxes = Arc::clone(&crid.sandboxes);
-    let sb_id = rec.sandbox_id.clone();
-    let sb = tokio::task::spawn_blocking(move || sandboxes.get(&sb_id))
-        .await
-        .map_err(|e| Error::Internal(format!("reading the sandbox: {e}")))?
-        .ok_or_else(|| {
-            Error::NotFound(format!(
-                "pod sandbox {} of container {} not found",
-                rec.sandbox_id, rec.id
-            ))
-        })?;
+    let sb = super::container::sandbox_of(crid, &rec.sandbox_id).await?;
     if !sb.is_ready() {
         return Err(Error::FailedPrecondition(format!(
             "pod sandbox {} is not ready",

@@ -7,6 +7,7 @@ pub mod container_lifecycle;
 pub mod container_update;
 pub mod image;
 pub mod image_service;
+pub mod pod_locks;
 pub mod runtime_info;
 pub mod runtime_service;
 pub mod sandbox;
@@ -28,6 +29,8 @@ pub struct Crid {
     pub images: crate::image::Images,
     /// Containers.
     pub containers: Arc<crate::container::Containers>,
+    /// Serialises container work in a pod against the pod's teardown.
+    pub pod_locks: pod_locks::PodLocks,
 }
 
 /// The tonic service object for both CRI services; cheap to clone.
@@ -52,6 +55,7 @@ impl CriService {
                 containerd,
                 sandboxes,
                 containers,
+                pod_locks: pod_locks::PodLocks::default(),
             }),
         }
     }
