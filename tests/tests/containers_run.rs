@@ -1,16 +1,20 @@
 //! Containers that run (issue 5): runtime handlers, UpdateContainerResources,
-//! PID namespace mode TARGET, and the life of a container as the kubelet
-//! sees it, with real runc, real cgroups (v1 here) and the pod's helper.
+//! PID namespace mode TARGET, and the rest of the issue's list (command/args
+//! table, env, working dir, read-only mounts, OOM kills, what the containers
+//! of one pod share, leaks), with real runc, real cgroups (v1 here) and the
+//! pod's helper. Echo/exit codes/StopContainer are in `container_lifecycle`.
 //!
-//! Each test has its own registry, containerd, crid and (where a pod needs
-//! its own network) its own bridge and subnet, and asserts that nothing of
-//! its pods is left behind.
+//! Each test has its own registry, containerd and crid (the harness
+//! [`Node`]) and, where a pod needs its own network, its own bridge and
+//! subnet; each asserts that nothing of its pods is left behind.
 
 use crid_common::config::RuntimeHandlerConfig;
 use crid_e2e::images::ImageBuilder;
 use crid_e2e::net::TestNet;
-use crid_e2e::{mounts_under, test_dir, wait_for, CridProcess, PrivateContainerd, Registry};
+use crid_e2e::pods::Node;
+use crid_e2e::{mounts_under, test_dir, wait_for, CridProcess};
 use crid_proto::cri;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tonic::Code;
@@ -19,29 +23,28 @@ use tonic::Code;
 /// into /out/argv, so the kubelet's command/args rules can be read back.
 const EP_SCRIPT: &str = "echo \"[$0|$*]\" > /out/argv";
 
-/// One test's world, dropped in field order: clients, crid, the bridge,
-/// containerd, registry, dir.
+/// How long a container may take to exit.
+const EXIT_WAIT: Duration = Duration::from_secs(30);
+
+/// A [`Node`] plus what these tests add, dropped in field order: the node
+/// (crid, containerd, ...), then the bridge.
 struct World {
-    c: crid_e2e::CriClients,
-    crid: CridProcess,
+    n: Node,
     _net: Option<TestNet>,
-    ctrd: PrivateContainerd,
-    _reg: Registry,
-    /// busybox, Cmd `sh`, env `FROM_IMAGE=image`, `KEEP=image`, WorkingDir /srv.
-    image: String,
     /// busybox with Entrypoint `sh -c EP_SCRIPT ep` and Cmd `cmd1`.
     ep_image: String,
-    dir: tempfile::TempDir,
 }
 
-impl Drop for World {
-    /// A failed test leaves pods behind: clean them up (runs only on
-    /// failure; passing tests assert their own cleanup).
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.crid.stop();
-            crid_e2e::kill_leftover_pods(self.dir.path(), &self.crid.config.state_dir);
-        }
+impl Deref for World {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        &self.n
+    }
+}
+
+impl DerefMut for World {
+    fn deref_mut(&mut self) -> &mut Node {
+        &mut self.n
     }
 }
 
@@ -55,18 +58,29 @@ struct Opts {
 }
 
 impl World {
+    /// A node whose image is busybox with env `FROM_IMAGE=image`,
+    /// `KEEP=image` and WorkingDir /srv, plus the Entrypoint/Cmd image.
     async fn start(opts: Opts) -> World {
-        let reg = Registry::start(Default::default()).unwrap();
-        let img = ImageBuilder::busybox()
-            .unwrap()
-            .with_config(|c| {
+        let mut net = None;
+        let n = Node::start_with_image(
+            ImageBuilder::busybox().unwrap().with_config(|c| {
                 c.env.push("FROM_IMAGE=image".into());
                 c.env.push("KEEP=image".into());
                 c.working_dir = Some("/srv".into());
-            })
-            .build()
-            .unwrap();
-        img.push(&reg.target(), "test/run", &["v1"]).unwrap();
+            }),
+            |config| {
+                net = opts.net.map(|n| TestNet::new(n, config, None));
+                for (name, h) in opts.runtimes {
+                    config.runtimes.insert(name.to_string(), h);
+                }
+            },
+        )
+        .await;
+        let mut w = World {
+            n,
+            _net: net,
+            ep_image: String::new(),
+        };
         let ep = ImageBuilder::busybox()
             .unwrap()
             .with_config(|c| {
@@ -80,44 +94,17 @@ impl World {
             })
             .build()
             .unwrap();
-        ep.push(&reg.target(), "test/ep", &["v1"]).unwrap();
-
-        let dir = test_dir();
-        let ctrd = PrivateContainerd::start(&dir.path().join("containerd"))
+        ep.push(&w.reg.target(), "test/ep", &["v1"]).unwrap();
+        w.ep_image = format!("{}/test/ep:v1", w.reg.host());
+        let image = w.ep_image.clone();
+        w.c.image
+            .pull_image(cri::PullImageRequest {
+                image: Some(image_spec(&image)),
+                ..Default::default()
+            })
             .await
             .unwrap();
-        let mut config = CridProcess::test_config(dir.path(), &ctrd.socket());
-        let net = opts.net.map(|n| TestNet::new(n, &mut config, None));
-        for (name, h) in opts.runtimes {
-            config.runtimes.insert(name.to_string(), h);
-        }
-        let crid = CridProcess::start(config).await.unwrap();
-        let mut c = crid.clients().await.unwrap();
-        let image = format!("{}/test/run:v1", reg.host());
-        let ep_image = format!("{}/test/ep:v1", reg.host());
-        for i in [&image, &ep_image] {
-            c.image
-                .pull_image(cri::PullImageRequest {
-                    image: Some(image_spec(i)),
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
-        }
-        World {
-            c,
-            crid,
-            _net: net,
-            ctrd,
-            _reg: reg,
-            image,
-            ep_image,
-            dir,
-        }
-    }
-
-    fn ctr(&self, args: &[&str]) -> String {
-        crid_e2e::ctr(&self.ctrd.socket(), args)
+        w
     }
 
     /// The runtime name and runc options containerd holds for container `id`
@@ -142,49 +129,21 @@ impl World {
         d
     }
 
-    fn pod_config(&self, name: &str, own_net: bool) -> cri::PodSandboxConfig {
-        let network = if own_net {
-            cri::NamespaceMode::Pod
-        } else {
-            cri::NamespaceMode::Node
-        };
-        cri::PodSandboxConfig {
-            metadata: Some(cri::PodSandboxMetadata {
-                name: name.into(),
-                uid: format!("uid-{name}"),
-                namespace: "default".into(),
-                attempt: 0,
-            }),
-            hostname: name.into(),
-            log_directory: self
-                .dir
-                .path()
-                .join("logs")
-                .join(name)
-                .display()
-                .to_string(),
-            linux: Some(cri::LinuxPodSandboxConfig {
-                security_context: Some(cri::LinuxSandboxSecurityContext {
-                    namespace_options: Some(cri::NamespaceOption {
-                        network: network as i32,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
-
     /// Runs a pod with `handler`; host network unless `own_net`.
-    async fn run_pod(
+    async fn run_pod_with(
         &mut self,
         name: &str,
         own_net: bool,
         handler: &str,
     ) -> Result<(String, cri::PodSandboxConfig), tonic::Status> {
-        let cfg = self.pod_config(name, own_net);
+        let mut cfg = self.pod_config(name);
+        if own_net {
+            let linux = cfg.linux.get_or_insert_with(Default::default);
+            let sc = linux.security_context.get_or_insert_with(Default::default);
+            sc.namespace_options
+                .get_or_insert_with(Default::default)
+                .network = cri::NamespaceMode::Pod as i32;
+        }
         let id = self
             .c
             .runtime
@@ -196,67 +155,6 @@ impl World {
             .into_inner()
             .pod_sandbox_id;
         Ok((id, cfg))
-    }
-
-    async fn create(
-        &mut self,
-        pod: &(String, cri::PodSandboxConfig),
-        cfg: cri::ContainerConfig,
-    ) -> Result<String, tonic::Status> {
-        self.c
-            .runtime
-            .create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: pod.0.clone(),
-                config: Some(cfg),
-                sandbox_config: Some(pod.1.clone()),
-            })
-            .await
-            .map(|r| r.into_inner().container_id)
-    }
-
-    async fn start_ctr(&mut self, id: &str) -> Result<(), tonic::Status> {
-        self.c
-            .runtime
-            .start_container(cri::StartContainerRequest {
-                container_id: id.into(),
-            })
-            .await
-            .map(|_| ())
-    }
-
-    /// Waits (up to 30 s) until container `id` has exited; its status.
-    async fn wait_exited(&mut self, id: &str) -> cri::ContainerStatus {
-        let c = self.c.clone();
-        let got = wait_for(Duration::from_secs(30), || {
-            let mut c = c.clone();
-            let id = id.to_string();
-            async move {
-                let s = c
-                    .runtime
-                    .container_status(cri::ContainerStatusRequest {
-                        container_id: id,
-                        verbose: false,
-                    })
-                    .await
-                    .ok()?
-                    .into_inner()
-                    .status?;
-                (s.state == cri::ContainerState::ContainerExited as i32).then_some(s)
-            }
-        })
-        .await;
-        got.unwrap_or_else(|| panic!("container {id} did not exit: {}", self.crid.log()))
-    }
-
-    async fn status(&mut self, id: &str) -> Result<cri::ContainerStatusResponse, tonic::Status> {
-        self.c
-            .runtime
-            .container_status(cri::ContainerStatusRequest {
-                container_id: id.into(),
-                verbose: true,
-            })
-            .await
-            .map(|r| r.into_inner())
     }
 
     async fn update(
@@ -275,29 +173,12 @@ impl World {
             .map(|_| ())
     }
 
-    async fn stop_remove_pod(&mut self, id: &str) {
-        self.c
-            .runtime
-            .stop_pod_sandbox(cri::StopPodSandboxRequest {
-                pod_sandbox_id: id.into(),
-            })
-            .await
-            .unwrap();
-        self.c
-            .runtime
-            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-                pod_sandbox_id: id.into(),
-            })
-            .await
-            .unwrap();
-    }
-
     /// Nothing of `pods` is left: containerd containers, tasks and active
     /// snapshots, crid records, mounts under the test dir, cgroups, helper
     /// and shim processes.
     async fn assert_nothing_left(&self, pods: &[&str]) {
-        assert_eq!(self.ctr(&["containers", "ls", "-q"]).trim(), "");
-        assert_eq!(self.ctr(&["tasks", "ls", "-q"]).trim(), "");
+        let (ctrs, tasks) = self.ctrd_objects();
+        assert_eq!((ctrs.trim(), tasks.trim()), ("", ""));
         let active: Vec<String> = self
             .ctr(&["snapshots", "ls"])
             .lines()
@@ -445,23 +326,20 @@ async fn runtime_handlers_choose_the_runc_binary_and_root() {
     assert_eq!(names, vec!["", "fast", "runc"]);
 
     // An unknown handler is refused, naming the known ones; nothing is made.
-    let err = w.run_pod("h-bad", false, "kata").await.unwrap_err();
+    let err = w.run_pod_with("h-bad", false, "kata").await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("no runtime for \"kata\""), "{err:?}");
     assert!(err.message().contains("\"fast\""), "{err:?}");
 
     // A pod with the handler: its containers get that binary and root.
-    let pod = w.run_pod("h-fast", false, "fast").await.unwrap();
+    let pod = w.run_pod_with("h-fast", false, "fast").await.unwrap();
+    let image = w.image.clone();
     let out = w.out_dir("fast");
     let id = w
         .create(
-            &pod,
-            sh(
-                "a",
-                &w.image.clone(),
-                "echo ran > /out/ran; sleep 60",
-                Some(&out),
-            ),
+            &pod.0,
+            &pod.1,
+            sh("a", &image, "echo ran > /out/ran; sleep 60", Some(&out)),
         )
         .await
         .unwrap();
@@ -472,13 +350,13 @@ async fn runtime_handlers_choose_the_runc_binary_and_root() {
     assert_eq!(opts.shim_cgroup, format!("/crid/{}/crid-shim", pod.0));
     // It runs, and runc keeps its state under the handler's root
     // (`<root>/<containerd namespace>/<id>`).
-    w.start_ctr(&id).await.unwrap();
+    w.start_container(&id).await.unwrap();
     assert_eq!(wait_file(&out.join("ran")).await, "ran\n");
     assert!(root.join("crid").join(&id).join("state.json").is_file());
     // The default pod keeps plain runc.
-    let plain = w.run_pod("h-default", false, "").await.unwrap();
+    let plain = w.run_pod_with("h-default", false, "").await.unwrap();
     let id2 = w
-        .create(&plain, sh("b", &w.image.clone(), "true", None))
+        .create(&plain.0, &plain.1, sh("b", &image, "true", None))
         .await
         .unwrap();
     let (_, opts2) = w.runc_options(&id2);
@@ -495,8 +373,9 @@ async fn runtime_handlers_choose_the_runc_binary_and_root() {
 #[tokio::test(flavor = "multi_thread")]
 async fn update_resources_of_a_created_container_is_kept_in_its_spec() {
     let mut w = World::start(Opts::default()).await;
-    let pod = w.run_pod("upd-created", false, "").await.unwrap();
-    let mut cfg = sh("a", &w.image.clone(), "sleep 60", None);
+    let pod = w.run_pod_with("upd-created", false, "").await.unwrap();
+    let image = w.image.clone();
+    let mut cfg = sh("a", &image, "sleep 60", None);
     cfg.linux = Some(cri::LinuxContainerConfig {
         resources: Some(cri::LinuxContainerResources {
             memory_limit_in_bytes: 64 << 20,
@@ -505,14 +384,9 @@ async fn update_resources_of_a_created_container_is_kept_in_its_spec() {
         }),
         ..Default::default()
     });
-    let id = w.create(&pod, cfg).await.unwrap();
-    let res = |st: &cri::ContainerStatusResponse| {
-        st.status
-            .as_ref()
-            .and_then(|s| s.resources.as_ref())
-            .and_then(|r| r.linux.clone())
-            .unwrap()
-    };
+    let id = w.create(&pod.0, &pod.1, cfg).await.unwrap();
+    let res =
+        |st: &cri::ContainerStatus| st.resources.as_ref().and_then(|r| r.linux.clone()).unwrap();
     let before = res(&w.status(&id).await.unwrap());
     assert_eq!(before.memory_limit_in_bytes, 64 << 20);
     assert_eq!(before.cpu_shares, 256);
@@ -592,31 +466,35 @@ fn targeting(name: &str, image: &str, target: &str, out: Option<&Path>) -> cri::
 #[tokio::test(flavor = "multi_thread")]
 async fn pid_target_errors() {
     let mut w = World::start(Opts::default()).await;
-    let pod = w.run_pod("tgt-err", false, "").await.unwrap();
-    let other = w.run_pod("tgt-other", false, "").await.unwrap();
+    let pod = w.run_pod_with("tgt-err", false, "").await.unwrap();
+    let other = w.run_pod_with("tgt-other", false, "").await.unwrap();
     let image = w.image.clone();
     let created = w
-        .create(&pod, sh("t", &image, "sleep 60", None))
+        .create(&pod.0, &pod.1, sh("t", &image, "sleep 60", None))
         .await
         .unwrap();
     let elsewhere = w
-        .create(&other, sh("t", &image, "sleep 60", None))
+        .create(&other.0, &other.1, sh("t", &image, "sleep 60", None))
         .await
         .unwrap();
 
     let err = w
-        .create(&pod, targeting("d1", &image, "nosuchcontainer", None))
+        .create(
+            &pod.0,
+            &pod.1,
+            targeting("d1", &image, "nosuchcontainer", None),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
     let err = w
-        .create(&pod, targeting("d2", &image, &created, None))
+        .create(&pod.0, &pod.1, targeting("d2", &image, &created, None))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("not running"), "{err:?}");
     let err = w
-        .create(&pod, targeting("d3", &image, &elsewhere, None))
+        .create(&pod.0, &pod.1, targeting("d3", &image, &elsewhere, None))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
@@ -651,7 +529,8 @@ fn in_mode(mut cfg: cri::ContainerConfig, pid: cri::NamespaceMode) -> cri::Conta
 #[tokio::test(flavor = "multi_thread")]
 async fn command_args_env_working_dir_and_read_only_mount() {
     let mut w = World::start(Opts::default()).await;
-    let pod = w.run_pod("table", false, "").await.unwrap();
+    let pod = w.run_pod_with("table", false, "").await.unwrap();
+    let image = w.image.clone();
     let ep = w.ep_image.clone();
     // (command, args, what EP_SCRIPT or the command prints).
     let cmd_script = "echo \"[cmd:$0|$*]\" > /out/argv";
@@ -674,9 +553,9 @@ async fn command_args_env_working_dir_and_read_only_mount() {
         let mut cfg = sh(&format!("case{i}"), &ep, "", Some(&out));
         cfg.command = command.iter().map(|s| s.to_string()).collect();
         cfg.args = args.iter().map(|s| s.to_string()).collect();
-        let id = w.create(&pod, cfg).await.unwrap();
-        w.start_ctr(&id).await.unwrap();
-        assert_eq!(w.wait_exited(&id).await.exit_code, 0, "case {i}");
+        let id = w.create(&pod.0, &pod.1, cfg).await.unwrap();
+        w.start_container(&id).await.unwrap();
+        assert_eq!(w.wait_exited(&id, EXIT_WAIT).await.exit_code, 0, "case {i}");
         assert_eq!(wait_file(&out.join("argv")).await.trim(), *want, "case {i}");
     }
 
@@ -688,7 +567,7 @@ async fn command_args_env_working_dir_and_read_only_mount() {
     let script = "env | sort > /out/env.tmp; mv /out/env.tmp /out/env; pwd > /out/pwd; \
          cat /ro/given > /out/ro-read; \
          if touch /ro/new 2>/out/ro-err; then echo writable; else echo refused; fi > /out/ro";
-    let mut cfg = sh("env", &w.image.clone(), script, Some(&out));
+    let mut cfg = sh("env", &image, script, Some(&out));
     cfg.envs = vec![
         cri::KeyValue {
             key: "KEEP".into(),
@@ -705,9 +584,9 @@ async fn command_args_env_working_dir_and_read_only_mount() {
         readonly: true,
         ..Default::default()
     });
-    let id = w.create(&pod, cfg).await.unwrap();
-    w.start_ctr(&id).await.unwrap();
-    w.wait_exited(&id).await;
+    let id = w.create(&pod.0, &pod.1, cfg).await.unwrap();
+    w.start_container(&id).await.unwrap();
+    w.wait_exited(&id, EXIT_WAIT).await;
     let env = wait_file(&out.join("env")).await;
     let env: Vec<&str> = env.lines().collect();
     for want in [
@@ -725,11 +604,11 @@ async fn command_args_env_working_dir_and_read_only_mount() {
     assert!(!ro.join("new").exists());
 
     let out = w.out_dir("wd");
-    let mut cfg = sh("wd", &w.image.clone(), "pwd > /out/pwd", Some(&out));
+    let mut cfg = sh("wd", &image, "pwd > /out/pwd", Some(&out));
     cfg.working_dir = "/tmp".into();
-    let id = w.create(&pod, cfg).await.unwrap();
-    w.start_ctr(&id).await.unwrap();
-    w.wait_exited(&id).await;
+    let id = w.create(&pod.0, &pod.1, cfg).await.unwrap();
+    w.start_container(&id).await.unwrap();
+    w.wait_exited(&id, EXIT_WAIT).await;
     assert_eq!(wait_file(&out.join("pwd")).await, "/tmp\n");
 
     w.stop_remove_pod(&pod.0).await;
@@ -739,12 +618,13 @@ async fn command_args_env_working_dir_and_read_only_mount() {
 #[tokio::test(flavor = "multi_thread")]
 async fn exceeding_the_memory_limit_is_oom_killed() {
     let mut w = World::start(Opts::default()).await;
-    let pod = w.run_pod("oom", false, "").await.unwrap();
+    let pod = w.run_pod_with("oom", false, "").await.unwrap();
+    let image = w.image.clone();
     // busybox dd allocates its block (64 MiB) and fills it from /dev/zero:
     // far over the 16 MiB limit, with no swap allowed (swap = limit).
     let mut cfg = sh(
         "hog",
-        &w.image.clone(),
+        &image,
         "exec dd if=/dev/zero of=/dev/null bs=64M count=4",
         None,
     );
@@ -755,9 +635,9 @@ async fn exceeding_the_memory_limit_is_oom_killed() {
         }),
         ..Default::default()
     });
-    let id = w.create(&pod, cfg).await.unwrap();
-    w.start_ctr(&id).await.unwrap();
-    let s = w.wait_exited(&id).await;
+    let id = w.create(&pod.0, &pod.1, cfg).await.unwrap();
+    w.start_container(&id).await.unwrap();
+    let s = w.wait_exited(&id, EXIT_WAIT).await;
     assert_eq!(s.reason, "OOMKilled", "{s:?}");
     assert_eq!(s.exit_code, 137, "{s:?}");
 
@@ -782,7 +662,7 @@ async fn containers_of_a_pod_share_ip_shm_and_one_shim_and_nothing_leaks() {
         ..Default::default()
     })
     .await;
-    let pod = w.run_pod("pair", true, "").await.unwrap();
+    let pod = w.run_pod_with("pair", true, "").await.unwrap();
     let pod_ip =
         w.c.runtime
             .pod_sandbox_status(cri::PodSandboxStatusRequest {
@@ -803,7 +683,8 @@ async fn containers_of_a_pod_share_ip_shm_and_one_shim_and_nothing_leaks() {
     let show_ip = "ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1";
     let a = w
         .create(
-            &pod,
+            &pod.0,
+            &pod.1,
             sh(
                 "a",
                 &image,
@@ -815,7 +696,8 @@ async fn containers_of_a_pod_share_ip_shm_and_one_shim_and_nothing_leaks() {
         .unwrap();
     let b = w
         .create(
-            &pod,
+            &pod.0,
+            &pod.1,
             sh(
                 "b",
                 &image,
@@ -828,8 +710,8 @@ async fn containers_of_a_pod_share_ip_shm_and_one_shim_and_nothing_leaks() {
         )
         .await
         .unwrap();
-    w.start_ctr(&a).await.unwrap();
-    w.start_ctr(&b).await.unwrap();
+    w.start_container(&a).await.unwrap();
+    w.start_container(&b).await.unwrap();
     assert_eq!(wait_file(&out_a.join("ip")).await.trim(), pod_ip);
     assert_eq!(wait_file(&out_b.join("ip")).await.trim(), pod_ip);
     assert_eq!(wait_file(&out_b.join("shm")).await, "token-a\n");
@@ -856,7 +738,7 @@ async fn containers_of_a_pod_share_ip_shm_and_one_shim_and_nothing_leaks() {
 #[tokio::test(flavor = "multi_thread")]
 async fn running_container_update_pid_target_and_forced_remove() {
     let mut w = World::start(Opts::default()).await;
-    let pod = w.run_pod("live", false, "").await.unwrap();
+    let pod = w.run_pod_with("live", false, "").await.unwrap();
     let image = w.image.clone();
     // A target with its own PID namespace: `sleep 600` is its pid 1.
     let mut cfg = in_mode(
@@ -867,8 +749,8 @@ async fn running_container_update_pid_target_and_forced_remove() {
         memory_limit_in_bytes: 64 << 20,
         ..Default::default()
     });
-    let target = w.create(&pod, cfg).await.unwrap();
-    w.start_ctr(&target).await.unwrap();
+    let target = w.create(&pod.0, &pod.1, cfg).await.unwrap();
+    w.start_container(&target).await.unwrap();
 
     // The cgroup limit follows UpdateContainerResources (cgroup v1 path).
     let limit = Path::new("/sys/fs/cgroup/memory/crid")
@@ -894,7 +776,7 @@ async fn running_container_update_pid_target_and_forced_remove() {
         .join(&target)
         .join("cpu.cfs_quota_us");
     assert_eq!(read(&quota), "20000");
-    let st = w.status(&target).await.unwrap().status.unwrap();
+    let st = w.status(&target).await.unwrap();
     let r = st.resources.unwrap().linux.unwrap();
     assert_eq!((r.memory_limit_in_bytes, r.cpu_quota), (128 << 20, 20_000));
     // A value the kernel refuses leaves the old limit in place.
@@ -920,10 +802,14 @@ async fn running_container_update_pid_target_and_forced_remove() {
     // PID TARGET: the new container's pid 1 is the target's `sleep 600`.
     let out = w.out_dir("dbg");
     let dbg = w
-        .create(&pod, targeting("debug", &image, &target, Some(&out)))
+        .create(
+            &pod.0,
+            &pod.1,
+            targeting("debug", &image, &target, Some(&out)),
+        )
         .await
         .unwrap();
-    w.start_ctr(&dbg).await.unwrap();
+    w.start_container(&dbg).await.unwrap();
     assert_eq!(wait_file(&out.join("pid1")).await, "sleep 600 \n");
 
     // RemoveContainer of a running container stops and removes it.
