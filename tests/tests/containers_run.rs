@@ -437,6 +437,21 @@ async fn update_resources_of_a_created_container_is_kept_in_its_spec() {
     let err = w.update("nosuchcontainer", Default::default()).await;
     assert_eq!(err.unwrap_err().code(), Code::NotFound);
 
+    // Started afterwards, the task runs with the updated limits.
+    w.start_container(&id).await.unwrap();
+    let cg = Path::new("/sys/fs/cgroup");
+    let rel = Path::new("crid").join(&pod.0).join(&id);
+    let read = |p: PathBuf| std::fs::read_to_string(p).unwrap().trim().to_string();
+    assert_eq!(
+        read(cg.join("memory").join(&rel).join("memory.limit_in_bytes")),
+        (96u64 << 20).to_string()
+    );
+    assert_eq!(
+        read(cg.join("cpu").join(&rel).join("cpu.cfs_quota_us")),
+        "50000"
+    );
+    assert_eq!(read(cg.join("cpu").join(&rel).join("cpu.shares")), "256");
+
     w.stop_remove_pod(&pod.0).await;
     w.assert_nothing_left(&[&pod.0]).await;
 }
