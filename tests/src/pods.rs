@@ -308,6 +308,22 @@ impl Node {
     }
 }
 
+/// Waits until the log file at `path` contains `needle`; panics after `timeout`.
+pub async fn wait_log_contains(path: &std::path::Path, needle: &str, timeout: Duration) {
+    let p = path.to_path_buf();
+    crate::wait_for(timeout, || {
+        let p = p.clone();
+        async move {
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .contains(needle)
+                .then_some(())
+        }
+    })
+    .await
+    .unwrap_or_else(|| panic!("{} never contained {needle:?}", path.display()));
+}
+
 /// The content of every CRI log line of `log` (`<ts> <stream> <tag> <msg>`),
 /// as (stream, tag, content); panics on a malformed line.
 pub fn parse_cri_log(log: &str) -> Vec<(String, String, String)> {

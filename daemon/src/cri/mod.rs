@@ -11,6 +11,7 @@ pub mod pod_locks;
 pub mod runtime_info;
 pub mod runtime_service;
 pub mod sandbox;
+pub mod stats;
 
 use crate::containerd::Containerd;
 use crate::sandbox::Sandboxes;
@@ -31,6 +32,8 @@ pub struct Crid {
     pub containers: Arc<crate::container::Containers>,
     /// Serialises container work in a pod against the pod's teardown.
     pub pod_locks: pod_locks::PodLocks,
+    /// Previous CPU samples, for the stats RPCs' CPU rates.
+    pub cpu_samples: stats::CpuSamples,
 }
 
 /// The tonic service object for both CRI services; cheap to clone.
@@ -56,6 +59,7 @@ impl CriService {
                 sandboxes,
                 containers,
                 pod_locks: pod_locks::PodLocks::default(),
+                cpu_samples: stats::CpuSamples::default(),
             }),
         }
     }
