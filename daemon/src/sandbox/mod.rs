@@ -736,6 +736,9 @@ mod tests {
         fn write(&self, _p: &Path, _v: &str) -> std::io::Result<()> {
             Ok(())
         }
+        fn subdirs(&self, _p: &Path) -> std::io::Result<Vec<PathBuf>> {
+            Ok(vec![])
+        }
     }
 
     fn record(dir: &Path) -> SandboxRecord {
