@@ -9,6 +9,7 @@ mod helper_client;
 mod image;
 mod logging;
 mod rpc_layer;
+mod runtime_handler;
 mod sandbox;
 mod server;
 mod store;
@@ -16,6 +17,7 @@ mod streaming;
 // CreateContainer (issue 5) wires the spec generator; until then only its tests use it.
 #[allow(dead_code)]
 mod spec;
+mod stats;
 
 use clap::Parser;
 use crid_common::config::{Config, DEFAULT_CONFIG_PATH};

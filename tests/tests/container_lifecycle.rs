@@ -4,7 +4,7 @@
 //! signal-then-kill, StopPodSandbox killing what still runs, and exits that
 //! happen while crid is down reconciled when it comes back.
 
-use crid_e2e::pods::{parse_cri_log, sh, Node};
+use crid_e2e::pods::{parse_cri_log, sh, wait_log_contains, Node};
 use crid_e2e::CridProcess;
 use crid_proto::cri;
 use std::time::{Duration, Instant};
@@ -103,17 +103,7 @@ async fn stop_signals_then_kills_after_the_timeout() {
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
     assert_eq!(comm.trim(), "sleep");
     let log = n.log_dir("lc-stop").join("stubborn.log");
-    crid_e2e::wait_for(Duration::from_secs(5), || {
-        let p = log.clone();
-        async move {
-            std::fs::read_to_string(p)
-                .unwrap_or_default()
-                .contains("ready")
-                .then_some(())
-        }
-    })
-    .await
-    .expect("stubborn container ready");
+    wait_log_contains(&log, "ready", Duration::from_secs(5)).await;
 
     let t = Instant::now();
     n.stop_container(&stubborn, 2).await.unwrap();
@@ -254,4 +244,37 @@ async fn create_racing_pod_removal_leaves_nothing_behind() {
             "{ctrs} {tasks}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exits_while_containerd_is_down_are_reconciled() {
+    let mut n = Node::start(vec![]).await;
+    let pod_cfg = n.pod_config("lc-ctrd");
+    let pod = n.run_pod(&pod_cfg).await;
+    let id = n
+        .run(&pod, &pod_cfg, sh("victim", &n.image, "exec sleep 1000"))
+        .await;
+    let pid = n.container_info(&id).await["pid"].as_u64().unwrap() as i32;
+
+    // containerd goes away (crid stays); the container dies meanwhile.
+    n.ctrd.stop();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    n.ctrd = crid_e2e::PrivateContainerd::start(&n.dir.path().join("containerd"))
+        .await
+        .unwrap();
+
+    // crid resubscribes and reconciles on its own.
+    let s = n.wait_exited(&id, Duration::from_secs(30)).await;
+    assert_eq!((s.exit_code, s.reason.as_str()), (137, "Error"), "{s:?}");
+    n.stop_remove_pod(&pod).await;
+    let (ctrs, tasks) = n.ctrd_objects();
+    assert!(
+        ctrs.trim().is_empty() && tasks.trim().is_empty(),
+        "{ctrs} {tasks}"
+    );
 }

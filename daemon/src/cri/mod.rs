@@ -4,12 +4,14 @@
 
 pub mod container;
 pub mod container_lifecycle;
+pub mod container_update;
 pub mod image;
 pub mod image_service;
 pub mod pod_locks;
 pub mod runtime_info;
 pub mod runtime_service;
 pub mod sandbox;
+pub mod stats;
 pub mod streaming;
 
 use crate::containerd::Containerd;
@@ -33,6 +35,8 @@ pub struct Crid {
     pub streaming: crate::streaming::Streaming,
     /// Serialises container work in a pod against the pod's teardown.
     pub pod_locks: pod_locks::PodLocks,
+    /// Previous CPU samples, for the stats RPCs' CPU rates.
+    pub cpu_samples: stats::CpuSamples,
 }
 
 /// The tonic service object for both CRI services; cheap to clone.
@@ -60,6 +64,7 @@ impl CriService {
                 containers,
                 streaming,
                 pod_locks: pod_locks::PodLocks::default(),
+                cpu_samples: stats::CpuSamples::default(),
             }),
         }
     }

@@ -2,7 +2,8 @@
 //! RPCs whose issue has not landed answer Unimplemented, naming the RPC.
 
 use super::{
-    container, container_lifecycle, respond, runtime_info, sandbox, streaming, CriService,
+    container, container_lifecycle, container_update, respond, runtime_info, sandbox, stats,
+    streaming, CriService,
 };
 use crate::error::Error;
 use crid_proto::cri;
@@ -106,9 +107,9 @@ impl RuntimeService for CriService {
 
     async fn update_container_resources(
         &self,
-        _req: Request<cri::UpdateContainerResourcesRequest>,
+        req: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
-        Err(Error::Unimplemented("UpdateContainerResources").into())
+        respond(container_update::update_resources(&self.crid, req.into_inner()).await)
     }
 
     async fn reopen_container_log(
@@ -148,30 +149,30 @@ impl RuntimeService for CriService {
 
     async fn container_stats(
         &self,
-        _req: Request<cri::ContainerStatsRequest>,
+        req: Request<cri::ContainerStatsRequest>,
     ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
-        Err(Error::Unimplemented("ContainerStats").into())
+        respond(stats::container(&self.crid, req.into_inner()).await)
     }
 
     async fn list_container_stats(
         &self,
-        _req: Request<cri::ListContainerStatsRequest>,
+        req: Request<cri::ListContainerStatsRequest>,
     ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
-        Err(Error::Unimplemented("ListContainerStats").into())
+        respond(stats::list_containers(&self.crid, req.into_inner()).await)
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _req: Request<cri::PodSandboxStatsRequest>,
+        req: Request<cri::PodSandboxStatsRequest>,
     ) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
-        Err(Error::Unimplemented("PodSandboxStats").into())
+        respond(stats::pod(&self.crid, req.into_inner()).await)
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _req: Request<cri::ListPodSandboxStatsRequest>,
+        req: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
-        Err(Error::Unimplemented("ListPodSandboxStats").into())
+        respond(stats::list_pods(&self.crid, req.into_inner()).await)
     }
 
     async fn update_runtime_config(
