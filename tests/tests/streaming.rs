@@ -822,3 +822,50 @@ async fn helper_rss_per_idle_stream() {
     drop(keep);
     w.remove_pod(&pod).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attach_to_a_tty_container_with_resize() {
+    let mut n = Node::start(vec![]).await;
+    let pod_cfg = n.pod_config("at-tty");
+    let pod = n.run_pod(&pod_cfg).await;
+    let mut cfg = sh("shell", &n.image, "exec /bin/sh");
+    cfg.stdin = true;
+    cfg.tty = true;
+    let ctr = n.run(&pod, &pod_cfg, cfg).await;
+    let url =
+        n.c.runtime
+            .attach(cri::AttachRequest {
+                container_id: ctr.clone(),
+                stdin: true,
+                tty: true,
+                stdout: true,
+                stderr: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .url;
+    let (io, path) = dial(&url).await;
+    let c = SpdyClient::connect(io, &path, &["v4.channel.k8s.io"])
+        .await
+        .unwrap();
+    let _err = c.open(&[("streamtype", "error")]).await.unwrap();
+    let input = c.open(&[("streamtype", "stdin")]).await.unwrap();
+    let mut out = c.open(&[("streamtype", "stdout")]).await.unwrap();
+    let resize = c.open(&[("streamtype", "resize")]).await.unwrap();
+    resize.write(br#"{"Width":77,"Height":33}"#).await.unwrap();
+    // The resize goes through crid (ResizePty on the task): give it a moment.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    input.write(b"stty size\n").await.unwrap();
+    let mut seen = String::new();
+    let t0 = std::time::Instant::now();
+    while !seen.contains("33 77") && t0.elapsed() < Duration::from_secs(15) {
+        match out.read().await {
+            Ok(Some(d)) => seen.push_str(&String::from_utf8_lossy(&d)),
+            Ok(None) => break,
+            Err(_) => {}
+        }
+    }
+    assert!(seen.contains("33 77"), "{seen:?}");
+    n.stop_remove_pod(&pod).await;
+}
