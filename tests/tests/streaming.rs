@@ -35,12 +35,17 @@ impl Drop for World {
 
 impl World {
     async fn start(token_ttl_secs: u64) -> World {
+        World::start_with(|c| c.streaming.token_ttl_secs = token_ttl_secs).await
+    }
+
+    /// A world whose crid config `f` adjusts (`f` gets the test dir too).
+    async fn start_with(f: impl FnOnce(&mut crid_common::config::Config)) -> World {
         let dir = test_dir();
         let ctrd = PrivateContainerd::start(&dir.path().join("containerd"))
             .await
             .unwrap();
         let mut config = CridProcess::test_config(dir.path(), &ctrd.socket());
-        config.streaming.token_ttl_secs = token_ttl_secs;
+        f(&mut config);
         std::fs::create_dir_all(&config.cni.conf_dir).unwrap();
         std::fs::write(
             config.cni.conf_dir.join("10-lo.conflist"),
@@ -868,4 +873,128 @@ async fn attach_to_a_tty_container_with_resize() {
     }
     assert!(seen.contains("33 77"), "{seen:?}");
     n.stop_remove_pod(&pod).await;
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, made with
+/// openssl in `dir`: (ca.pem, server chain, server key).
+fn make_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let st = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "openssl {args:?}");
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=crid-test-ca",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn port_forward_over_tls() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_certs(certs.path());
+    let mut w = World::start_with(|c| {
+        c.streaming.tls_cert = cert.clone();
+        c.streaming.tls_key = key.clone();
+    })
+    .await;
+    let pod = w.run_pod("pf-tls").await;
+    let echo = PodEcho::start(&w.netns_pin(&pod), 8443, "tls:");
+    let url = w.port_forward_url(&pod).await;
+    let rest = url.strip_prefix("https://").expect("an https URL");
+    let (host, path) = rest.split_once('/').unwrap();
+    let path = format!("/{path}");
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::pem::PemObject;
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(&ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = TcpStream::connect(host).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let client = SpdyClient::connect(tls, &path, &["portforward.k8s.io"])
+        .await
+        .unwrap();
+    let _err = client
+        .open(&[
+            ("streamtype", "error"),
+            ("port", "8443"),
+            ("requestid", "0"),
+        ])
+        .await
+        .unwrap();
+    let mut data = client
+        .open(&[("streamtype", "data"), ("port", "8443"), ("requestid", "0")])
+        .await
+        .unwrap();
+    data.write(b"secret").await.unwrap();
+    assert_eq!(read_n(&mut data, 10).await, b"tls:secret");
+    data.close_write().await.unwrap();
+    assert!(data.read_to_end().await.unwrap().is_empty());
+    drop(echo);
+    w.remove_pod(&pod).await;
 }
