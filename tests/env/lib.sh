@@ -6,8 +6,9 @@ CRID_TEST_CONTAINERD_SOCK="$CRID_TEST_RUN/containerd/containerd.sock"
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 
 # Debian packages the tests and crid need at run time. Go and spdystream are
-# for the interop test against the SPDY library kubectl itself uses.
-CRID_TEST_PACKAGES="containerd runc containernetworking-plugins protobuf-compiler docker-registry busybox-static iptables iproute2 apache2-utils procps curl golang-go golang-github-docker-spdystream-dev"
+# for the interop test against the SPDY library kubectl itself uses; openssl
+# makes the streaming TLS test's certificates.
+CRID_TEST_PACKAGES="containerd runc containernetworking-plugins protobuf-compiler docker-registry busybox-static iptables iproute2 apache2-utils procps curl openssl golang-go golang-github-docker-spdystream-dev"
 
 log() { echo "[crid-env] $*" >&2; }
 

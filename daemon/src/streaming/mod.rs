@@ -73,7 +73,13 @@ pub struct Streaming {
     pub base_url: String,
     /// Outstanding tokens.
     pub tokens: tokens::Tokens<Grant>,
+    /// Bounds exec processes being created/started at once (see
+    /// `session::start_process`).
+    pub exec_starts: tokio::sync::Semaphore,
 }
+
+/// Exec processes created/started at the same time, node-wide.
+pub const MAX_CONCURRENT_EXEC_STARTS: usize = 4;
 
 impl Streaming {
     /// State for a listener bound at `addr`.
@@ -81,6 +87,7 @@ impl Streaming {
         Streaming {
             base_url: base_url(addr, tls),
             tokens: tokens::Tokens::new(ttl),
+            exec_starts: tokio::sync::Semaphore::new(MAX_CONCURRENT_EXEC_STARTS),
         }
     }
 

@@ -90,6 +90,14 @@ pub(crate) async fn start_process(
         crate::error::Error::NotFound(format!("container {container_id} not found"))
     })?;
     let spec = exec::process_spec(&rec.spec, cmd, io.terminal)?;
+    // A burst of execs into one runc shim slows it down dramatically (each
+    // start is a `runc exec`); a few at a time keeps it moving.
+    let _slot = crid
+        .streaming
+        .exec_starts
+        .acquire()
+        .await
+        .map_err(|e| crate::error::Error::Internal(e.to_string()))?;
     exec::create(&crid.containerd, &rec.id, exec_id, &spec, io).await?;
     let wait = exec::wait(&crid.containerd, &rec.id, exec_id);
     if let Err(e) = exec::start(&crid.containerd, &rec.id, exec_id).await {

@@ -687,19 +687,8 @@ async fn run_exec(
             let _ = write_frame(&mut *w.lock().await, &StreamEvent::StdinClosed).await;
         }));
     }
-    if let Some(mut rx) = client.resize.take() {
-        let w = Arc::clone(&ctl.w);
-        side_tasks.push(tokio::spawn(async move {
-            while let Some(s) = rx.recv().await {
-                let ev = StreamEvent::Resize {
-                    width: s.width,
-                    height: s.height,
-                };
-                if write_frame(&mut *w.lock().await, &ev).await.is_err() {
-                    break;
-                }
-            }
-        }));
+    if let Some(rx) = client.resize.take() {
+        side_tasks.push(forward_resizes(rx, Arc::clone(&ctl.w)));
     }
     tokio::pin!(gone);
     let exit = tokio::select! {
@@ -789,19 +778,8 @@ async fn run_attach(
             close().await;
         }));
     }
-    if let Some(mut rx) = client.resize.take() {
-        let w = Arc::clone(&ctl.w);
-        side_tasks.push(tokio::spawn(async move {
-            while let Some(s) = rx.recv().await {
-                let ev = StreamEvent::Resize {
-                    width: s.width,
-                    height: s.height,
-                };
-                if write_frame(&mut *w.lock().await, &ev).await.is_err() {
-                    break;
-                }
-            }
-        }));
+    if let Some(rx) = client.resize.take() {
+        side_tasks.push(forward_resizes(rx, Arc::clone(&ctl.w)));
     }
     let tty = att.tty;
     let mut stdout = client.stdout.take();
@@ -840,6 +818,24 @@ async fn run_attach(
     ctl.finished(if ended { "output ended" } else { "client gone" })
         .await;
     Ok(())
+}
+
+/// Relays the client's terminal sizes to crid (which resizes the pty).
+fn forward_resizes(
+    mut rx: mpsc::Receiver<TerminalSize>,
+    w: Arc<tokio::sync::Mutex<OwnedWriteHalf>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(s) = rx.recv().await {
+            let ev = StreamEvent::Resize {
+                width: s.width,
+                height: s.height,
+            };
+            if write_frame(&mut *w.lock().await, &ev).await.is_err() {
+                break;
+            }
+        }
+    })
 }
 
 /// Awaits every task (aborting the rest when dropped early).
