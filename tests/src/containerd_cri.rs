@@ -326,7 +326,7 @@ async fn remove_all_pods(socket: &Path) -> Result<(), BoxError> {
 }
 
 /// Processes whose command line is a containerd shim naming `socket`.
-fn shims_of(socket: &Path) -> Vec<u32> {
+pub fn shims_of(socket: &Path) -> Vec<u32> {
     let needle = socket.to_string_lossy().into_owned();
     let mut pids = vec![];
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {

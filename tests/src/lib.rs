@@ -3,6 +3,7 @@
 //! Everything is torn down on drop: processes stopped, mounts under the
 //! test's directory detached, the directory removed.
 
+pub mod bench;
 pub mod containerd;
 pub mod containerd_cri;
 pub mod crid;

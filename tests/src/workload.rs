@@ -65,7 +65,19 @@ pub fn container_config(
         }),
         command: command.iter().map(|s| s.to_string()).collect(),
         log_path: log_path.into(),
-        linux: Some(cri::LinuxContainerConfig::default()),
+        // What the kubelet sends for a pod without shareProcessNamespace.
+        linux: Some(cri::LinuxContainerConfig {
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    network: cri::NamespaceMode::Pod as i32,
+                    pid: cri::NamespaceMode::Container as i32,
+                    ipc: cri::NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
