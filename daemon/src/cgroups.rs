@@ -10,6 +10,10 @@ use std::path::{Path, PathBuf};
 
 /// Name of the helper's leaf cgroup.
 pub const HELPER_LEAF: &str = "crid-pod-helper";
+/// Leaf under the pod's cgroup the pod's one containerd shim is placed in
+/// (runc shim option `shim_cgroup`): the shim loads, not creates, it in
+/// every hierarchy, so it is made with the pod.
+pub const SHIM_LEAF: &str = "crid-shim";
 
 /// The cgroup file operations crid needs.
 pub trait CgroupFs: Send + Sync {
@@ -127,8 +131,8 @@ pub struct Placement {
     pub created: Vec<PathBuf>,
 }
 
-/// Creates `<parent>/crid-pod-helper` in every hierarchy. On error, what was
-/// created so far is removed again.
+/// Creates `<parent>/crid-pod-helper` and `<parent>/crid-shim` in every
+/// hierarchy. On error, what was created so far is removed again.
 pub fn create(fs: &dyn CgroupFs, hs: &[Hierarchy], parent: &[String]) -> Result<Placement> {
     let mut placement = Placement::default();
     let r = (|| {
@@ -137,7 +141,11 @@ pub fn create(fs: &dyn CgroupFs, hs: &[Hierarchy], parent: &[String]) -> Result<
             // pod's teardown between our check and our mkdir: walk again.
             let mut tries = 0;
             let leaf = loop {
-                match walk(fs, h, parent, &mut placement.created) {
+                let made =
+                    walk(fs, h, parent, HELPER_LEAF, &mut placement.created).and_then(|leaf| {
+                        walk(fs, h, parent, SHIM_LEAF, &mut placement.created).map(|_| leaf)
+                    });
+                match made {
                     Ok(leaf) => break leaf,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 5 => tries += 1,
                     Err(e) => {
@@ -161,16 +169,17 @@ pub fn create(fs: &dyn CgroupFs, hs: &[Hierarchy], parent: &[String]) -> Result<
     }
 }
 
-/// Makes the missing dirs of `<parent>/crid-pod-helper` below one mount.
+/// Makes the missing dirs of `<parent>/<leaf>` below one mount.
 fn walk(
     fs: &dyn CgroupFs,
     h: &Hierarchy,
     parent: &[String],
+    leaf: &str,
     created: &mut Vec<PathBuf>,
 ) -> std::io::Result<PathBuf> {
     let cpuset = h.controllers.iter().any(|c| c == "cpuset");
     let mut dir = h.mount.clone();
-    for comp in parent.iter().map(String::as_str).chain([HELPER_LEAF]) {
+    for comp in parent.iter().map(String::as_str).chain([leaf]) {
         let parent_dir = dir.clone();
         dir.push(comp);
         if !fs.exists(&dir) {
@@ -200,12 +209,15 @@ fn walk(
 }
 
 /// Removes the dirs crid created, deepest first; missing ones are fine. A
-/// helper leaf still busy (its task just exiting) is retried for a moment; an
-/// ancestor that is not empty holds another pod's cgroup and stays.
+/// leaf still busy (the helper or the shim just exiting) is retried for a
+/// few seconds; an ancestor that is not empty holds another pod's cgroup
+/// and stays.
 pub fn remove(fs: &dyn CgroupFs, created: &[PathBuf]) -> Result<()> {
     let mut first_err = None;
     for dir in created.iter().rev() {
-        let leaf = dir.file_name().is_some_and(|n| n == HELPER_LEAF);
+        let leaf = dir
+            .file_name()
+            .is_some_and(|n| n == HELPER_LEAF || n == SHIM_LEAF);
         let mut tries = 0;
         loop {
             match fs.rmdir(dir) {
@@ -216,7 +228,7 @@ pub fn remove(fs: &dyn CgroupFs, created: &[PathBuf]) -> Result<()> {
                 {
                     break
                 }
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 50 => {
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 250 => {
                     tries += 1;
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
@@ -346,13 +358,23 @@ mod tests {
         assert!(!p
             .created
             .contains(&PathBuf::from("/sys/fs/cgroup/memory/kubepods")));
-        assert_eq!(p.created.len(), 3 + 2 + 3 + 3);
+        // Per hierarchy: the missing parents, then both leaves.
+        assert_eq!(p.created.len(), 4 + 3 + 4 + 4);
+        assert!(p.created.contains(&PathBuf::from(
+            "/sys/fs/cgroup/cpuset/kubepods/pod1/crid-shim"
+        )));
         let files = fs.files.lock().unwrap().clone();
         assert_eq!(
             files.get(Path::new(
                 "/sys/fs/cgroup/cpuset/kubepods/pod1/crid-pod-helper/cpuset.cpus"
             )),
             Some(&"0-1".to_string())
+        );
+        assert_eq!(
+            files.get(Path::new(
+                "/sys/fs/cgroup/cpuset/kubepods/pod1/crid-shim/cpuset.mems"
+            )),
+            Some(&"0".to_string())
         );
         remove(&fs, &p.created).unwrap();
         assert!(fs.exists(Path::new("/sys/fs/cgroup/memory/kubepods")));

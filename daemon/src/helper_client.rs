@@ -108,9 +108,6 @@ pub fn call(s: &mut UnixStream, req: &Request) -> Result<Response, String> {
         .ok_or_else(|| "helper closed the connection".to_string())
 }
 
-// The container lifecycle (CreateContainer/ReopenContainerLog/RemoveContainer,
-// branch `containers`) calls these; until merged they are only tested here.
-#[allow(dead_code)]
 /// The FIFO paths a helper made for a container's task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerIoPaths {
@@ -122,9 +119,6 @@ pub struct ContainerIoPaths {
     pub stderr: Option<std::path::PathBuf>,
 }
 
-// The container lifecycle (CreateContainer/ReopenContainerLog/RemoveContainer,
-// branch `containers`) calls these; until merged they are only tested here.
-#[allow(dead_code)]
 /// One container-io request on a fresh connection to a helper of revision ≥ 1.
 fn io_call(socket: &Path, req: &Request, timeout: Duration) -> Result<Response, String> {
     let (mut s, peer) = connect_with_hello(socket, timeout)?;
@@ -140,9 +134,6 @@ fn io_call(socket: &Path, req: &Request, timeout: Duration) -> Result<Response, 
     }
 }
 
-// The container lifecycle (CreateContainer/ReopenContainerLog/RemoveContainer,
-// branch `containers`) calls these; until merged they are only tested here.
-#[allow(dead_code)]
 /// Asks the pod's helper to make a container's stdio FIFOs and drain them into its log.
 pub fn prepare_container_io(
     socket: &Path,
@@ -163,9 +154,6 @@ pub fn prepare_container_io(
     }
 }
 
-// The container lifecycle (CreateContainer/ReopenContainerLog/RemoveContainer,
-// branch `containers`) calls these; until merged they are only tested here.
-#[allow(dead_code)]
 /// Asks the helper to reopen a container's log path (after the kubelet renamed it);
 /// returns once the new file exists.
 pub fn reopen_container_log(
@@ -182,9 +170,6 @@ pub fn reopen_container_log(
     }
 }
 
-// The container lifecycle (CreateContainer/ReopenContainerLog/RemoveContainer,
-// branch `containers`) calls these; until merged they are only tested here.
-#[allow(dead_code)]
 /// Asks the helper to stop draining a container and remove its FIFOs (idempotent).
 pub fn release_container_io(
     socket: &Path,

@@ -15,6 +15,7 @@ mod store;
 // CreateContainer (issue 5) wires the spec generator; until then only its tests use it.
 #[allow(dead_code)]
 mod spec;
+mod stats;
 
 use clap::Parser;
 use crid_common::config::{Config, DEFAULT_CONFIG_PATH};

@@ -101,6 +101,9 @@ where
         sandboxes,
         std::sync::Arc::new(containers),
     );
+    // Container exits and OOM kills; reconciles missed ones on (re)subscribe.
+    let events =
+        crate::cri::container_lifecycle::spawn_event_loop(std::sync::Arc::clone(&svc.crid));
     tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "crid serving CRI v1");
 
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
@@ -140,6 +143,7 @@ where
     };
 
     health.abort();
+    events.abort();
     if let Err(e) = std::fs::remove_file(&socket) {
         tracing::warn!(socket = %socket.display(), error = %e, "could not remove socket");
     }

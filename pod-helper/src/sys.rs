@@ -112,14 +112,28 @@ impl PluginRunner for HostNetnsRunner<'_> {
 /// Creates a PID namespace and forks its init; returns the init's host pid.
 /// Must be called while the helper is single-threaded.
 pub fn start_reaper() -> std::io::Result<u32> {
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)?;
+    use nix::sched::CloneFlags;
+    // unshare(CLONE_NEWPID) only changes where *children* go, and while it
+    // is in effect the kernel refuses new threads (EINVAL): the helper goes
+    // back to its own PID namespace for children once the init is forked.
+    let own = File::open("/proc/self/ns/pid")?;
+    nix::sched::unshare(CloneFlags::CLONE_NEWPID)?;
     // SAFETY: the helper has started no threads yet (connection threads come
     // after set-up), so the child is a faithful single-threaded copy and may
     // run arbitrary code.
-    match unsafe { nix::unistd::fork() }? {
-        nix::unistd::ForkResult::Parent { child } => Ok(child.as_raw() as u32),
-        nix::unistd::ForkResult::Child => reaper(),
+    let child = match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Parent { child }) => child.as_raw() as u32,
+        Ok(nix::unistd::ForkResult::Child) => reaper(),
+        Err(e) => {
+            let _ = nix::sched::setns(&own, CloneFlags::CLONE_NEWPID);
+            return Err(e.into());
+        }
+    };
+    if let Err(e) = nix::sched::setns(&own, CloneFlags::CLONE_NEWPID) {
+        kill_reaper(child, true);
+        return Err(e.into());
     }
+    Ok(child)
 }
 
 /// pid 1 of the pod's PID namespace: reaps orphans until killed.

@@ -9,6 +9,7 @@ pub mod containerd_cri;
 pub mod crid;
 pub mod fake_registry;
 pub mod images;
+pub mod pods;
 pub mod registry;
 pub mod stream_client;
 pub mod workload;
@@ -113,6 +114,34 @@ pub fn unmount_all_under(dir: &Path) {
     }
 }
 
+/// Every pid in the cgroup `rel` (and below) of any hierarchy.
+pub fn pids_in_cgroup(rel: &str) -> Vec<i32> {
+    let mut dirs = vec![];
+    for root in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let top = root.path().join(rel);
+        if top.is_dir() {
+            collect_dirs(&top, &mut dirs);
+        }
+    }
+    let mut pids: Vec<i32> = dirs
+        .iter()
+        .flat_map(|d| {
+            std::fs::read_to_string(d.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
 /// Removes the cgroup `rel` (e.g. `crid-env-test`) and its empty children from
 /// every cgroup hierarchy under /sys/fs/cgroup (v1 controllers and v2), deepest
 /// first; cgroups still holding processes stay and are reported.
@@ -164,7 +193,10 @@ pub fn kill_leftover_pods(dir: &Path, state_dir: &Path) {
         };
         let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
         let cmd = String::from_utf8_lossy(&cmd);
-        if cmd.contains("crid-pod-helper") && cmd.contains(&needle) {
+        // The pod helpers, and the containerd shims of this test's containerd.
+        if (cmd.contains("crid-pod-helper") || cmd.contains("containerd-shim"))
+            && cmd.contains(&needle)
+        {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
@@ -183,6 +215,13 @@ pub fn kill_leftover_pods(dir: &Path, state_dir: &Path) {
         .filter(|id| !id.starts_with('.'))
         .collect();
     for id in ids {
+        // Whatever still runs in the pod's cgroups (containers) dies too.
+        for pid in pids_in_cgroup(&format!("crid/{id}")) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         // Killed processes leave their cgroups a moment later.
         for _ in 0..50 {
             if remove_cgroup_everywhere(&format!("crid/{id}")).is_empty() {
@@ -220,6 +259,26 @@ fn unescape_mountinfo(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Every file called `name` below `dir` (for dumping logs of a failed test).
+pub fn files_named(dir: &Path, name: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.filter_map(Result::ok) {
+            let p = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => todo.push(p),
+                Ok(_) if e.file_name() == name => out.push(p),
+                _ => {}
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

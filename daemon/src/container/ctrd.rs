@@ -22,7 +22,7 @@ pub const RUNTIME: &str = "io.containerd.runc.v2";
 /// Type URL of the runc shim options (typeurl of `containerd.runc.v1.Options`).
 pub const RUNC_OPTIONS_TYPE_URL: &str = "containerd.runc.v1.Options";
 /// Leaf under the pod's cgroup the pod's one shim is placed in.
-pub const SHIM_CGROUP_LEAF: &str = "crid-shim";
+pub const SHIM_CGROUP_LEAF: &str = crate::cgroups::SHIM_LEAF;
 
 /// Prepares the container's writable snapshot `key` on the image's top layer
 /// `parent` and returns its mounts. The caller's session carries a lease so

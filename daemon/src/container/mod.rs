@@ -3,15 +3,17 @@
 //! does step by step) is in `cri/container.rs`.
 
 pub mod ctrd;
+pub mod exit;
 pub mod record;
 pub mod rootfs;
+pub mod task;
 
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crid_common::config::Config;
 use record::{ContainerRecord, RECORD_VERSION};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// (sandbox id, name, attempt): what a container name is unique by.
 pub type NameKey = (String, String, u32);
@@ -22,6 +24,9 @@ pub struct Containers {
     pub host: crate::spec::HostFacts,
     store: Store<ContainerRecord>,
     inner: Mutex<Inner>,
+    /// One async lock per container serialising start, exit handling and
+    /// removal (held across containerd calls, hence tokio's mutex).
+    ops: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 #[derive(Default)]
@@ -62,6 +67,7 @@ impl Containers {
             host,
             store,
             inner: Mutex::new(inner),
+            ops: Mutex::new(HashMap::new()),
         })
     }
 
@@ -93,8 +99,33 @@ impl Containers {
         Ok(())
     }
 
+    /// Applies `f` to the record of `id` and persists the result through
+    /// the one atomic write; `None` if there is no such record.
+    pub fn update(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut ContainerRecord),
+    ) -> Result<Option<ContainerRecord>> {
+        let mut inner = lock(&self.inner);
+        let Some(cur) = inner.by_id.get(id) else {
+            return Ok(None);
+        };
+        let mut next = cur.clone();
+        f(&mut next);
+        // Persist before publishing: a failed write leaves memory unchanged.
+        self.store.put(id, &next)?;
+        inner.by_id.insert(id.to_string(), next.clone());
+        Ok(Some(next))
+    }
+
+    /// The lock serialising lifecycle operations on container `id`.
+    pub fn op_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        Arc::clone(lock(&self.ops).entry(id.to_string()).or_default())
+    }
+
     /// Deletes the record of `id` and frees its name.
     pub fn delete(&self, id: &str) -> Result<()> {
+        lock(&self.ops).remove(id);
         self.store.delete(id)?;
         let mut inner = lock(&self.inner);
         if let Some(r) = inner.by_id.remove(id) {
@@ -160,6 +191,9 @@ mod tests {
             stdin_once: false,
             tty: false,
             spec: serde_json::json!({}),
+            stop_signal: None,
+            pid: None,
+            oom_killed: false,
         }
     }
 

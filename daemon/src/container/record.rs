@@ -110,6 +110,15 @@ pub struct ContainerRecord {
     pub tty: bool,
     /// The OCI runtime spec handed to containerd (ContainerStatus verbose info).
     pub spec: serde_json::Value,
+    /// The image's StopSignal (None: SIGTERM).
+    #[serde(default)]
+    pub stop_signal: Option<String>,
+    /// The task's main pid while it runs (verbose info, PID TARGET).
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// containerd reported an OOM kill in the container's cgroup.
+    #[serde(default)]
+    pub oom_killed: bool,
 }
 
 #[cfg(test)]

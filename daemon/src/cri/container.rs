@@ -71,6 +71,16 @@ pub fn sandbox_facts(sb: &SandboxRecord, node_hostname: &str) -> Result<SandboxF
     })
 }
 
+/// The record of sandbox `id` (or unique prefix); NotFound otherwise.
+pub async fn sandbox_of(crid: &Crid, id: &str) -> Result<SandboxRecord> {
+    let sandboxes = Arc::clone(&crid.sandboxes);
+    let key = id.to_string();
+    tokio::task::spawn_blocking(move || sandboxes.get(&key))
+        .await
+        .map_err(|e| Error::Internal(format!("reading the sandbox: {e}")))?
+        .ok_or_else(|| Error::NotFound(format!("pod sandbox {id} not found")))
+}
+
 fn node_hostname() -> String {
     nix::unistd::gethostname()
         .ok()
@@ -190,12 +200,11 @@ async fn create_inner(
         sv::host_path(&m.host_path)?;
     }
 
-    let sb_id = req.pod_sandbox_id.clone();
-    let sandboxes = Arc::clone(&crid.sandboxes);
-    let sb = tokio::task::spawn_blocking(move || sandboxes.get(&sb_id))
-        .await
-        .map_err(|e| Error::Internal(format!("reading the sandbox: {e}")))?
-        .ok_or_else(|| Error::NotFound(format!("pod sandbox {} not found", req.pod_sandbox_id)))?;
+    let sb = sandbox_of(&crid, &req.pod_sandbox_id).await?;
+    // Held until the container exists (or is undone): the pod's teardown
+    // waits, so no container outlives its pod. Re-read under the lock.
+    let _pod = crid.pod_locks.shared(&sb.id).await;
+    let sb = sandbox_of(&crid, &sb.id).await?;
     tracing::Span::current().record("pod", sb.id.as_str());
     if !sb.is_ready() {
         return Err(Error::FailedPrecondition(format!(
@@ -280,6 +289,10 @@ async fn create_steps(
         serde_json::from_slice(&meta.config_raw).map_err(|e| {
             Error::Internal(format!("image {} has an unreadable config: {e}", meta.id))
         })?;
+    let stop_signal = image_config
+        .config()
+        .as_ref()
+        .and_then(|c| c.stop_signal().clone());
     let image_ref = group
         .repo_digests()
         .into_iter()
@@ -388,13 +401,23 @@ async fn create_steps(
         tty: config.tty,
         spec: serde_json::to_value(&spec)
             .map_err(|e| Error::Internal(format!("encoding the spec: {e}")))?,
+        stop_signal,
+        pid: None,
+        oom_killed: false,
     };
     crid.containers.put(rec)
 }
 
-/// Removes one container's containerd objects, files and record.
+/// Removes one container (killing it if it runs): its task, containerd
+/// objects, stdio in the helper, files and record.
 pub async fn remove_record(crid: &Crid, rec: &ContainerRecord) -> Result<()> {
+    super::container_lifecycle::before_remove(crid, rec).await?;
+    let lock = crid.containers.op_lock(&rec.id);
+    let _held = lock.lock().await;
     let s = Session::plain(&crid.containerd);
+    // A task that never got Running recorded (crid died mid-start) goes too.
+    crate::container::task::kill(&s, &rec.id, libc::SIGKILL as u32, true).await?;
+    crate::container::task::delete(&s, &rec.id).await?;
     ctrd::remove_all(&s, &rec.id, &rec.snapshotter, &rec.snapshot_key).await?;
     let dir = crid.config.runtime_dir.join("containers").join(&rec.id);
     if let Err(e) = std::fs::remove_dir_all(&dir) {
@@ -459,6 +482,8 @@ pub async fn status(
             "runtimeType": ctrd::RUNTIME,
             "imageID": r.image_id,
             "runtimeSpec": r.spec,
+            "pid": r.pid,
+            "oomKilled": r.oom_killed,
         });
         info.insert("info".to_string(), v.to_string());
     }

@@ -3,11 +3,14 @@
 //! dispatch the generated tonic traits to them.
 
 pub mod container;
+pub mod container_lifecycle;
 pub mod image;
 pub mod image_service;
+pub mod pod_locks;
 pub mod runtime_info;
 pub mod runtime_service;
 pub mod sandbox;
+pub mod stats;
 
 use crate::containerd::Containerd;
 use crate::sandbox::Sandboxes;
@@ -26,6 +29,10 @@ pub struct Crid {
     pub images: crate::image::Images,
     /// Containers.
     pub containers: Arc<crate::container::Containers>,
+    /// Serialises container work in a pod against the pod's teardown.
+    pub pod_locks: pod_locks::PodLocks,
+    /// Previous CPU samples, for the stats RPCs' CPU rates.
+    pub cpu_samples: stats::CpuSamples,
 }
 
 /// The tonic service object for both CRI services; cheap to clone.
@@ -50,6 +57,8 @@ impl CriService {
                 containerd,
                 sandboxes,
                 containers,
+                pod_locks: pod_locks::PodLocks::default(),
+                cpu_samples: stats::CpuSamples::default(),
             }),
         }
     }

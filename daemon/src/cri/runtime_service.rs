@@ -1,7 +1,7 @@
 //! `runtime.v1.RuntimeService`: dispatches each RPC to its family module.
 //! RPCs whose issue has not landed answer Unimplemented, naming the RPC.
 
-use super::{container, respond, runtime_info, sandbox, CriService};
+use super::{container, container_lifecycle, respond, runtime_info, sandbox, stats, CriService};
 use crate::error::Error;
 use crid_proto::cri;
 use crid_proto::cri::runtime_service_server::RuntimeService;
@@ -67,16 +67,18 @@ impl RuntimeService for CriService {
 
     async fn start_container(
         &self,
-        _req: Request<cri::StartContainerRequest>,
+        req: Request<cri::StartContainerRequest>,
     ) -> Result<Response<cri::StartContainerResponse>, Status> {
-        Err(Error::Unimplemented("StartContainer").into())
+        respond(
+            container_lifecycle::start(std::sync::Arc::clone(&self.crid), req.into_inner()).await,
+        )
     }
 
     async fn stop_container(
         &self,
-        _req: Request<cri::StopContainerRequest>,
+        req: Request<cri::StopContainerRequest>,
     ) -> Result<Response<cri::StopContainerResponse>, Status> {
-        Err(Error::Unimplemented("StopContainer").into())
+        respond(container_lifecycle::stop(&self.crid, req.into_inner()).await)
     }
 
     async fn remove_container(
@@ -109,9 +111,9 @@ impl RuntimeService for CriService {
 
     async fn reopen_container_log(
         &self,
-        _req: Request<cri::ReopenContainerLogRequest>,
+        req: Request<cri::ReopenContainerLogRequest>,
     ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
-        Err(Error::Unimplemented("ReopenContainerLog").into())
+        respond(container_lifecycle::reopen_log(&self.crid, req.into_inner()).await)
     }
 
     async fn exec_sync(
@@ -144,30 +146,30 @@ impl RuntimeService for CriService {
 
     async fn container_stats(
         &self,
-        _req: Request<cri::ContainerStatsRequest>,
+        req: Request<cri::ContainerStatsRequest>,
     ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
-        Err(Error::Unimplemented("ContainerStats").into())
+        respond(stats::container(&self.crid, req.into_inner()).await)
     }
 
     async fn list_container_stats(
         &self,
-        _req: Request<cri::ListContainerStatsRequest>,
+        req: Request<cri::ListContainerStatsRequest>,
     ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
-        Err(Error::Unimplemented("ListContainerStats").into())
+        respond(stats::list_containers(&self.crid, req.into_inner()).await)
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _req: Request<cri::PodSandboxStatsRequest>,
+        req: Request<cri::PodSandboxStatsRequest>,
     ) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
-        Err(Error::Unimplemented("PodSandboxStats").into())
+        respond(stats::pod(&self.crid, req.into_inner()).await)
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _req: Request<cri::ListPodSandboxStatsRequest>,
+        req: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
-        Err(Error::Unimplemented("ListPodSandboxStats").into())
+        respond(stats::list_pods(&self.crid, req.into_inner()).await)
     }
 
     async fn update_runtime_config(

@@ -32,8 +32,21 @@ pub async fn stop(
     crid: &Crid,
     req: cri::StopPodSandboxRequest,
 ) -> Result<cri::StopPodSandboxResponse> {
+    // The pod's containers die first (their shim leaves the pod's cgroup
+    // once their tasks are deleted); then the pod itself is torn down.
     let sb = Arc::clone(&crid.sandboxes);
-    blocking(move || sb.stop(&req.pod_sandbox_id)).await?;
+    let id = req.pod_sandbox_id.clone();
+    let Some(rec) = blocking(move || Ok(sb.get(&id))).await? else {
+        return Err(Error::NotFound(format!(
+            "pod sandbox {} not found",
+            req.pod_sandbox_id
+        )));
+    };
+    // Waits for container work in the pod and keeps new work out.
+    let _pod = crid.pod_locks.exclusive(&rec.id).await;
+    super::container_lifecycle::stop_of_sandbox(crid, &rec.id).await?;
+    let sb = Arc::clone(&crid.sandboxes);
+    blocking(move || sb.stop(&rec.id)).await?;
     Ok(cri::StopPodSandboxResponse {})
 }
 
@@ -47,11 +60,14 @@ pub async fn remove(
     let Some(rec) = blocking(move || Ok(sb.get(&id))).await? else {
         return Ok(cri::RemovePodSandboxResponse {});
     };
+    let _pod = crid.pod_locks.exclusive(&rec.id).await;
     // The pod's containers go first: their containerd containers and
     // snapshots must not outlive the pod.
     super::container::remove_of_sandbox(crid, &rec.id).await?;
     let sb = Arc::clone(&crid.sandboxes);
-    blocking(move || sb.remove(&rec.id)).await?;
+    let id = rec.id.clone();
+    blocking(move || sb.remove(&id)).await?;
+    crid.pod_locks.forget(&rec.id);
     Ok(cri::RemovePodSandboxResponse {})
 }
 

@@ -446,8 +446,8 @@ impl Sandboxes {
         if rec.torn_down {
             return Ok(());
         }
-        // Hook for issue 5: stop every container of the sandbox here.
-        stop_containers_of_sandbox(&rec.id);
+        // The pod's containers were stopped by cri::sandbox::stop before this
+        // (containerd calls are async; this runs on the blocking pool).
         rec.state = SandboxState::NotReady("stopping".into());
         self.store.put(&rec.id, rec)?;
         let mut errors = Vec::new();
@@ -595,9 +595,6 @@ impl Drop for RunGuard<'_> {
         inner.names.remove(&self.key);
     }
 }
-
-/// Hook for the container issue: StopPodSandbox stops the pod's containers.
-fn stop_containers_of_sandbox(_sandbox_id: &str) {}
 
 /// Whether `p` is a mounted namespace pin (an nsfs bind mount).
 fn is_ns_pin(p: &Path) -> bool {

@@ -1,0 +1,429 @@
+//! StartContainer, StopContainer, ReopenContainerLog and the container exit
+//! path: containerd's task event stream (exit, OOM), reconciliation with
+//! containerd's task state when the stream (re)starts, and the stop hook of
+//! StopPodSandbox.
+//!
+//! Every state change of a container goes through its op lock
+//! ([`crate::container::Containers::op_lock`]): StartContainer holds it
+//! from the FIFOs to `Running`, so an exit that races the start is handled
+//! after it; exit handling is idempotent (the first caller deletes the task
+//! and records the exit, later ones find the record `Exited`).
+
+use super::Crid;
+use crate::container::exit;
+use crate::container::record::{ContainerRecord, ContainerState};
+use crate::container::task::{self, TaskExit, TaskIo, TaskState};
+use crate::error::{Error, Result};
+use crate::helper_client;
+use crate::image::session::Session;
+use crid_common::protocol::ContainerIoSpec;
+use crid_proto::containerd::events::{TaskExit as TaskExitEvent, TaskOom};
+use crid_proto::containerd::services::v1::events_client::EventsClient;
+use crid_proto::containerd::services::v1::SubscribeRequest;
+use crid_proto::cri;
+use prost::Message;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long crid waits for the pod helper's answer about container stdio.
+const HELPER_IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Interval of the background reconciliation with containerd's tasks.
+const RECONCILE_EVERY: Duration = Duration::from_secs(30);
+/// How long StopContainer waits for the task to die after SIGKILL.
+const KILL_WAIT: Duration = Duration::from_secs(30);
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+fn get(crid: &Crid, id: &str) -> Result<ContainerRecord> {
+    let rec = crid
+        .containers
+        .get(id)
+        .ok_or_else(|| Error::NotFound(format!("container {id} not found")))?;
+    tracing::Span::current().record("container", rec.id.as_str());
+    tracing::Span::current().record("pod", rec.sandbox_id.as_str());
+    Ok(rec)
+}
+
+/// Runs a blocking helper call off the async threads.
+async fn helper_call<T: Send + 'static>(
+    f: impl FnOnce() -> std::result::Result<T, String> + Send + 'static,
+) -> std::result::Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("helper call task failed: {e}"))?
+}
+
+/// `StartContainer`. Runs as its own task so a cancelled RPC cannot leave a
+/// half-started container: it completes or undoes itself.
+pub async fn start(
+    crid: Arc<Crid>,
+    req: cri::StartContainerRequest,
+) -> Result<cri::StartContainerResponse> {
+    let span = tracing::Span::current();
+    tokio::spawn(tracing::Instrument::instrument(
+        async move { start_inner(&crid, &req.container_id).await },
+        span,
+    ))
+    .await
+    .map_err(|e| Error::Internal(format!("StartContainer task failed: {e}")))??;
+    Ok(cri::StartContainerResponse {})
+}
+
+async fn start_inner(crid: &Crid, id: &str) -> Result<()> {
+    let rec = get(crid, id)?;
+    // Pod first, then container: the same order as teardown (pod lock
+    // exclusive, then each container's op lock).
+    let _pod = crid.pod_locks.shared(&rec.sandbox_id).await;
+    let lock = crid.containers.op_lock(&rec.id);
+    let _held = lock.lock().await;
+    // Re-read under the lock: a concurrent Start or Remove may have won.
+    let rec = get(crid, &rec.id)?;
+    if rec.state != ContainerState::Created {
+        return Err(Error::FailedPrecondition(format!(
+            "container {} is {:?}, not created: it can be started once",
+            rec.id, rec.state
+        )));
+    }
+    let sb = super::container::sandbox_of(crid, &rec.sandbox_id).await?;
+    if !sb.is_ready() {
+        return Err(Error::FailedPrecondition(format!(
+            "pod sandbox {} is not ready",
+            sb.id
+        )));
+    }
+
+    // The helper makes the FIFOs and drains them into the log (or, without
+    // a log path, into /dev/null: stdio must never block the container).
+    let spec = ContainerIoSpec {
+        container_id: rec.id.clone(),
+        log_path: rec.log_path.clone().unwrap_or_else(|| "/dev/null".into()),
+        tty: rec.tty,
+        stdin: rec.stdin,
+        stdin_once: rec.stdin_once,
+        max_line_bytes: None,
+    };
+    let socket = sb.socket();
+    let paths =
+        helper_call(move || helper_client::prepare_container_io(&socket, &spec, HELPER_IO_TIMEOUT))
+            .await
+            .map_err(|e| Error::Internal(format!("pod helper could not set up stdio: {e}")))?;
+    let io = TaskIo {
+        stdin: paths
+            .stdin
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        stdout: paths.stdout.display().to_string(),
+        stderr: paths
+            .stderr
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        terminal: rec.tty,
+    };
+
+    let s = Session::plain(&crid.containerd);
+    let started = async {
+        task::create(&s, &rec.id, &rec.snapshotter, &rec.snapshot_key, &io).await?;
+        task::start(&s, &rec.id).await
+    }
+    .await;
+    let pid = match started {
+        Ok(pid) => pid,
+        Err(e) => {
+            // Undo: the task (if created) and the helper's FIFOs.
+            let _ = task::kill(&s, &rec.id, libc::SIGKILL as u32, true).await;
+            if let Err(de) = task::delete(&s, &rec.id).await {
+                tracing::error!(error = %de, "deleting the task of a failed StartContainer");
+            }
+            release_io(crid, &rec).await;
+            return Err(e);
+        }
+    };
+    let started_at = now_ns();
+    crid.containers.update(&rec.id, |r| {
+        r.state = ContainerState::Running;
+        r.started_at = started_at;
+        r.pid = Some(pid);
+    })?;
+    tracing::info!(pid, "container started");
+    Ok(())
+}
+
+/// Asks the pod's helper to stop draining a container; a helper that is
+/// gone (pod stopped) has nothing left to release.
+async fn release_io(crid: &Crid, rec: &ContainerRecord) {
+    let Some(sb) = crid.sandboxes.get(&rec.sandbox_id) else {
+        return;
+    };
+    if sb.helper_pid.is_none() {
+        return;
+    }
+    let socket = sb.socket();
+    let id = rec.id.clone();
+    if let Err(e) =
+        helper_call(move || helper_client::release_container_io(&socket, &id, HELPER_IO_TIMEOUT))
+            .await
+    {
+        tracing::debug!(container = %rec.id, error = %e, "releasing the container's stdio");
+    }
+}
+
+/// Records the exit of container `id`'s task: deletes the task (reaping it
+/// in containerd; `hint` is what an event or Wait already said) and marks
+/// the record Exited. Idempotent.
+pub async fn handle_exit(crid: &Crid, id: &str, hint: Option<TaskExit>) -> Result<()> {
+    let lock = crid.containers.op_lock(id);
+    let _held = lock.lock().await;
+    let Some(rec) = crid.containers.get(id) else {
+        return Ok(());
+    };
+    if rec.state != ContainerState::Running {
+        return Ok(());
+    }
+    let s = Session::plain(&crid.containerd);
+    let deleted = task::delete(&s, id).await?;
+    let (code, at, reason) = match deleted.or(hint) {
+        Some(e) => {
+            let code = e.exit_status as i32;
+            (code, e.exited_at, exit::reason(code, rec.oom_killed))
+        }
+        None => (exit::UNKNOWN_EXIT_CODE, 0, exit::UNKNOWN),
+    };
+    let message = exit::termination_message(&rec);
+    let finished_at = if at > 0 { at } else { now_ns() };
+    crid.containers.update(id, |r| {
+        r.state = ContainerState::Exited;
+        r.exit_code = code;
+        r.finished_at = finished_at.max(r.started_at);
+        r.reason = reason.to_string();
+        r.message = message;
+        r.pid = None;
+    })?;
+    tracing::info!(container = %id, exit_code = code, reason, "container exited");
+    Ok(())
+}
+
+/// `StopContainer`: the image's StopSignal, SIGKILL after `timeout` seconds
+/// (at once for 0). A container that is not running is left as it is.
+pub async fn stop(
+    crid: &Crid,
+    req: cri::StopContainerRequest,
+) -> Result<cri::StopContainerResponse> {
+    let rec = get(crid, &req.container_id)?;
+    stop_record(crid, &rec, req.timeout.max(0) as u64).await?;
+    Ok(cri::StopContainerResponse {})
+}
+
+/// Stops one container (see [`stop`]) and records its exit.
+pub async fn stop_record(crid: &Crid, rec: &ContainerRecord, timeout_secs: u64) -> Result<()> {
+    if rec.state != ContainerState::Running {
+        return Ok(());
+    }
+    let s = Session::plain(&crid.containerd);
+    let id = rec.id.as_str();
+    let mut exited = None;
+    if timeout_secs > 0 {
+        task::kill(&s, id, exit::stop_signal(rec), false).await?;
+        if let Ok(r) =
+            tokio::time::timeout(Duration::from_secs(timeout_secs), task::wait(&s, id)).await
+        {
+            exited = Some(r?);
+        } else {
+            tracing::info!(container = %id, timeout_secs, "stop signal ignored; killing");
+        }
+    }
+    if exited.is_none() {
+        // `all`: in the pod's shared PID namespace the container's other
+        // processes do not die with its first one.
+        task::kill(&s, id, libc::SIGKILL as u32, true).await?;
+        match tokio::time::timeout(KILL_WAIT, task::wait(&s, id)).await {
+            Ok(r) => exited = Some(r?),
+            Err(_) => {
+                return Err(Error::DeadlineExceeded(format!(
+                    "container {id} did not die within {KILL_WAIT:?} of SIGKILL"
+                )))
+            }
+        }
+    }
+    handle_exit(crid, id, exited.flatten()).await
+}
+
+/// Stops every running container of a pod at once (StopPodSandbox kills
+/// what the kubelet has not stopped gracefully, as containerd's CRI does).
+pub async fn stop_of_sandbox(crid: &Crid, sandbox_id: &str) -> Result<()> {
+    let recs = crid.containers.of_sandbox(sandbox_id);
+    let stops = recs.iter().map(|r| stop_record(crid, r, 0));
+    for r in futures_util::future::join_all(stops).await {
+        r?;
+    }
+    Ok(())
+}
+
+/// Before RemoveContainer deletes a container: kill it if running, and
+/// release its stdio in the helper.
+pub async fn before_remove(crid: &Crid, rec: &ContainerRecord) -> Result<()> {
+    stop_record(crid, rec, 0).await?;
+    if rec.state != ContainerState::Created || rec.started_at != 0 {
+        release_io(crid, rec).await;
+    }
+    Ok(())
+}
+
+/// `ReopenContainerLog`: the helper reopens the log path the kubelet just
+/// renamed away; answers once the new file exists.
+pub async fn reopen_log(
+    crid: &Crid,
+    req: cri::ReopenContainerLogRequest,
+) -> Result<cri::ReopenContainerLogResponse> {
+    let rec = get(crid, &req.container_id)?;
+    if rec.state != ContainerState::Running {
+        return Err(Error::FailedPrecondition(format!(
+            "container {} is not running",
+            rec.id
+        )));
+    }
+    let sb = crid
+        .sandboxes
+        .get(&rec.sandbox_id)
+        .ok_or_else(|| Error::NotFound(format!("pod sandbox {} not found", rec.sandbox_id)))?;
+    let socket = sb.socket();
+    let id = rec.id.clone();
+    helper_call(move || helper_client::reopen_container_log(&socket, &id, HELPER_IO_TIMEOUT))
+        .await
+        .map_err(|e| Error::Internal(format!("pod helper could not reopen the log: {e}")))?;
+    Ok(cri::ReopenContainerLogResponse {})
+}
+
+/// Brings Running records in line with containerd's tasks: exits missed
+/// while crid or containerd were down are recorded.
+pub async fn reconcile(crid: &Crid) {
+    let s = Session::plain(&crid.containerd);
+    for rec in crid.containers.all() {
+        if rec.state != ContainerState::Running {
+            continue;
+        }
+        match task::state(&s, &rec.id).await {
+            Ok(TaskState::Alive { .. }) => {}
+            Ok(TaskState::Stopped(e)) => {
+                if let Err(err) = handle_exit(crid, &rec.id, Some(e)).await {
+                    tracing::warn!(container = %rec.id, error = %err, "recording a missed exit");
+                }
+            }
+            Ok(TaskState::Absent) => {
+                tracing::warn!(container = %rec.id, "task vanished while crid was away");
+                if let Err(err) = handle_exit(crid, &rec.id, None).await {
+                    tracing::warn!(container = %rec.id, error = %err, "recording a lost task");
+                }
+            }
+            Err(e) => tracing::warn!(container = %rec.id, error = %e, "reading task state"),
+        }
+    }
+}
+
+/// Follows containerd's task exit and OOM events for crid's namespace until
+/// crid stops; after every (re)subscription it reconciles, so an exit that
+/// happened while the stream was down is not lost.
+pub fn spawn_event_loop(crid: Arc<Crid>) -> tokio::task::JoinHandle<()> {
+    // A safety net for an exit that slipped between a reconciliation and
+    // the (re)registration of the subscription.
+    let periodic = Arc::clone(&crid);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(RECONCILE_EVERY);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            reconcile(&periodic).await;
+        }
+    });
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match follow_events(&crid).await {
+                Ok(()) => tracing::warn!("containerd event stream ended; resubscribing"),
+                Err(e) => tracing::debug!(error = %e, "containerd event stream unavailable"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    })
+}
+
+async fn follow_events(crid: &Arc<Crid>) -> Result<()> {
+    let ns = &crid.config.containerd.namespace;
+    let filters = ["/tasks/exit", "/tasks/oom"]
+        .iter()
+        .map(|t| format!("namespace=={ns},topic==\"{t}\""))
+        .collect();
+    // containerd sends the stream's headers with its first event, so the
+    // call below may wait for one; reconcile meanwhile, once the request
+    // has had time to register (handling an exit twice is harmless).
+    let early = Arc::clone(crid);
+    let recon = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        reconcile(&early).await;
+    });
+    let sub = EventsClient::new(crid.containerd.channel())
+        .subscribe(SubscribeRequest { filters })
+        .await;
+    let mut stream = match sub {
+        Ok(s) => s.into_inner(),
+        Err(st) => {
+            recon.abort();
+            return Err(crate::image::session::cerr("events.subscribe")(st));
+        }
+    };
+    tracing::debug!("subscribed to containerd task events");
+    while let Some(env) = stream
+        .message()
+        .await
+        .map_err(crate::image::session::cerr("events.stream"))?
+    {
+        if env.namespace != *ns {
+            continue;
+        }
+        let Some(ev) = env.event else { continue };
+        match env.topic.as_str() {
+            "/tasks/exit" => {
+                let Ok(e) = TaskExitEvent::decode(ev.value.as_slice()) else {
+                    tracing::warn!("undecodable task exit event");
+                    continue;
+                };
+                // Exec processes end too; only the main process ends the container.
+                if e.id != e.container_id {
+                    continue;
+                }
+                let hint = TaskExit {
+                    exit_status: e.exit_status,
+                    exited_at: task::timestamp_ns(e.exited_at.as_ref()),
+                };
+                let crid = Arc::clone(crid);
+                tokio::spawn(async move {
+                    if let Err(err) = handle_exit(&crid, &e.container_id, Some(hint)).await {
+                        tracing::warn!(container = %e.container_id, error = %err, "handling a task exit");
+                    }
+                });
+            }
+            "/tasks/oom" => {
+                let Ok(e) = TaskOom::decode(ev.value.as_slice()) else {
+                    continue;
+                };
+                tracing::info!(container = %e.container_id, "OOM kill in the container's cgroup");
+                if let Err(err) = crid.containers.update(&e.container_id, |r| {
+                    r.oom_killed = true;
+                    // The exit may have been recorded first.
+                    if r.state == ContainerState::Exited {
+                        r.reason = exit::OOM_KILLED.to_string();
+                    }
+                }) {
+                    tracing::warn!(container = %e.container_id, error = %err, "recording an OOM kill");
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,299 @@
+//! ContainerStats, ListContainerStats, PodSandboxStats, ListPodSandboxStats:
+//! what the kubelet's CRI stats provider polls for the summary API
+//! (`kubectl top`, eviction). Figures come from the cgroups
+//! ([`crate::stats`]), the pod's network namespace (through its helper's
+//! `/proc/<pid>/net/dev`) and containerd's snapshot usage.
+
+use super::Crid;
+use crate::cgroups::{self, RealCgroupFs};
+use crate::container::record::{ContainerRecord, ContainerState};
+use crate::error::{Error, Result};
+use crate::image::session::{cerr, Session};
+use crate::sandbox::record::SandboxRecord;
+use crate::stats::{self, CgroupStats};
+use crid_proto::containerd::services::v1::snapshots::snapshots_client::SnapshotsClient;
+use crid_proto::containerd::services::v1::snapshots::UsageRequest;
+use crid_proto::cri;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// The previous CPU sample per cgroup, for `usage_nano_cores`.
+#[derive(Default)]
+pub struct CpuSamples(Mutex<HashMap<String, (i64, u64)>>);
+
+impl CpuSamples {
+    /// Records `(ts, usage)` for `key`; returns the rate since the last sample.
+    fn rate(&self, key: &str, ts: i64, usage: u64) -> Option<u64> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let prev = m.insert(key.to_string(), (ts, usage));
+        stats::nano_cores(prev?, (ts, usage))
+    }
+
+    /// Forgets samples of cgroups not in `live`.
+    fn retain(&self, live: &[String]) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.retain(|k, _| live.contains(k));
+    }
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+fn u(v: Option<u64>) -> Option<cri::UInt64Value> {
+    v.map(|value| cri::UInt64Value { value })
+}
+
+/// Facts read once per RPC.
+struct Ctx {
+    hierarchies: Vec<cgroups::Hierarchy>,
+    ts: i64,
+    fs_mountpoint: String,
+}
+
+async fn ctx(crid: &Crid) -> Result<Ctx> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| Error::Internal(format!("reading mountinfo: {e}")))?;
+    // The writable layers live on the snapshotter's filesystem: the same
+    // identifier ImageFsInfo reports, so the kubelet can match them.
+    let fs_mountpoint =
+        crate::image::fsinfo::snapshotter_root(crid.images.containerd(), crid.images.snapshotter())
+            .await
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+    Ok(Ctx {
+        hierarchies: cgroups::hierarchies(&mountinfo),
+        ts: now_ns(),
+        fs_mountpoint,
+    })
+}
+
+fn cpu(crid: &Crid, key: &str, ts: i64, s: &CgroupStats) -> cri::CpuUsage {
+    cri::CpuUsage {
+        timestamp: ts,
+        usage_core_nano_seconds: u(s.cpu_ns),
+        usage_nano_cores: u(s.cpu_ns.and_then(|c| crid.cpu_samples.rate(key, ts, c))),
+    }
+}
+
+fn memory(ts: i64, s: &CgroupStats) -> cri::MemoryUsage {
+    cri::MemoryUsage {
+        timestamp: ts,
+        working_set_bytes: u(s.working_set),
+        available_bytes: u(s.available()),
+        usage_bytes: u(s.memory_usage),
+        rss_bytes: u(s.rss),
+        page_faults: u(s.page_faults),
+        major_page_faults: u(s.major_page_faults),
+    }
+}
+
+/// The container's cgroup as its OCI spec names it.
+fn container_cgroup(r: &ContainerRecord) -> Option<String> {
+    r.spec
+        .pointer("/linux/cgroupsPath")
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+}
+
+async fn container_stats(crid: &Crid, c: &Ctx, r: &ContainerRecord) -> Result<cri::ContainerStats> {
+    let cg = container_cgroup(r).unwrap_or_default();
+    let s = stats::read(&RealCgroupFs, &c.hierarchies, &cg);
+    let usage = SnapshotsClient::new(crid.containerd.channel())
+        .usage(Session::plain(&crid.containerd).req(UsageRequest {
+            snapshotter: r.snapshotter.clone(),
+            key: r.snapshot_key.clone(),
+        }))
+        .await;
+    let writable_layer = match usage {
+        Ok(resp) => {
+            let usage = resp.into_inner();
+            Some(cri::FilesystemUsage {
+                timestamp: c.ts,
+                fs_id: Some(cri::FilesystemIdentifier {
+                    mountpoint: c.fs_mountpoint.clone(),
+                }),
+                used_bytes: u(Some(usage.size.max(0) as u64)),
+                inodes_used: u(Some(usage.inodes.max(0) as u64)),
+            })
+        }
+        Err(st) if st.code() == tonic::Code::NotFound => None,
+        Err(st) => return Err(cerr("snapshots.usage")(st)),
+    };
+    Ok(cri::ContainerStats {
+        attributes: Some(cri::ContainerAttributes {
+            id: r.id.clone(),
+            metadata: Some(cri::ContainerMetadata {
+                name: r.name.clone(),
+                attempt: r.attempt,
+            }),
+            labels: r.labels.clone().into_iter().collect(),
+            annotations: r.annotations.clone().into_iter().collect(),
+        }),
+        cpu: Some(cpu(crid, &cg, c.ts, &s)),
+        memory: Some(memory(c.ts, &s)),
+        writable_layer,
+        swap: None,
+    })
+}
+
+/// `ContainerStats`: unknown → NotFound; a container not running has no
+/// cgroup, so its figures are empty.
+pub async fn container(
+    crid: &Crid,
+    req: cri::ContainerStatsRequest,
+) -> Result<cri::ContainerStatsResponse> {
+    let r = crid
+        .containers
+        .get(&req.container_id)
+        .ok_or_else(|| Error::NotFound(format!("container {} not found", req.container_id)))?;
+    tracing::Span::current().record("container", r.id.as_str());
+    let c = ctx(crid).await?;
+    Ok(cri::ContainerStatsResponse {
+        stats: Some(container_stats(crid, &c, &r).await?),
+    })
+}
+
+fn container_matches(f: &cri::ContainerStatsFilter, r: &ContainerRecord) -> bool {
+    (f.id.is_empty() || r.id.starts_with(&f.id))
+        && (f.pod_sandbox_id.is_empty() || r.sandbox_id.starts_with(&f.pod_sandbox_id))
+        && f.label_selector
+            .iter()
+            .all(|(k, v)| r.labels.get(k) == Some(v))
+}
+
+/// `ListContainerStats`: the running containers that pass the filter.
+pub async fn list_containers(
+    crid: &Crid,
+    req: cri::ListContainerStatsRequest,
+) -> Result<cri::ListContainerStatsResponse> {
+    let f = req.filter.unwrap_or_default();
+    let c = ctx(crid).await?;
+    let mut out = Vec::new();
+    for r in crid.containers.all() {
+        if r.state == ContainerState::Running && container_matches(&f, &r) {
+            out.push(container_stats(crid, &c, &r).await?);
+        }
+    }
+    forget_gone(crid);
+    Ok(cri::ListContainerStatsResponse { stats: out })
+}
+
+/// Drops CPU samples of cgroups that no longer belong to a running object.
+fn forget_gone(crid: &Crid) {
+    let mut live: Vec<String> = crid
+        .containers
+        .all()
+        .iter()
+        .filter(|r| r.state == ContainerState::Running)
+        .filter_map(container_cgroup)
+        .collect();
+    live.extend(
+        crid.sandboxes
+            .all()
+            .iter()
+            .filter(|s| s.is_ready())
+            .filter_map(|s| super::container::pod_cgroup(s).ok()),
+    );
+    crid.cpu_samples.retain(&live);
+}
+
+async fn pod_stats(crid: &Crid, c: &Ctx, sb: &SandboxRecord) -> Result<cri::PodSandboxStats> {
+    let cg = super::container::pod_cgroup(sb)?;
+    let s = stats::read(&RealCgroupFs, &c.hierarchies, &cg);
+    // The helper lives in the pod's network namespace.
+    let network = match (sb.own_namespaces().net, sb.helper_pid) {
+        (true, Some(pid)) => std::fs::read_to_string(format!("/proc/{pid}/net/dev"))
+            .ok()
+            .map(|t| {
+                let ifs: Vec<cri::NetworkInterfaceUsage> = stats::parse_net_dev(&t)
+                    .into_iter()
+                    .map(|i| cri::NetworkInterfaceUsage {
+                        name: i.name,
+                        rx_bytes: u(Some(i.rx_bytes)),
+                        rx_errors: u(Some(i.rx_errors)),
+                        tx_bytes: u(Some(i.tx_bytes)),
+                        tx_errors: u(Some(i.tx_errors)),
+                    })
+                    .collect();
+                cri::NetworkUsage {
+                    timestamp: c.ts,
+                    default_interface: ifs
+                        .iter()
+                        .find(|i| i.name == "eth0")
+                        .or(ifs.first())
+                        .cloned(),
+                    interfaces: ifs,
+                }
+            }),
+        _ => None,
+    };
+    let mut containers = Vec::new();
+    for r in crid.containers.of_sandbox(&sb.id) {
+        if r.state == ContainerState::Running {
+            containers.push(container_stats(crid, c, &r).await?);
+        }
+    }
+    Ok(cri::PodSandboxStats {
+        attributes: Some(cri::PodSandboxAttributes {
+            id: sb.id.clone(),
+            metadata: Some(cri::PodSandboxMetadata {
+                name: sb.name.clone(),
+                uid: sb.uid.clone(),
+                namespace: sb.namespace.clone(),
+                attempt: sb.attempt,
+            }),
+            labels: sb.labels.clone().into_iter().collect(),
+            annotations: sb.annotations.clone().into_iter().collect(),
+        }),
+        linux: Some(cri::LinuxPodSandboxStats {
+            cpu: Some(cpu(crid, &cg, c.ts, &s)),
+            memory: Some(memory(c.ts, &s)),
+            network,
+            process: Some(cri::ProcessUsage {
+                timestamp: c.ts,
+                process_count: u(s.pids),
+            }),
+            containers,
+        }),
+        windows: None,
+    })
+}
+
+/// `PodSandboxStats`: unknown → NotFound.
+pub async fn pod(
+    crid: &Crid,
+    req: cri::PodSandboxStatsRequest,
+) -> Result<cri::PodSandboxStatsResponse> {
+    let sb = super::container::sandbox_of(crid, &req.pod_sandbox_id).await?;
+    tracing::Span::current().record("pod", sb.id.as_str());
+    let c = ctx(crid).await?;
+    Ok(cri::PodSandboxStatsResponse {
+        stats: Some(pod_stats(crid, &c, &sb).await?),
+    })
+}
+
+/// `ListPodSandboxStats`: the ready pods that pass the filter.
+pub async fn list_pods(
+    crid: &Crid,
+    req: cri::ListPodSandboxStatsRequest,
+) -> Result<cri::ListPodSandboxStatsResponse> {
+    let f = req.filter.unwrap_or_default();
+    let c = ctx(crid).await?;
+    let mut out = Vec::new();
+    for sb in crid.sandboxes.all() {
+        let pass = sb.is_ready()
+            && (f.id.is_empty() || sb.id.starts_with(&f.id))
+            && f.label_selector
+                .iter()
+                .all(|(k, v)| sb.labels.get(k) == Some(v));
+        if pass {
+            out.push(pod_stats(crid, &c, &sb).await?);
+        }
+    }
+    forget_gone(crid);
+    Ok(cri::ListPodSandboxStatsResponse { stats: out })
+}

@@ -1,0 +1,360 @@
+//! A node for container tests: a local registry holding a busybox image, a
+//! private containerd, crid, CRI clients, and helpers to run host-network
+//! pods and containers the way the kubelet does (RunPodSandbox,
+//! CreateContainer, StartContainer, ContainerStatus polling, log files).
+
+use crate::images::{Compression, Entry, ImageBuilder};
+use crate::{test_dir, CriClients, CridProcess, PrivateContainerd, Registry, RegistryOptions};
+use crid_proto::cri;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// One test's node, dropped in field order: clients, crid, containerd,
+/// registry, dir.
+pub struct Node {
+    /// CRI clients on crid's socket.
+    pub c: CriClients,
+    /// crid.
+    pub crid: CridProcess,
+    /// Its private containerd.
+    pub ctrd: PrivateContainerd,
+    /// The registry the image came from.
+    pub reg: Registry,
+    /// The pulled busybox image's name.
+    pub image: String,
+    /// The test's directory (logs under `logs/`).
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for Node {
+    /// A failed test leaves pods behind: clean them up (passing tests assert
+    /// their own cleanup, so this hides no leak).
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // What the pod helpers said helps explain the failure.
+            for log in crate::files_named(self.dir.path(), "helper.log") {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                eprintln!("--- {}\n{text}", log.display());
+            }
+            let log = self.crid.log();
+            let tail: Vec<&str> = log
+                .lines()
+                .rev()
+                .filter(|l| !l.contains("rpc_layer: ok"))
+                .take(40)
+                .collect();
+            eprintln!("--- crid log (last 40 lines, newest first)");
+            for l in tail {
+                eprintln!("{l}");
+            }
+            self.crid.stop();
+            crate::kill_leftover_pods(self.dir.path(), &self.crid.config.state_dir);
+        }
+    }
+}
+
+/// A busybox container config running `sh -c script`.
+pub fn sh(name: &str, image: &str, script: &str) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(cri::ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        log_path: format!("{name}.log"),
+        ..Default::default()
+    }
+}
+
+impl Node {
+    /// Starts registry, containerd and crid, and pulls a busybox image
+    /// (with `extra` files added in a layer).
+    pub async fn start(extra: Vec<Entry>) -> Node {
+        let reg = Registry::start(RegistryOptions::default()).unwrap();
+        let mut b = ImageBuilder::busybox().unwrap();
+        if !extra.is_empty() {
+            b = b.layer(extra, Compression::Gzip);
+        }
+        let img = b.build().unwrap();
+        img.push(&reg.target(), "test/node", &["v1"]).unwrap();
+        let dir = test_dir();
+        let ctrd = PrivateContainerd::start(&dir.path().join("containerd"))
+            .await
+            .unwrap();
+        let config = CridProcess::test_config(dir.path(), &ctrd.socket());
+        let crid = CridProcess::start(config).await.unwrap();
+        let mut c = crid.clients().await.unwrap();
+        let image = format!("{}/test/node:v1", reg.host());
+        c.image
+            .pull_image(cri::PullImageRequest {
+                image: Some(cri::ImageSpec {
+                    image: image.clone(),
+                    ..Default::default()
+                }),
+                auth: None,
+                sandbox_config: None,
+            })
+            .await
+            .unwrap();
+        Node {
+            c,
+            crid,
+            ctrd,
+            reg,
+            image,
+            dir,
+        }
+    }
+
+    /// The pod's log directory.
+    pub fn log_dir(&self, pod: &str) -> PathBuf {
+        self.dir.path().join("logs").join(pod)
+    }
+
+    /// A host-network pod config (own IPC and PID namespaces, no CNI).
+    pub fn pod_config(&self, name: &str) -> cri::PodSandboxConfig {
+        cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: name.into(),
+                uid: format!("uid-{name}"),
+                namespace: "default".into(),
+                attempt: 0,
+            }),
+            hostname: name.into(),
+            log_directory: self.log_dir(name).display().to_string(),
+            linux: Some(cri::LinuxPodSandboxConfig {
+                security_context: Some(cri::LinuxSandboxSecurityContext {
+                    namespace_options: Some(cri::NamespaceOption {
+                        network: cri::NamespaceMode::Node as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Runs a pod from `cfg`; returns its id.
+    pub async fn run_pod(&mut self, cfg: &cri::PodSandboxConfig) -> String {
+        self.c
+            .runtime
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(cfg.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .pod_sandbox_id
+    }
+
+    /// CreateContainer.
+    pub async fn create(
+        &mut self,
+        pod: &str,
+        pod_cfg: &cri::PodSandboxConfig,
+        cfg: cri::ContainerConfig,
+    ) -> Result<String, tonic::Status> {
+        self.c
+            .runtime
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod.into(),
+                config: Some(cfg),
+                sandbox_config: Some(pod_cfg.clone()),
+            })
+            .await
+            .map(|r| r.into_inner().container_id)
+    }
+
+    /// StartContainer.
+    pub async fn start_container(&mut self, id: &str) -> Result<(), tonic::Status> {
+        self.c
+            .runtime
+            .start_container(cri::StartContainerRequest {
+                container_id: id.into(),
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// CreateContainer + StartContainer; returns the id.
+    pub async fn run(
+        &mut self,
+        pod: &str,
+        pod_cfg: &cri::PodSandboxConfig,
+        cfg: cri::ContainerConfig,
+    ) -> String {
+        let id = self.create(pod, pod_cfg, cfg).await.unwrap();
+        self.start_container(&id).await.unwrap();
+        id
+    }
+
+    /// ContainerStatus (verbose).
+    pub async fn status(&mut self, id: &str) -> Result<cri::ContainerStatus, tonic::Status> {
+        self.c
+            .runtime
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: true,
+            })
+            .await
+            .map(|r| r.into_inner().status.unwrap_or_default())
+    }
+
+    /// ContainerStatus's verbose `info` JSON.
+    pub async fn container_info(&mut self, id: &str) -> serde_json::Value {
+        let info = self
+            .c
+            .runtime
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .info;
+        serde_json::from_str(info.get("info").map_or("null", String::as_str)).unwrap()
+    }
+
+    /// PodSandboxStatus's verbose `info` JSON.
+    pub async fn pod_info(&mut self, id: &str) -> serde_json::Value {
+        let info = self
+            .c
+            .runtime
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: id.into(),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .info;
+        serde_json::from_str(info.get("info").map_or("null", String::as_str)).unwrap()
+    }
+
+    /// Polls ContainerStatus until the container has exited.
+    pub async fn wait_exited(&mut self, id: &str, timeout: Duration) -> cri::ContainerStatus {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let s = self.status(id).await.unwrap();
+            if s.state == cri::ContainerState::ContainerExited as i32 {
+                return s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "container {id} still {:?} after {timeout:?}",
+                s.state
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// StopContainer.
+    pub async fn stop_container(&mut self, id: &str, timeout: i64) -> Result<(), tonic::Status> {
+        self.c
+            .runtime
+            .stop_container(cri::StopContainerRequest {
+                container_id: id.into(),
+                timeout,
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// StopPodSandbox + RemovePodSandbox.
+    pub async fn stop_remove_pod(&mut self, id: &str) {
+        self.c
+            .runtime
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: id.into(),
+            })
+            .await
+            .unwrap();
+        self.c
+            .runtime
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: id.into(),
+            })
+            .await
+            .unwrap();
+    }
+
+    /// `ctr` against this node's containerd.
+    pub fn ctr(&self, args: &[&str]) -> String {
+        crate::ctr(&self.ctrd.socket(), args)
+    }
+
+    /// containerd's container ids and task list, for leak checks.
+    pub fn ctrd_objects(&self) -> (String, String) {
+        (
+            self.ctr(&["containers", "ls", "-q"]),
+            self.ctr(&["tasks", "ls", "-q"]),
+        )
+    }
+}
+
+/// Waits until the log file at `path` contains `needle`; panics after `timeout`.
+pub async fn wait_log_contains(path: &std::path::Path, needle: &str, timeout: Duration) {
+    let p = path.to_path_buf();
+    crate::wait_for(timeout, || {
+        let p = p.clone();
+        async move {
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .contains(needle)
+                .then_some(())
+        }
+    })
+    .await
+    .unwrap_or_else(|| panic!("{} never contained {needle:?}", path.display()));
+}
+
+/// The content of every CRI log line of `log` (`<ts> <stream> <tag> <msg>`),
+/// as (stream, tag, content); panics on a malformed line.
+pub fn parse_cri_log(log: &str) -> Vec<(String, String, String)> {
+    log.lines()
+        .map(|l| {
+            let mut f = l.splitn(4, ' ');
+            let ts = f.next().unwrap_or_default();
+            // RFC3339Nano as Go prints it: trailing zeros of the fraction dropped.
+            let b = ts.as_bytes();
+            assert!(
+                ts.ends_with('Z')
+                    && (20..=30).contains(&ts.len())
+                    && b.get(4) == Some(&b'-')
+                    && b.get(10) == Some(&b'T')
+                    && b.get(19).is_none_or(|c| *c == b'.' || *c == b'Z'),
+                "bad timestamp in {l:?}"
+            );
+            let stream = f.next().unwrap_or_default().to_string();
+            assert!(
+                stream == "stdout" || stream == "stderr",
+                "bad stream in {l:?}"
+            );
+            let tag = f.next().unwrap_or_default().to_string();
+            assert!(tag == "F" || tag == "P", "bad tag in {l:?}");
+            (stream, tag, f.next().unwrap_or_default().to_string())
+        })
+        .collect()
+}
+
+/// Joins P…F pieces of one stream into whole lines.
+pub fn join_lines(entries: &[(String, String, String)]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut partial: std::collections::HashMap<String, String> = Default::default();
+    for (stream, tag, content) in entries {
+        let acc = partial.entry(stream.clone()).or_default();
+        acc.push_str(content);
+        if tag == "F" {
+            out.push((stream.clone(), std::mem::take(acc)));
+        }
+    }
+    out
+}
