@@ -2,6 +2,7 @@
 //! so that no file is needed, unknown keys and bad values refused at start.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -49,6 +50,9 @@ pub struct Config {
     pub runtime_dir: PathBuf,
     /// Cgroup driver reported to the kubelet; crid manages cgroups through cgroupfs.
     pub cgroup_driver: CgroupDriver,
+    /// The runtime handler an empty RunPodSandbox `runtime_handler` means;
+    /// must name an entry of `runtimes`.
+    pub default_runtime: String,
     /// Logging.
     pub log: LogConfig,
     /// The containerd crid drives.
@@ -59,6 +63,50 @@ pub struct Config {
     pub sandbox: SandboxConfig,
     /// Image registries and pulls.
     pub registry: RegistryConfig,
+    /// Runtime handlers by name (`[runtimes.<handler>]`, the `handler` of a
+    /// Kubernetes RuntimeClass). `runc` is always present: a file that does not
+    /// define it gets the default one.
+    pub runtimes: BTreeMap<String, RuntimeHandlerConfig>,
+}
+
+/// The runtime handler every node has.
+pub const DEFAULT_RUNTIME_HANDLER: &str = "runc";
+
+/// The only containerd runtime crid drives (one shim per pod).
+pub const RUNC_V2_RUNTIME_TYPE: &str = "io.containerd.runc.v2";
+
+/// One runtime handler: how containers of pods run with it are executed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeHandlerConfig {
+    /// containerd runtime; only `io.containerd.runc.v2` is supported.
+    pub runtime_type: String,
+    /// The OCI runtime binary the shim runs: a name looked up in the shim's
+    /// PATH (`runc`, `crun`) or an absolute path.
+    pub binary_name: String,
+    /// The OCI runtime's state root (`--root`); empty: the shim's default.
+    pub root: PathBuf,
+    /// Let the OCI runtime manage cgroups through systemd; must be false
+    /// (crid's cgroup driver is cgroupfs).
+    pub systemd_cgroup: bool,
+}
+
+impl Default for RuntimeHandlerConfig {
+    fn default() -> Self {
+        RuntimeHandlerConfig {
+            runtime_type: RUNC_V2_RUNTIME_TYPE.into(),
+            binary_name: "runc".into(),
+            root: PathBuf::new(),
+            systemd_cgroup: false,
+        }
+    }
+}
+
+fn default_runtimes() -> BTreeMap<String, RuntimeHandlerConfig> {
+    BTreeMap::from([(
+        DEFAULT_RUNTIME_HANDLER.to_string(),
+        RuntimeHandlerConfig::default(),
+    )])
 }
 
 impl Default for Config {
@@ -68,11 +116,13 @@ impl Default for Config {
             state_dir: PathBuf::from("/var/lib/crid"),
             runtime_dir: PathBuf::from("/run/crid"),
             cgroup_driver: CgroupDriver::Cgroupfs,
+            default_runtime: DEFAULT_RUNTIME_HANDLER.into(),
             log: LogConfig::default(),
             containerd: ContainerdConfig::default(),
             cni: CniConfig::default(),
             sandbox: SandboxConfig::default(),
             registry: RegistryConfig::default(),
+            runtimes: default_runtimes(),
         }
     }
 }
@@ -223,10 +273,15 @@ impl Config {
 
     /// Parses and validates TOML text; `path` only labels errors.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
+        // A file defining other handlers keeps the built-in `runc` one, the
+        // way containerd's runtimes table merges over its default.
+        cfg.runtimes
+            .entry(DEFAULT_RUNTIME_HANDLER.to_string())
+            .or_default();
         cfg.validate()?;
         Ok(cfg)
     }
@@ -323,8 +378,94 @@ impl Config {
                 reason: "must not be empty".into(),
             });
         }
+        self.validate_runtimes()
+    }
+
+    fn validate_runtimes(&self) -> Result<(), ConfigError> {
+        if !self.runtimes.contains_key(&self.default_runtime) {
+            return Err(ConfigError::Invalid {
+                key: "default_runtime",
+                reason: format!(
+                    "{:?} names no [runtimes.<handler>] entry (known: {})",
+                    self.default_runtime,
+                    self.runtimes.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            });
+        }
+        for (name, h) in &self.runtimes {
+            // Keys are dynamic, so the message names the handler and the field.
+            let bad = |field: &'static str, reason: String| ConfigError::Invalid {
+                key: field,
+                reason: format!("[runtimes.{name}] {reason}"),
+            };
+            if !valid_handler_name(name) {
+                return Err(bad(
+                    "runtimes",
+                    "is not a valid handler name (lowercase letters, digits and '-', at most 63, starting and ending with a letter or digit, like a RuntimeClass handler)".into(),
+                ));
+            }
+            if h.runtime_type != RUNC_V2_RUNTIME_TYPE {
+                return Err(bad(
+                    "runtimes.<handler>.runtime_type",
+                    format!(
+                        "runtime_type {:?} is not supported (only {RUNC_V2_RUNTIME_TYPE:?})",
+                        h.runtime_type
+                    ),
+                ));
+            }
+            let binary = Path::new(&h.binary_name);
+            if h.binary_name.is_empty()
+                || (h.binary_name.contains('/') && !binary.is_absolute())
+                || h.binary_name.chars().any(char::is_whitespace)
+            {
+                return Err(bad(
+                    "runtimes.<handler>.binary_name",
+                    format!(
+                        "binary_name {:?} must be a program name (runc, crun) or an absolute path",
+                        h.binary_name
+                    ),
+                ));
+            }
+            if !h.root.as_os_str().is_empty() && !h.root.is_absolute() {
+                return Err(bad(
+                    "runtimes.<handler>.root",
+                    format!("root {} is not an absolute path", h.root.display()),
+                ));
+            }
+            if h.systemd_cgroup {
+                return Err(bad(
+                    "runtimes.<handler>.systemd_cgroup",
+                    "systemd_cgroup = true is not supported (crid's cgroup driver is cgroupfs)"
+                        .into(),
+                ));
+            }
+        }
         Ok(())
     }
+
+    /// The handler a RunPodSandbox `runtime_handler` names (empty = the
+    /// default), with its resolved name; `None` for an unknown one.
+    pub fn runtime_handler(&self, name: &str) -> Option<(&str, &RuntimeHandlerConfig)> {
+        let name = if name.is_empty() {
+            self.default_runtime.as_str()
+        } else {
+            name
+        };
+        self.runtimes
+            .get_key_value(name)
+            .map(|(k, v)| (k.as_str(), v))
+    }
+}
+
+/// A RuntimeClass handler is a DNS label (Kubernetes validates it so).
+fn valid_handler_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
 }
 
 /// containerd's namespace rule: `^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$`,
@@ -453,6 +594,99 @@ mod tests {
         }
         let err = parse("[registry]\nmirrors = 1\n").unwrap_err().to_string();
         assert!(err.contains("mirrors"), "{err}");
+    }
+
+    #[test]
+    fn runtimes_default_to_runc_and_merge_with_the_file() {
+        let cfg = Config::default();
+        let (name, h) = cfg.runtime_handler("").unwrap();
+        assert_eq!(name, "runc");
+        assert_eq!(h.binary_name, "runc");
+        assert_eq!(h.runtime_type, "io.containerd.runc.v2");
+        assert_eq!(cfg.runtime_handler("runc").unwrap().0, "runc");
+        assert!(cfg.runtime_handler("kata").is_none());
+        assert!(Config::default_toml().contains("[runtimes.runc]"));
+
+        let cfg = parse(
+            "[runtimes.crun]\nruntime_type = \"io.containerd.runc.v2\"\nbinary_name = \"/usr/bin/crun\"\nroot = \"/run/crun\"\n",
+        )
+        .unwrap();
+        // runc stays, crun is added.
+        assert_eq!(cfg.runtimes.len(), 2);
+        let (_, crun) = cfg.runtime_handler("crun").unwrap();
+        assert_eq!(crun.binary_name, "/usr/bin/crun");
+        assert_eq!(crun.root, PathBuf::from("/run/crun"));
+        assert_eq!(cfg.runtime_handler("").unwrap().0, "runc");
+
+        let cfg =
+            parse("default_runtime = \"crun\"\n[runtimes.crun]\nbinary_name = \"crun\"\n").unwrap();
+        assert_eq!(cfg.runtime_handler("").unwrap().0, "crun");
+        assert_eq!(
+            cfg.runtime_handler("").unwrap().1.runtime_type,
+            "io.containerd.runc.v2"
+        );
+        // A handler table round-trips through the printed form.
+        let mut with = Config::default();
+        with.runtimes.insert(
+            "fast".into(),
+            RuntimeHandlerConfig {
+                binary_name: "crun".into(),
+                ..Default::default()
+            },
+        );
+        let text = toml::to_string_pretty(&with).unwrap();
+        assert_eq!(parse(&text).unwrap(), with);
+    }
+
+    #[test]
+    fn bad_runtimes_are_named() {
+        for (text, key, detail) in [
+            ("default_runtime = \"kata\"\n", "default_runtime", "kata"),
+            (
+                "[runtimes.kata]\nruntime_type = \"io.containerd.kata.v2\"\n",
+                "runtimes.<handler>.runtime_type",
+                "[runtimes.kata]",
+            ),
+            (
+                "[runtimes.x]\nbinary_name = \"\"\n",
+                "runtimes.<handler>.binary_name",
+                "[runtimes.x]",
+            ),
+            (
+                "[runtimes.x]\nbinary_name = \"bin/runc\"\n",
+                "runtimes.<handler>.binary_name",
+                "bin/runc",
+            ),
+            (
+                "[runtimes.x]\nroot = \"rel\"\n",
+                "runtimes.<handler>.root",
+                "[runtimes.x]",
+            ),
+            (
+                "[runtimes.x]\nsystemd_cgroup = true\n",
+                "runtimes.<handler>.systemd_cgroup",
+                "[runtimes.x]",
+            ),
+            ("[runtimes.Bad_Name]\n", "runtimes", "Bad_Name"),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+            assert!(err.contains(detail), "{text}: {err}");
+        }
+        let err = parse("[runtimes.x]\nbinary = \"runc\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("binary"), "{err}");
+    }
+
+    #[test]
+    fn handler_names() {
+        for ok in ["runc", "crun", "kata-qemu", "x1"] {
+            assert!(valid_handler_name(ok), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "A", "a_b", "a.b", &"a".repeat(64)] {
+            assert!(!valid_handler_name(bad), "{bad}");
+        }
     }
 
     #[test]

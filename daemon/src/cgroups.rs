@@ -27,6 +27,8 @@ pub trait CgroupFs: Send + Sync {
     fn read(&self, p: &Path) -> std::io::Result<String>;
     /// Writes a control file.
     fn write(&self, p: &Path, v: &str) -> std::io::Result<()>;
+    /// The child cgroups (subdirectories) of `p`.
+    fn subdirs(&self, p: &Path) -> std::io::Result<Vec<PathBuf>>;
 }
 
 /// The real cgroupfs.
@@ -47,6 +49,16 @@ impl CgroupFs for RealCgroupFs {
     }
     fn write(&self, p: &Path, v: &str) -> std::io::Result<()> {
         std::fs::write(p, v)
+    }
+    fn subdirs(&self, p: &Path) -> std::io::Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(p)? {
+            let e = e?;
+            if e.file_type()?.is_dir() {
+                out.push(e.path());
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -210,26 +222,45 @@ fn walk(
 
 /// Removes the dirs crid created, deepest first; missing ones are fine. A
 /// leaf still busy (the helper or the shim just exiting) is retried for a
-/// few seconds; an ancestor that is not empty holds another pod's cgroup
-/// and stays.
+/// few seconds. The pod's own cgroup (the leaves' parent) may still hold
+/// container cgroups runc is removing, or that a lost task left empty: its
+/// empty children are removed and it is retried, and failing is an error
+/// (never a silently leaked cgroup). Any other ancestor that is not empty
+/// holds another pod's cgroup and stays.
 pub fn remove(fs: &dyn CgroupFs, created: &[PathBuf]) -> Result<()> {
+    let is_leaf = |d: &Path| {
+        d.file_name()
+            .is_some_and(|n| n == HELPER_LEAF || n == SHIM_LEAF)
+    };
+    let pod_dirs: Vec<&Path> = created
+        .iter()
+        .filter(|d| is_leaf(d))
+        .filter_map(|d| d.parent())
+        .collect();
     let mut first_err = None;
     for dir in created.iter().rev() {
-        let leaf = dir
-            .file_name()
-            .is_some_and(|n| n == HELPER_LEAF || n == SHIM_LEAF);
+        let leaf = is_leaf(dir);
+        let pod_dir = pod_dirs.contains(&dir.as_path());
         let mut tries = 0;
         loop {
             match fs.rmdir(dir) {
                 Ok(()) => break,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
                 Err(e)
-                    if !leaf && matches!(e.raw_os_error(), Some(libc::EBUSY | libc::ENOTEMPTY)) =>
+                    if !leaf
+                        && !pod_dir
+                        && matches!(e.raw_os_error(), Some(libc::EBUSY | libc::ENOTEMPTY)) =>
                 {
                     break
                 }
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 250 => {
+                Err(e)
+                    if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::ENOTEMPTY))
+                        && tries < 250 =>
+                {
                     tries += 1;
+                    if pod_dir {
+                        remove_empty_children(fs, dir);
+                    }
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
                 Err(e) => {
@@ -243,6 +274,15 @@ pub fn remove(fs: &dyn CgroupFs, created: &[PathBuf]) -> Result<()> {
         }
     }
     first_err.map_or(Ok(()), Err)
+}
+
+/// Removes the empty child cgroups of `dir`, deepest first (a child that
+/// still holds a process stays).
+fn remove_empty_children(fs: &dyn CgroupFs, dir: &Path) {
+    for child in fs.subdirs(dir).unwrap_or_default() {
+        remove_empty_children(fs, &child);
+        let _ = fs.rmdir(&child);
+    }
 }
 
 #[cfg(test)]
@@ -270,11 +310,23 @@ mod tests {
             Ok(())
         }
         fn rmdir(&self, p: &Path) -> std::io::Result<()> {
-            if self.dirs.lock().unwrap().remove(p) {
+            let mut dirs = self.dirs.lock().unwrap();
+            if dirs.iter().any(|d| d.parent() == Some(p)) {
+                return Err(std::io::Error::from_raw_os_error(libc::ENOTEMPTY));
+            }
+            if dirs.remove(p) {
                 Ok(())
             } else {
                 Err(std::io::ErrorKind::NotFound.into())
             }
+        }
+        fn subdirs(&self, p: &Path) -> std::io::Result<Vec<PathBuf>> {
+            let dirs = self.dirs.lock().unwrap();
+            Ok(dirs
+                .iter()
+                .filter(|d| d.parent() == Some(p))
+                .cloned()
+                .collect())
         }
         fn read(&self, p: &Path) -> std::io::Result<String> {
             self.files
@@ -379,6 +431,32 @@ mod tests {
         remove(&fs, &p.created).unwrap();
         assert!(fs.exists(Path::new("/sys/fs/cgroup/memory/kubepods")));
         assert_eq!(fs.dirs.lock().unwrap().len(), 5);
+    }
+
+    #[test]
+    fn leftover_container_cgroups_in_the_pod_dir_are_removed_not_leaked() {
+        let fs = Fake::default();
+        for h in hierarchies(MOUNTINFO) {
+            fs.dirs.lock().unwrap().insert(h.mount);
+        }
+        let parent = parent_components("", "sb").unwrap();
+        let p = create(&fs, &hierarchies(MOUNTINFO), &parent).unwrap();
+        // An empty container cgroup runc did not remove (a task lost while
+        // containerd was down), with a child of its own.
+        let ctr = PathBuf::from("/sys/fs/cgroup/memory/crid/sb/ctr1");
+        fs.dirs.lock().unwrap().insert(ctr.clone());
+        fs.dirs.lock().unwrap().insert(ctr.join("sub"));
+        // Another pod keeps the shared /crid parent.
+        fs.dirs
+            .lock()
+            .unwrap()
+            .insert("/sys/fs/cgroup/memory/crid/other".into());
+        remove(&fs, &p.created).unwrap();
+        let dirs = fs.dirs.lock().unwrap();
+        assert!(!dirs
+            .iter()
+            .any(|d| d.ends_with("sb") || d.starts_with(&ctr)));
+        assert!(dirs.contains(Path::new("/sys/fs/cgroup/memory/crid")));
     }
 
     #[test]

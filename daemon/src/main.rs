@@ -9,6 +9,7 @@ mod helper_client;
 mod image;
 mod logging;
 mod rpc_layer;
+mod runtime_handler;
 mod sandbox;
 mod server;
 mod store;

@@ -202,6 +202,9 @@ mod tests {
         fn write(&self, _p: &Path, _v: &str) -> std::io::Result<()> {
             Ok(())
         }
+        fn subdirs(&self, _p: &Path) -> std::io::Result<Vec<PathBuf>> {
+            Ok(vec![])
+        }
     }
 
     fn h(mount: &str, ctrls: &[&str]) -> Hierarchy {

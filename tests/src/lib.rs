@@ -9,6 +9,7 @@ pub mod containerd_cri;
 pub mod crid;
 pub mod fake_registry;
 pub mod images;
+pub mod net;
 pub mod pods;
 pub mod registry;
 pub mod stream_client;

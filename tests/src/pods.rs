@@ -5,6 +5,7 @@
 
 use crate::images::{Compression, Entry, ImageBuilder};
 use crate::{test_dir, CriClients, CridProcess, PrivateContainerd, Registry, RegistryOptions};
+use crid_common::config::Config;
 use crid_proto::cri;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -74,18 +75,25 @@ impl Node {
     /// Starts registry, containerd and crid, and pulls a busybox image
     /// (with `extra` files added in a layer).
     pub async fn start(extra: Vec<Entry>) -> Node {
-        let reg = Registry::start(RegistryOptions::default()).unwrap();
         let mut b = ImageBuilder::busybox().unwrap();
         if !extra.is_empty() {
             b = b.layer(extra, Compression::Gzip);
         }
+        Node::start_with_image(b, |_| {}).await
+    }
+
+    /// Like [`Node::start`], with the image `b` builds and crid's config
+    /// adjusted by `configure` first (runtime handlers, a CNI network, ...).
+    pub async fn start_with_image(b: ImageBuilder, configure: impl FnOnce(&mut Config)) -> Node {
+        let reg = Registry::start(RegistryOptions::default()).unwrap();
         let img = b.build().unwrap();
         img.push(&reg.target(), "test/node", &["v1"]).unwrap();
         let dir = test_dir();
         let ctrd = PrivateContainerd::start(&dir.path().join("containerd"))
             .await
             .unwrap();
-        let config = CridProcess::test_config(dir.path(), &ctrd.socket());
+        let mut config = CridProcess::test_config(dir.path(), &ctrd.socket());
+        configure(&mut config);
         let crid = CridProcess::start(config).await.unwrap();
         let mut c = crid.clients().await.unwrap();
         let image = format!("{}/test/node:v1", reg.host());

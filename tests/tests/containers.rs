@@ -4,84 +4,63 @@
 //! the kubelet sees them, and what `ctr` sees in containerd.
 
 use crid_e2e::images::{Compression, Entry, ImageBuilder};
-use crid_e2e::{mounts_under, test_dir, CridProcess, PrivateContainerd, Registry, RegistryOptions};
+use crid_e2e::pods::Node;
+use crid_e2e::{mounts_under, CridProcess};
 use crid_proto::cri;
 use std::collections::HashMap;
+use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
 use tonic::Code;
 
-/// One test's world, dropped in field order: clients, crid, containerd,
-/// registry, dir.
+/// One test's node (harness `Node`: registry, containerd, crid, clients)
+/// with a busybox image whose user is the *name* `crid`, pulled.
 struct World {
-    c: crid_e2e::CriClients,
-    crid: CridProcess,
-    ctrd: PrivateContainerd,
-    _reg: Registry,
-    image: String,
+    n: Node,
     image_id: String,
-    dir: tempfile::TempDir,
 }
 
-impl Drop for World {
-    /// A failed test leaves pods behind (helpers, pins, /dev/shm, cgroups):
-    /// clean them up. Passing tests assert their own cleanup, so this runs
-    /// only on failure and hides no leak.
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.crid.stop();
-            crid_e2e::kill_leftover_pods(self.dir.path(), &self.crid.config.state_dir);
-        }
+impl Deref for World {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        &self.n
+    }
+}
+
+impl DerefMut for World {
+    fn deref_mut(&mut self) -> &mut Node {
+        &mut self.n
     }
 }
 
 impl World {
-    /// Registry with a busybox image whose user is the *name* `crid`, pulled.
     async fn start() -> World {
-        let reg = Registry::start(RegistryOptions::default()).unwrap();
-        let img = ImageBuilder::busybox()
-            .unwrap()
-            .layer(vec![Entry::file("etc/hello", "hi\n")], Compression::None)
-            .with_config(|c| {
-                c.user = Some("crid".into());
-                c.working_dir = Some("/tmp".into());
-                c.env.push("FROM_IMAGE=1".into());
-            })
-            .build()
-            .unwrap();
-        img.push(&reg.target(), "test/ctr", &["v1"]).unwrap();
-        let dir = test_dir();
-        let ctrd = PrivateContainerd::start(&dir.path().join("containerd"))
-            .await
-            .unwrap();
-        let config = CridProcess::test_config(dir.path(), &ctrd.socket());
-        let crid = CridProcess::start(config).await.unwrap();
-        let mut c = crid.clients().await.unwrap();
-        let image = format!("{}/test/ctr:v1", reg.host());
-        let image_id = c
-            .image
-            .pull_image(cri::PullImageRequest {
-                image: Some(spec(&image)),
-                auth: None,
-                sandbox_config: None,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .image_ref;
-        assert_eq!(image_id, img.id());
-        World {
-            crid,
-            c,
-            ctrd,
-            _reg: reg,
-            image,
-            image_id,
-            dir,
-        }
-    }
-
-    fn ctr(&self, args: &[&str]) -> String {
-        crid_e2e::ctr(&self.ctrd.socket(), args)
+        let image = || {
+            ImageBuilder::busybox()
+                .unwrap()
+                .layer(vec![Entry::file("etc/hello", "hi\n")], Compression::None)
+                .with_config(|c| {
+                    c.user = Some("crid".into());
+                    c.working_dir = Some("/tmp".into());
+                    c.env.push("FROM_IMAGE=1".into());
+                })
+        };
+        // Image digests are reproducible: the id is known before the pull.
+        let image_id = image().build().unwrap().id().to_string();
+        let mut n = Node::start_with_image(image(), |_| {}).await;
+        let pulled =
+            n.c.image
+                .image_status(cri::ImageStatusRequest {
+                    image: Some(spec(&n.image)),
+                    verbose: false,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .image
+                .unwrap()
+                .id;
+        assert_eq!(pulled, image_id);
+        World { n, image_id }
     }
 
     /// containerd container ids.
@@ -119,62 +98,11 @@ impl World {
             .unwrap_or_default()
     }
 
-    fn log_dir(&self, pod: &str) -> PathBuf {
-        self.dir.path().join("logs").join(pod)
-    }
-
     /// Runs a host-network pod (its own IPC and PID namespaces).
     async fn run_pod(&mut self, name: &str) -> (String, cri::PodSandboxConfig) {
-        let cfg = cri::PodSandboxConfig {
-            metadata: Some(cri::PodSandboxMetadata {
-                name: name.into(),
-                uid: format!("uid-{name}"),
-                namespace: "default".into(),
-                attempt: 0,
-            }),
-            hostname: name.into(),
-            log_directory: self.log_dir(name).display().to_string(),
-            linux: Some(cri::LinuxPodSandboxConfig {
-                security_context: Some(cri::LinuxSandboxSecurityContext {
-                    namespace_options: Some(cri::NamespaceOption {
-                        network: cri::NamespaceMode::Node as i32,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let id = self
-            .c
-            .runtime
-            .run_pod_sandbox(cri::RunPodSandboxRequest {
-                config: Some(cfg.clone()),
-                runtime_handler: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .pod_sandbox_id;
+        let cfg = self.n.pod_config(name);
+        let id = self.n.run_pod(&cfg).await;
         (id, cfg)
-    }
-
-    async fn create(
-        &mut self,
-        pod: &str,
-        pod_cfg: &cri::PodSandboxConfig,
-        cfg: cri::ContainerConfig,
-    ) -> Result<String, tonic::Status> {
-        self.c
-            .runtime
-            .create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: pod.into(),
-                config: Some(cfg),
-                sandbox_config: Some(pod_cfg.clone()),
-            })
-            .await
-            .map(|r| r.into_inner().container_id)
     }
 
     async fn status(&mut self, id: &str) -> Result<cri::ContainerStatusResponse, tonic::Status> {
@@ -211,23 +139,6 @@ impl World {
             .runtime
             .remove_container(cri::RemoveContainerRequest {
                 container_id: id.into(),
-            })
-            .await
-            .unwrap();
-    }
-
-    async fn stop_remove_pod(&mut self, id: &str) {
-        self.c
-            .runtime
-            .stop_pod_sandbox(cri::StopPodSandboxRequest {
-                pod_sandbox_id: id.into(),
-            })
-            .await
-            .unwrap();
-        self.c
-            .runtime
-            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-                pod_sandbox_id: id.into(),
             })
             .await
             .unwrap();
@@ -275,13 +186,14 @@ fn container(name: &str, image: &str) -> cri::ContainerConfig {
 #[tokio::test(flavor = "multi_thread")]
 async fn create_status_list_remove() {
     let mut w = World::start().await;
+    let image = w.image.clone();
     let (pod, pod_cfg) = w.run_pod("ctr-a").await;
     let (other_pod, other_cfg) = w.run_pod("ctr-b").await;
 
     let data = w.dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     let missing = w.dir.path().join("made-by-crid/sub");
-    let mut cfg = container("web", &w.image);
+    let mut cfg = container("web", &image);
     cfg.labels = HashMap::from([("tier".into(), "front".into())]);
     cfg.annotations = HashMap::from([("note".into(), "x".into())]);
     cfg.mounts = vec![
@@ -315,7 +227,7 @@ async fn create_status_list_remove() {
     assert_eq!(s.metadata.unwrap().name, "web");
     assert!(s.created_at >= before, "{} < {before}", s.created_at);
     assert_eq!((s.started_at, s.finished_at, s.exit_code), (0, 0, 0));
-    assert_eq!(s.image.unwrap().image, w.image);
+    assert_eq!(s.image.unwrap().image, image);
     assert!(
         s.image_ref == w.image_id || s.image_ref.contains("@sha256:"),
         "{}",
@@ -376,11 +288,11 @@ async fn create_status_list_remove() {
     assert!(mounts_under(&run).is_empty(), "{:?}", mounts_under(&run));
 
     // A second container in the same pod and one in another pod.
-    let mut side_cfg = container("side", &w.image);
+    let mut side_cfg = container("side", &image);
     side_cfg.labels = HashMap::from([("tier".into(), "back".into())]);
     let side = w.create(&pod, &pod_cfg, side_cfg).await.unwrap();
     let other = w
-        .create(&other_pod, &other_cfg, container("web", &w.image))
+        .create(&other_pod, &other_cfg, container("web", &image))
         .await
         .unwrap();
 
@@ -443,7 +355,7 @@ async fn create_status_list_remove() {
     assert_eq!(w.records().len(), 2);
     // The name is free again.
     let web2 = w
-        .create(&pod, &pod_cfg, container("web", &w.image))
+        .create(&pod, &pod_cfg, container("web", &image))
         .await
         .unwrap();
     assert_ne!(web2, web);
@@ -456,7 +368,7 @@ async fn create_status_list_remove() {
     let s = w.status(&side).await.unwrap().status.unwrap();
     assert_eq!(s.labels["tier"], "back");
     assert_eq!(
-        w.create(&pod, &pod_cfg, container("side", &w.image))
+        w.create(&pod, &pod_cfg, container("side", &image))
             .await
             .unwrap_err()
             .code(),

@@ -248,6 +248,9 @@ fn printed_default_config_is_complete_and_loads() {
         "[containerd]",
         "[cni]",
         "[log]",
+        "default_runtime",
+        "[runtimes.runc]",
+        "binary_name",
     ] {
         assert!(text.contains(key), "{key} missing from:\n{text}");
     }

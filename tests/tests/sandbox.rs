@@ -3,6 +3,7 @@
 //! namespaces. Each test has its own bridge name and subnet (10.244.N.0/24)
 //! and a host-local dataDir under its temp dir, and removes its bridge.
 
+use crid_e2e::net::TestNet;
 use crid_e2e::{mounts_under, test_dir, wait_for, CridProcess, PrivateContainerd};
 use crid_proto::cri;
 use std::fs::File;
@@ -10,74 +11,6 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// A test's network: a CNI conflist in the crid's conf dir and a bridge that
-/// is deleted on drop.
-struct TestNet {
-    n: u8,
-    bridge: String,
-    ipam_dir: PathBuf,
-}
-
-impl TestNet {
-    fn new(n: u8, config: &mut crid_common::config::Config, extra_plugin: Option<&str>) -> TestNet {
-        let root = config.socket.parent().unwrap().to_path_buf();
-        let bridge = format!("crid-t{n}");
-        let ipam_dir = root.join("ipam");
-        let mut plugins = vec![
-            serde_json::json!({
-                "type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false,
-                "ipam": {"type": "host-local", "ranges": [[{"subnet": format!("10.244.{n}.0/24")}]],
-                         "dataDir": ipam_dir}
-            }),
-            serde_json::json!({"type": "portmap", "capabilities": {"portMappings": true}}),
-        ];
-        let bin_dir = root.join("cni-bin");
-        std::fs::create_dir_all(&bin_dir).unwrap();
-        if let Some(p) = extra_plugin {
-            plugins.push(serde_json::json!({"type": p}));
-        }
-        let conf = serde_json::json!({"cniVersion": "1.0.0", "name": format!("crid-test-{n}"), "plugins": plugins});
-        std::fs::create_dir_all(&config.cni.conf_dir).unwrap();
-        std::fs::write(
-            config.cni.conf_dir.join("10-test.conflist"),
-            serde_json::to_vec_pretty(&conf).unwrap(),
-        )
-        .unwrap();
-        config.cni.bin_dirs = vec![bin_dir, PathBuf::from("/usr/lib/cni")];
-        TestNet {
-            n,
-            bridge,
-            ipam_dir,
-        }
-    }
-
-    fn gateway(&self) -> Ipv4Addr {
-        Ipv4Addr::new(10, 244, self.n, 1)
-    }
-
-    /// IPs host-local has handed out (one file per IP).
-    fn allocations(&self) -> Vec<String> {
-        let dir = self.ipam_dir.join(format!("crid-test-{}", self.n));
-        std::fs::read_dir(dir)
-            .map(|rd| {
-                rd.filter_map(Result::ok)
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.parse::<Ipv4Addr>().is_ok())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for TestNet {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["link", "del", &self.bridge])
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
-}
 
 /// An extra CNI plugin: its type and its script, given the test dir.
 type ExtraPlugin<'a> = (&'a str, &'a dyn Fn(&Path) -> String);

@@ -2,7 +2,9 @@
 //! CPU time and rate, memory working set, writable layer usage, process
 //! count, and the filters of the list calls.
 
+use crid_e2e::net::TestNet;
 use crid_e2e::pods::{sh, wait_log_contains, Node};
+use crid_e2e::ImageBuilder;
 use crid_proto::cri;
 use std::time::Duration;
 
@@ -136,4 +138,68 @@ async fn container_and_pod_stats_reflect_what_the_container_does() {
             .into_inner()
             .stats;
     assert!(pods.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pod_network_stats_count_the_pods_traffic() {
+    let mut net = None;
+    let mut n = Node::start_with_image(ImageBuilder::busybox().unwrap(), |c| {
+        net = Some(TestNet::new(223, c, None));
+    })
+    .await;
+    let net = net.unwrap();
+    let mut pod_cfg = n.pod_config("stats-net");
+    // The pod's own network namespace on the test bridge.
+    if let Some(ns) = pod_cfg
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+    {
+        ns.network = cri::NamespaceMode::Pod as i32;
+    }
+    let pod = n.run_pod(&pod_cfg).await;
+    let pod_stats = |n: &Node| {
+        let mut rt = n.c.runtime.clone();
+        let pod = pod.clone();
+        async move {
+            rt.pod_sandbox_stats(cri::PodSandboxStatsRequest {
+                pod_sandbox_id: pod,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .stats
+            .unwrap()
+            .linux
+            .unwrap()
+            .network
+            .expect("a pod with its own netns has network stats")
+        }
+    };
+    let before = pod_stats(&n).await;
+    let eth0 = before.default_interface.clone().unwrap();
+    assert_eq!(eth0.name, "eth0");
+    assert!(before.interfaces.iter().all(|i| i.name != "lo"));
+
+    // 20 pings of 1000 bytes to the bridge (a test host on our own bridge).
+    let id = n
+        .run(
+            &pod,
+            &pod_cfg,
+            sh(
+                "pinger",
+                &n.image,
+                &format!("ping -c 20 -i 0.05 -s 1000 {}", net.gateway()),
+            ),
+        )
+        .await;
+    let s = n.wait_exited(&id, Duration::from_secs(30)).await;
+    assert_eq!(s.exit_code, 0, "ping failed: {s:?}");
+    let after = pod_stats(&n).await.default_interface.unwrap();
+    let tx = val(&after.tx_bytes) - val(&eth0.tx_bytes);
+    let rx = val(&after.rx_bytes) - val(&eth0.rx_bytes);
+    assert!(tx >= 20 * 1000 && rx >= 20 * 1000, "tx {tx} rx {rx}");
+    n.stop_remove_pod(&pod).await;
+    assert!(net.allocations().is_empty(), "{:?}", net.allocations());
 }

@@ -14,13 +14,10 @@ use crid_proto::containerd::services::v1::{
     Container, CreateContainerRequest, DeleteContainerRequest,
 };
 use crid_proto::containerd::types::Mount;
-use prost::Message;
 use std::collections::HashMap;
 
 /// The runtime every container runs with.
 pub const RUNTIME: &str = "io.containerd.runc.v2";
-/// Type URL of the runc shim options (typeurl of `containerd.runc.v1.Options`).
-pub const RUNC_OPTIONS_TYPE_URL: &str = "containerd.runc.v1.Options";
 /// Leaf under the pod's cgroup the pod's one shim is placed in.
 pub const SHIM_CGROUP_LEAF: &str = crate::cgroups::SHIM_LEAF;
 
@@ -58,19 +55,6 @@ pub async fn remove_snapshot(s: &Session, snapshotter: &str, key: &str) -> Resul
         Ok(_) => Ok(()),
         Err(st) if st.code() == tonic::Code::NotFound => Ok(()),
         Err(st) => Err(cerr("snapshots.remove")(st)),
-    }
-}
-
-/// The runc shim options: the binary and the shim's cgroup.
-pub fn runc_options(binary: &str, shim_cgroup: &str) -> prost_types::Any {
-    let opts = crid_proto::runc::Options {
-        binary_name: binary.to_string(),
-        shim_cgroup: shim_cgroup.to_string(),
-        ..Default::default()
-    };
-    prost_types::Any {
-        type_url: RUNC_OPTIONS_TYPE_URL.to_string(),
-        value: opts.encode_to_vec(),
     }
 }
 
@@ -137,18 +121,4 @@ pub async fn remove_all(s: &Session, id: &str, snapshotter: &str, key: &str) -> 
 /// An error for an image that is not (or no longer) usable.
 pub fn image_not_found(image: &str) -> Error {
     Error::NotFound(format!("image {image:?} not found: pull it first"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn runc_options_round_trip() {
-        let any = runc_options("runc", "/crid/sb/crid-shim");
-        assert_eq!(any.type_url, "containerd.runc.v1.Options");
-        let back = crid_proto::runc::Options::decode(any.value.as_slice()).unwrap();
-        assert_eq!(back.binary_name, "runc");
-        assert_eq!(back.shim_cgroup, "/crid/sb/crid-shim");
-    }
 }

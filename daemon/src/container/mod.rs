@@ -6,7 +6,9 @@ pub mod ctrd;
 pub mod exit;
 pub mod record;
 pub mod rootfs;
+pub mod spec_ctrd;
 pub mod task;
+pub mod update;
 
 use crate::error::{Error, Result};
 use crate::store::Store;

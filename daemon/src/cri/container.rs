@@ -304,6 +304,7 @@ async fn create_steps(
 
     // Spec generation reads host paths and may mount the image: blocking.
     let facts = sandbox_facts(sb, &node_hostname())?;
+    let target_pid_ns = super::container_update::target_pid_ns(crid, &sb.id, config).await?;
     let host = crid.containers.host.clone();
     let view = rootfs::view_dir(&crid.config.runtime_dir, id);
     let (cid, cfg, scfg, iname) = (
@@ -333,7 +334,7 @@ async fn create_steps(
             image_name: &iname,
             sandbox: &facts,
             host: &host,
-            target_pid_ns_path: None,
+            target_pid_ns_path: target_pid_ns.as_deref(),
         };
         Ok(spec::generate(&inputs, &spec::SystemHost, &rootfs)?)
     })
@@ -341,6 +342,8 @@ async fn create_steps(
     .map_err(|e| Error::Internal(format!("spec generation task failed: {e}")))??;
 
     let spec_any = spec::to_containerd_any(&spec)?;
+    let (_, handler) = crate::runtime_handler::resolve(&crid.config, &sb.runtime_handler)
+        .map_err(|e| Error::FailedPrecondition(format!("pod sandbox {}: {e}", sb.id)))?;
     let shim_cgroup = format!("{}/{SHIM_CGROUP_LEAF}", pod_cgroup(sb)?);
     // The runc v2 shim groups containers into one shim per value of the spec
     // annotation io.kubernetes.cri.sandbox-id (the generator sets it), so all
@@ -351,7 +354,7 @@ async fn create_steps(
             id,
             image: image_name,
             spec: spec_any,
-            runtime_options: ctrd::runc_options("runc", &shim_cgroup),
+            runtime_options: crate::runtime_handler::runc_options(handler, &shim_cgroup),
             snapshotter: &snapshotter,
             labels: HashMap::from([
                 (spec::annotations::SANDBOX_ID.to_string(), sb.id.clone()),
@@ -519,6 +522,7 @@ pub async fn status(
                 .as_ref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
+            resources: super::container_update::status_resources(&r.spec),
             ..Default::default()
         }),
         info,

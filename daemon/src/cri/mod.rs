@@ -4,6 +4,7 @@
 
 pub mod container;
 pub mod container_lifecycle;
+pub mod container_update;
 pub mod image;
 pub mod image_service;
 pub mod pod_locks;

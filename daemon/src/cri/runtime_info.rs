@@ -3,8 +3,6 @@
 
 use super::Crid;
 use crate::error::Result;
-// The runtime handlers reported are the ones RunPodSandbox accepts.
-use crate::sandbox::validate::HANDLERS;
 use crid_common::cni_config;
 use crid_common::config::CgroupDriver;
 use crid_proto::cri;
@@ -79,10 +77,11 @@ pub async fn status(crid: &Crid, req: cri::StatusRequest) -> Result<cri::StatusR
             conditions: vec![runtime, network],
         }),
         info,
-        runtime_handlers: HANDLERS
-            .iter()
+        // The runtime handlers reported are the ones RunPodSandbox accepts.
+        runtime_handlers: crate::runtime_handler::names(&crid.config)
+            .into_iter()
             .map(|name| cri::RuntimeHandler {
-                name: name.to_string(),
+                name,
                 features: Some(cri::RuntimeHandlerFeatures {
                     recursive_read_only_mounts: false,
                     user_namespaces: false,

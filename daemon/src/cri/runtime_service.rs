@@ -1,7 +1,10 @@
 //! `runtime.v1.RuntimeService`: dispatches each RPC to its family module.
 //! RPCs whose issue has not landed answer Unimplemented, naming the RPC.
 
-use super::{container, container_lifecycle, respond, runtime_info, sandbox, stats, CriService};
+use super::{
+    container, container_lifecycle, container_update, respond, runtime_info, sandbox, stats,
+    CriService,
+};
 use crate::error::Error;
 use crid_proto::cri;
 use crid_proto::cri::runtime_service_server::RuntimeService;
@@ -104,9 +107,9 @@ impl RuntimeService for CriService {
 
     async fn update_container_resources(
         &self,
-        _req: Request<cri::UpdateContainerResourcesRequest>,
+        req: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
-        Err(Error::Unimplemented("UpdateContainerResources").into())
+        respond(container_update::update_resources(&self.crid, req.into_inner()).await)
     }
 
     async fn reopen_container_log(

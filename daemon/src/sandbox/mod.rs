@@ -149,7 +149,7 @@ impl Sandboxes {
         let config = req
             .config
             .ok_or_else(|| Error::InvalidArgument("RunPodSandbox without config".into()))?;
-        let md = validate::config(&config, &req.runtime_handler)?;
+        let md = validate::config(&config, &req.runtime_handler, &self.config)?;
         let linux = config.linux.clone().unwrap_or_default();
         let ns = linux
             .security_context
@@ -735,6 +735,9 @@ mod tests {
         }
         fn write(&self, _p: &Path, _v: &str) -> std::io::Result<()> {
             Ok(())
+        }
+        fn subdirs(&self, _p: &Path) -> std::io::Result<Vec<PathBuf>> {
+            Ok(vec![])
         }
     }
 

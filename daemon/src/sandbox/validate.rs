@@ -4,14 +4,15 @@
 use crate::error::{Error, Result};
 use crid_proto::cri;
 
-/// Runtime handlers crid runs pods with.
-pub const HANDLERS: [&str; 2] = ["", "runc"];
-
 /// CRI `NamespaceMode::Node`.
 pub const MODE_NODE: i32 = 2;
 
 /// Checks a sandbox config and returns its metadata.
-pub fn config(c: &cri::PodSandboxConfig, handler: &str) -> Result<cri::PodSandboxMetadata> {
+pub fn config(
+    c: &cri::PodSandboxConfig,
+    handler: &str,
+    conf: &crid_common::config::Config,
+) -> Result<cri::PodSandboxMetadata> {
     let md = c
         .metadata
         .clone()
@@ -30,11 +31,7 @@ pub fn config(c: &cri::PodSandboxConfig, handler: &str) -> Result<cri::PodSandbo
     crid_common::ids::check_component("sandbox name", &md.name)?;
     crid_common::ids::check_component("sandbox namespace", &md.namespace)?;
     crid_common::ids::check_component("sandbox uid", &md.uid)?;
-    if !HANDLERS.contains(&handler) {
-        return Err(Error::InvalidArgument(format!(
-            "unknown runtime handler {handler:?} (known: \"\", \"runc\")"
-        )));
-    }
+    crate::runtime_handler::resolve(conf, handler)?;
     log_directory(&c.log_directory)?;
     if !c.hostname.is_empty()
         && (c.hostname.len() > 64
@@ -145,26 +142,26 @@ mod tests {
 
     #[test]
     fn metadata_handler_and_paths() {
-        assert!(config(&cfg(), "").is_ok());
-        assert!(config(&cfg(), "runc").is_ok());
-        assert!(config(&cfg(), "kata").is_err());
+        assert!(config(&cfg(), "", &Default::default()).is_ok());
+        assert!(config(&cfg(), "runc", &Default::default()).is_ok());
+        assert!(config(&cfg(), "kata", &Default::default()).is_err());
         let mut c = cfg();
         c.metadata = None;
-        assert!(config(&c, "").is_err());
+        assert!(config(&c, "", &Default::default()).is_err());
         let mut c = cfg();
         c.metadata.as_mut().unwrap().uid.clear();
-        assert!(config(&c, "").is_err());
+        assert!(config(&c, "", &Default::default()).is_err());
         let mut c = cfg();
         c.metadata.as_mut().unwrap().name = "../x".into();
-        assert!(config(&c, "").is_err());
+        assert!(config(&c, "", &Default::default()).is_err());
         for bad in ["rel/dir", "/var/log/../../etc"] {
             let mut c = cfg();
             c.log_directory = bad.into();
-            assert!(config(&c, "").is_err(), "{bad}");
+            assert!(config(&c, "", &Default::default()).is_err(), "{bad}");
         }
         let mut c = cfg();
         c.log_directory = "/var/log/pods/x".into();
-        assert!(config(&c, "").is_ok());
+        assert!(config(&c, "", &Default::default()).is_ok());
     }
 
     #[test]

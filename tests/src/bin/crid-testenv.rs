@@ -2,7 +2,12 @@
 //! - `crid-testenv push-images 127.0.0.1:5000`: builds the shared test images
 //!   and pushes them to the environment's registry (used by tests/env/up.sh);
 //! - `crid-testenv cri-status /run/crid/crid.sock`: prints `Version` and verbose
-//!   `Status` of a running crid as JSON (Debian has no crictl).
+//!   `Status` of a running crid as JSON (Debian has no crictl);
+//! - `crid-testenv smoke /run/crid/crid.sock IMAGE`: what `crictl runp` +
+//!   `create` + `start` + `logs` would show: pulls IMAGE (a busybox image,
+//!   e.g. the one `push-images` made), runs a pod on the node's CNI network
+//!   and a container printing its hostname and addresses, prints the
+//!   container's status and log, then stops and removes everything.
 
 use crid_e2e::images::Format;
 use crid_e2e::{ImageBuilder, PushTarget};
@@ -18,7 +23,11 @@ fn main() -> ExitCode {
     {
         ["push-images", host] => push_images(host),
         ["cri-status", socket] => cri_status(socket),
-        _ => Err("usage: crid-testenv push-images HOST:PORT | cri-status SOCKET".into()),
+        ["smoke", socket, image] => smoke(socket, image),
+        _ => Err(
+            "usage: crid-testenv push-images HOST:PORT | cri-status SOCKET | smoke SOCKET IMAGE"
+                .into(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -64,4 +73,134 @@ fn cri_status(socket: &str) -> Result<(), crid_e2e::BoxError> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         Ok(())
     })
+}
+
+fn smoke(socket: &str, image: &str) -> Result<(), crid_e2e::BoxError> {
+    use crid_proto::cri;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut c = crid_e2e::crid::connect(std::path::Path::new(socket)).await?;
+        let spec = cri::ImageSpec {
+            image: image.to_string(),
+            ..Default::default()
+        };
+        let image_ref = c
+            .image
+            .pull_image(cri::PullImageRequest {
+                image: Some(spec.clone()),
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .image_ref;
+        println!("pulled {image} as {image_ref}");
+        let name = format!("smoke-{}", std::process::id());
+        let logs = std::env::temp_dir().join(&name);
+        let pod_cfg = cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: name.clone(),
+                uid: name.clone(),
+                namespace: "default".into(),
+                attempt: 0,
+            }),
+            hostname: name.clone(),
+            log_directory: logs.display().to_string(),
+            ..Default::default()
+        };
+        let pod = c
+            .runtime
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(pod_cfg.clone()),
+                runtime_handler: String::new(),
+            })
+            .await?
+            .into_inner()
+            .pod_sandbox_id;
+        println!("pod {pod}");
+        let result = smoke_container(&mut c, &pod, &pod_cfg, spec, &logs).await;
+        c.runtime
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: pod.clone(),
+            })
+            .await?;
+        c.runtime
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: pod.clone(),
+            })
+            .await?;
+        let _ = std::fs::remove_dir_all(&logs);
+        println!("pod {pod} stopped and removed");
+        result
+    })
+}
+
+async fn smoke_container(
+    c: &mut crid_e2e::CriClients,
+    pod: &str,
+    pod_cfg: &crid_proto::cri::PodSandboxConfig,
+    image: crid_proto::cri::ImageSpec,
+    logs: &std::path::Path,
+) -> Result<(), crid_e2e::BoxError> {
+    use crid_proto::cri;
+    let id = c
+        .runtime
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.to_string(),
+            config: Some(cri::ContainerConfig {
+                metadata: Some(cri::ContainerMetadata {
+                    name: "smoke".into(),
+                    attempt: 0,
+                }),
+                image: Some(image),
+                command: vec![
+                    "/bin/sh".into(),
+                    "-c".into(),
+                    "echo hello from $(hostname); ip -o -4 addr show | grep -v ' lo '".into(),
+                ],
+                log_path: "smoke.log".into(),
+                ..Default::default()
+            }),
+            sandbox_config: Some(pod_cfg.clone()),
+        })
+        .await?
+        .into_inner()
+        .container_id;
+    c.runtime
+        .start_container(cri::StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await?;
+    let status = crid_e2e::wait_for(std::time::Duration::from_secs(30), || {
+        let mut rt = c.runtime.clone();
+        let id = id.clone();
+        async move {
+            let s = rt
+                .container_status(cri::ContainerStatusRequest {
+                    container_id: id,
+                    verbose: false,
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .status?;
+            (s.state == cri::ContainerState::ContainerExited as i32).then_some(s)
+        }
+    })
+    .await
+    .ok_or("the container did not exit within 30 s")?;
+    println!(
+        "container {id}: exit code {}, reason {}",
+        status.exit_code, status.reason
+    );
+    // The helper writes what it read within 100 ms.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let log = std::fs::read_to_string(logs.join("smoke.log"))?;
+    print!("{log}");
+    if status.exit_code != 0 {
+        return Err(format!("the container exited {}", status.exit_code).into());
+    }
+    Ok(())
 }
