@@ -63,6 +63,8 @@ pub struct Config {
     pub sandbox: SandboxConfig,
     /// Image registries and pulls.
     pub registry: RegistryConfig,
+    /// The exec / attach / port-forward streaming listener.
+    pub streaming: StreamingConfig,
     /// Runtime handlers by name (`[runtimes.<handler>]`, the `handler` of a
     /// Kubernetes RuntimeClass). `runc` is always present: a file that does not
     /// define it gets the default one.
@@ -122,6 +124,7 @@ impl Default for Config {
             cni: CniConfig::default(),
             sandbox: SandboxConfig::default(),
             registry: RegistryConfig::default(),
+            streaming: StreamingConfig::default(),
             runtimes: default_runtimes(),
         }
     }
@@ -253,6 +256,40 @@ impl Default for RegistryConfig {
     }
 }
 
+/// The streaming listener the Exec / Attach / PortForward URLs point at.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamingConfig {
+    /// `ip:port` to listen on; port 0 picks a free port at start. The URLs
+    /// name this address (an unspecified ip such as 0.0.0.0 is named as
+    /// 127.0.0.1 in URLs).
+    pub address: String,
+    /// PEM certificate chain; with `tls_key`, the listener speaks HTTPS.
+    pub tls_cert: PathBuf,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: PathBuf,
+    /// Seconds a streaming URL stays valid (the kubelet's is one minute).
+    pub token_ttl_secs: u64,
+}
+
+impl Default for StreamingConfig {
+    fn default() -> Self {
+        StreamingConfig {
+            address: "127.0.0.1:0".into(),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
+            token_ttl_secs: 60,
+        }
+    }
+}
+
+impl StreamingConfig {
+    /// Whether TLS is configured.
+    pub fn tls(&self) -> bool {
+        !self.tls_cert.as_os_str().is_empty()
+    }
+}
+
 impl Config {
     /// Reads `path`; a missing file at the default path means all defaults,
     /// a missing file anywhere else is an error (the operator named it).
@@ -369,6 +406,38 @@ impl Config {
         if self.registry.progress_timeout_secs == 0 {
             return Err(ConfigError::Invalid {
                 key: "registry.progress_timeout_secs",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self
+            .streaming
+            .address
+            .parse::<std::net::SocketAddr>()
+            .is_err()
+        {
+            return Err(ConfigError::Invalid {
+                key: "streaming.address",
+                reason: format!("{:?} is not an ip:port", self.streaming.address),
+            });
+        }
+        let (cert, key) = (&self.streaming.tls_cert, &self.streaming.tls_key);
+        if cert.as_os_str().is_empty() != key.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "streaming.tls_key",
+                reason: "tls_cert and tls_key are set together or not at all".into(),
+            });
+        }
+        for (k, p) in [("streaming.tls_cert", cert), ("streaming.tls_key", key)] {
+            if !p.as_os_str().is_empty() && !p.is_absolute() {
+                return Err(ConfigError::Invalid {
+                    key: k,
+                    reason: format!("{} is not an absolute path", p.display()),
+                });
+            }
+        }
+        if self.streaming.token_ttl_secs == 0 {
+            return Err(ConfigError::Invalid {
+                key: "streaming.token_ttl_secs",
                 reason: "must be at least 1".into(),
             });
         }
@@ -594,6 +663,39 @@ mod tests {
         }
         let err = parse("[registry]\nmirrors = 1\n").unwrap_err().to_string();
         assert!(err.contains("mirrors"), "{err}");
+    }
+
+    #[test]
+    fn streaming_section() {
+        let d = Config::default();
+        assert_eq!(d.streaming.address, "127.0.0.1:0");
+        assert_eq!(d.streaming.token_ttl_secs, 60);
+        assert!(!d.streaming.tls());
+        assert!(Config::default_toml().contains("[streaming]"));
+        let cfg = parse(
+            "[streaming]\naddress = \"0.0.0.0:10010\"\ntls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\ntoken_ttl_secs = 2\n",
+        )
+        .unwrap();
+        assert!(cfg.streaming.tls());
+        assert_eq!(cfg.streaming.token_ttl_secs, 2);
+        for (text, key) in [
+            (
+                "[streaming]\naddress = \"localhost\"\n",
+                "streaming.address",
+            ),
+            ("[streaming]\ntls_cert = \"/c.pem\"\n", "streaming.tls_key"),
+            (
+                "[streaming]\ntls_cert = \"c.pem\"\ntls_key = \"/k\"\n",
+                "streaming.tls_cert",
+            ),
+            (
+                "[streaming]\ntoken_ttl_secs = 0\n",
+                "streaming.token_ttl_secs",
+            ),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
     }
 
     #[test]

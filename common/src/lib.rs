@@ -3,5 +3,6 @@
 pub mod cni_config;
 pub mod cni_exec;
 pub mod config;
+pub mod fd_pass;
 pub mod ids;
 pub mod protocol;

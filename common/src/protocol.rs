@@ -13,8 +13,9 @@ use thiserror::Error;
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Additive revision within [`PROTOCOL_VERSION`]: a peer with a lower one
-/// understands every message except those added later (1: container io and logs).
-pub const PROTOCOL_REVISION: u32 = 1;
+/// understands every message except those added later (1: container io and
+/// logs; 2: stream hand-off and exec I/O).
+pub const PROTOCOL_REVISION: u32 = 2;
 
 /// Largest frame either side accepts; bigger frames mean a confused peer.
 pub const MAX_FRAME: usize = 4 << 20;
@@ -107,6 +108,46 @@ where
     Ok(Some(serde_json::from_slice(&body)?))
 }
 
+/// Writes one message as a frame on an async stream (a stream's control
+/// channel, which both sides drive from tokio tasks).
+pub async fn write_frame<W, T>(w: &mut W, msg: &T) -> Result<(), FrameError>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+    T: Serialize,
+{
+    use tokio::io::AsyncWriteExt;
+    let body = serde_json::to_vec(msg)?;
+    if body.len() > MAX_FRAME {
+        return Err(FrameError::TooLarge(body.len()));
+    }
+    w.write_all(&(body.len() as u32).to_be_bytes()).await?;
+    w.write_all(&body).await?;
+    w.flush().await?;
+    Ok(())
+}
+
+/// Reads one frame from an async stream; `Ok(None)` on a clean end of stream.
+pub async fn read_frame<R, T>(r: &mut R) -> Result<Option<T>, FrameError>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    T: DeserializeOwned,
+{
+    use tokio::io::AsyncReadExt;
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await?;
+    Ok(Some(serde_json::from_slice(&body)?))
+}
+
 /// Calls `f` with a path naming unix socket `path` that fits into
 /// `sockaddr_un` (108 bytes): `path` itself when short enough, otherwise
 /// `/proc/self/fd/<dirfd>/<name>` through an fd of its directory, so deep
@@ -155,6 +196,130 @@ pub enum Request {
     ReleaseContainerIo {
         /// The container.
         container_id: String,
+    },
+    /// Serve a client connection crid's streaming listener accepted
+    /// (revision 2). Followed on the wire by the connection's fd
+    /// ([`crate::fd_pass`]); the control connection then stays open as that
+    /// stream's channel ([`StreamEvent`] up, [`StreamControl`] down).
+    ServeStream(StreamHandoff),
+    /// Make stdout/stderr FIFOs for an ExecSync process and collect its
+    /// output (revision 2). Answered with [`StreamEvent::ExecIo`]; then the
+    /// connection is that exec's channel, ending with [`StreamEvent::Output`].
+    ExecSyncIo {
+        /// The container.
+        container_id: String,
+        /// The exec id (one safe path component).
+        exec_id: String,
+        /// Bytes kept per stream; more is read and discarded.
+        max_output: usize,
+    },
+}
+
+/// A client connection handed to the helper (see [`Request::ServeStream`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamHandoff {
+    /// What to serve.
+    pub kind: StreamKind,
+    /// The bytes crid read from the connection (request head and whatever
+    /// followed it in the same reads); the helper parses the head again.
+    pub head: Vec<u8>,
+    /// The passed fd is a TCP socket (false: a unix socket, e.g. the plain
+    /// side of crid's TLS termination).
+    pub tcp: bool,
+}
+
+/// What a handed-off connection is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StreamKind {
+    /// A new process in a container (CRI Exec).
+    Exec {
+        /// The container.
+        container_id: String,
+        /// The exec id (one safe path component).
+        exec_id: String,
+        /// The client's stdio choices.
+        stdio: StreamStdio,
+    },
+    /// The container's own stdio (CRI Attach).
+    Attach {
+        /// The container.
+        container_id: String,
+        /// The client's stdio choices.
+        stdio: StreamStdio,
+    },
+    /// TCP ports inside the pod's network namespace (CRI PortForward).
+    PortForward,
+}
+
+/// Which stdio streams an exec/attach client asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamStdio {
+    /// stdin.
+    pub stdin: bool,
+    /// stdout.
+    pub stdout: bool,
+    /// stderr (merged into stdout with a tty).
+    pub stderr: bool,
+    /// A terminal.
+    pub tty: bool,
+}
+
+/// Helper → crid on a stream channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum StreamEvent {
+    /// The exec's FIFOs exist and are attached to the client: start the
+    /// process with these as its stdio.
+    ExecIo {
+        /// stdin FIFO, if the client sends stdin.
+        stdin: Option<std::path::PathBuf>,
+        /// stdout FIFO (a tty's only output).
+        stdout: Option<std::path::PathBuf>,
+        /// stderr FIFO.
+        stderr: Option<std::path::PathBuf>,
+    },
+    /// The client resized its terminal.
+    Resize {
+        /// Columns.
+        width: u16,
+        /// Rows.
+        height: u16,
+    },
+    /// The client ended stdin and the helper closed its side of the stdin
+    /// FIFO; crid closes the shim's (Tasks.CloseIO), so the process sees
+    /// end of input.
+    StdinClosed,
+    /// ExecSync output; `stdout_len + stderr_len` raw bytes follow the frame.
+    Output {
+        /// Bytes of stdout that follow.
+        stdout_len: usize,
+        /// Bytes of stderr that follow (after stdout).
+        stderr_len: usize,
+    },
+    /// The stream is over (client gone, handshake refused, or done); crid
+    /// ends the process if it still runs.
+    Finished {
+        /// Why, for crid's log.
+        reason: String,
+    },
+}
+
+/// crid → helper on a stream channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "control", rename_all = "snake_case")]
+pub enum StreamControl {
+    /// The process runs.
+    Started,
+    /// The process could not be started (the runtime's message).
+    StartFailed {
+        /// Why.
+        message: String,
+    },
+    /// The process exited.
+    Exited {
+        /// Its exit code.
+        exit_code: i32,
     },
 }
 
@@ -320,6 +485,51 @@ mod tests {
         wire.extend_from_slice(b"{\"ver");
         let res: Result<Option<Hello>, _> = read_frame_sync(&mut std::io::Cursor::new(wire));
         assert!(matches!(res, Err(FrameError::Io(_))));
+    }
+
+    #[test]
+    fn async_frames_match_the_sync_framing_and_stream_messages_round_trip() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut buf = Vec::new();
+            write_frame(&mut buf, &StreamControl::Exited { exit_code: 7 })
+                .await
+                .unwrap();
+            let back: StreamControl = read_frame_sync(&mut &buf[..]).unwrap().unwrap();
+            assert_eq!(back, StreamControl::Exited { exit_code: 7 });
+            let again: StreamControl = read_frame(&mut &buf[..]).await.unwrap().unwrap();
+            assert_eq!(again, back);
+            let end: Option<StreamControl> = read_frame(&mut &[][..]).await.unwrap();
+            assert!(end.is_none());
+        });
+        let h = Request::ServeStream(StreamHandoff {
+            kind: StreamKind::Exec {
+                container_id: "c".into(),
+                exec_id: "e".into(),
+                stdio: StreamStdio {
+                    stdin: true,
+                    stdout: true,
+                    stderr: false,
+                    tty: true,
+                },
+            },
+            head: b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+            tcp: true,
+        });
+        let json = serde_json::to_string(&h).unwrap();
+        assert!(
+            json.starts_with(r#"{"op":"serve_stream","kind":{"type":"exec""#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), h);
+        let ev = StreamEvent::Resize {
+            width: 80,
+            height: 24,
+        };
+        let json = serde_json::to_string(&ev).unwrap();
+        assert_eq!(json, r#"{"event":"resize","width":80,"height":24}"#);
     }
 
     #[test]

@@ -185,6 +185,55 @@ pub fn release_container_io(
     }
 }
 
+/// Hands a client connection `fd` to the pod's helper (revision ≥ 2): the
+/// [`Request::ServeStream`] frame, then the fd (SCM_RIGHTS). Returns the
+/// control connection, which stays open as the stream's channel (without
+/// timeouts: a stream may be idle for hours).
+pub fn hand_off_stream(
+    socket: &Path,
+    handoff: &crid_common::protocol::StreamHandoff,
+    fd: &impl std::os::fd::AsRawFd,
+) -> Result<UnixStream, String> {
+    let (mut s, peer) = connect_with_hello(socket, Duration::from_secs(5))?;
+    if peer.revision < 2 {
+        return Err(format!(
+            "pod helper {} (protocol revision {}) predates streaming; restart the sandbox",
+            peer.build, peer.revision
+        ));
+    }
+    write_frame_sync(&mut s, &Request::ServeStream(handoff.clone())).map_err(|e| e.to_string())?;
+    crid_common::fd_pass::send_fd(&s, fd).map_err(|e| format!("passing the connection: {e}"))?;
+    s.set_read_timeout(None).map_err(|e| e.to_string())?;
+    s.set_write_timeout(None).map_err(|e| e.to_string())?;
+    Ok(s)
+}
+
+/// Opens an ExecSync output channel with the pod's helper (revision ≥ 2):
+/// [`Request::ExecSyncIo`]; the connection is then that exec's channel.
+pub fn exec_sync_channel(
+    socket: &Path,
+    container_id: &str,
+    exec_id: &str,
+    max_output: usize,
+) -> Result<UnixStream, String> {
+    let (mut s, peer) = connect_with_hello(socket, Duration::from_secs(5))?;
+    if peer.revision < 2 {
+        return Err(format!(
+            "pod helper {} (protocol revision {}) predates exec; restart the sandbox",
+            peer.build, peer.revision
+        ));
+    }
+    let req = Request::ExecSyncIo {
+        container_id: container_id.to_string(),
+        exec_id: exec_id.to_string(),
+        max_output,
+    };
+    write_frame_sync(&mut s, &req).map_err(|e| e.to_string())?;
+    s.set_read_timeout(None).map_err(|e| e.to_string())?;
+    s.set_write_timeout(None).map_err(|e| e.to_string())?;
+    Ok(s)
+}
+
 /// Whether `pid` is alive (not a zombie) and its comm is `comm`.
 fn is_live(pid: u32, comm: &str) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {

@@ -13,6 +13,7 @@ mod runtime_handler;
 mod sandbox;
 mod server;
 mod store;
+mod streaming;
 // CreateContainer (issue 5) wires the spec generator; until then only its tests use it.
 #[allow(dead_code)]
 mod spec;

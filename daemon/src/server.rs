@@ -46,6 +46,9 @@ pub enum ServeError {
     /// The persisted state could not be loaded.
     #[error("loading state: {0}")]
     State(String),
+    /// The streaming listener could not be set up.
+    #[error("{0}")]
+    Streaming(String),
     /// The gRPC server failed.
     #[error("serving CRI: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -95,16 +98,26 @@ where
         crate::sandbox::Sandboxes::open(&config).map_err(|e| ServeError::State(e.to_string()))?;
     let containers = crate::container::Containers::open(&config)
         .map_err(|e| ServeError::State(e.to_string()))?;
+    let bound = crate::streaming::listener::bind(&config.streaming)
+        .await
+        .map_err(ServeError::Streaming)?;
+    let streaming = crate::streaming::Streaming::new(
+        bound.addr,
+        config.streaming.tls(),
+        Duration::from_secs(config.streaming.token_ttl_secs),
+    );
     let svc = CriService::new(
         config,
         containerd,
         sandboxes,
         std::sync::Arc::new(containers),
+        streaming,
     );
+    let stream_listener = bound.spawn(std::sync::Arc::clone(&svc.crid));
     // Container exits and OOM kills; reconciles missed ones on (re)subscribe.
     let events =
         crate::cri::container_lifecycle::spawn_event_loop(std::sync::Arc::clone(&svc.crid));
-    tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "crid serving CRI v1");
+    tracing::info!(socket = %socket.display(), streaming = %svc.crid.streaming.base_url, version = env!("CARGO_PKG_VERSION"), "crid serving CRI v1");
 
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
@@ -143,6 +156,7 @@ where
     };
 
     health.abort();
+    stream_listener.abort();
     events.abort();
     if let Err(e) = std::fs::remove_file(&socket) {
         tracing::warn!(socket = %socket.display(), error = %e, "could not remove socket");

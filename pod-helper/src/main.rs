@@ -16,7 +16,6 @@ use crid_common::protocol::{HelperSpec, SetupReport, PROTOCOL_VERSION};
 use std::io::Write;
 use std::process::ExitCode;
 
-#[allow(dead_code)] // the helper's stream server wires this in (issue 7)
 mod streaming;
 
 fn main() -> ExitCode {

@@ -14,7 +14,9 @@ use std::sync::Arc;
 struct Served {
     pod: Pod,
     /// The pod's containers' stdio and log drains.
-    io: ContainerIo,
+    io: Arc<ContainerIo>,
+    /// What the stream server needs.
+    streams: Arc<crate::streaming::server::Ctx>,
 }
 
 /// Serves until a `Shutdown` request ends the process.
@@ -26,14 +28,21 @@ pub fn serve(pod: Pod) {
         .parent()
         .map(|d| d.join("io"))
         .unwrap_or_else(|| std::path::PathBuf::from("io"));
-    let io = ContainerIo::new(io_dir);
+    let exec_dir = io_dir.join("exec");
+    // Exec FIFOs of a previous incarnation belong to streams that are gone.
+    let _ = std::fs::remove_dir_all(&exec_dir);
+    let io = Arc::new(ContainerIo::new(io_dir));
+    let streams = Arc::new(crate::streaming::server::Ctx {
+        exec_dir,
+        io: Arc::clone(&io),
+    });
     if pod.spec.adopt.is_some() {
         // A restarted helper drains on where its predecessor stopped.
         for note in io.adopt() {
             crate::log(&note);
         }
     }
-    let pod = Arc::new(Served { pod, io });
+    let pod = Arc::new(Served { pod, io, streams });
     for conn in pod.pod.listener.incoming() {
         match conn {
             Ok(stream) => {
@@ -97,6 +106,32 @@ fn connection(served: &Served, mut s: UnixStream) -> Result<(), FrameError> {
                     Err(e) => error(e),
                 };
                 write_frame_sync(&mut s, &r)?
+            }
+            Request::ServeStream(h) => {
+                // The client connection follows the frame; this connection
+                // becomes the stream's control channel.
+                let fd = crid_common::fd_pass::recv_fd(&s)?;
+                if let Err(e) =
+                    crate::streaming::server::spawn(h, fd, s, Arc::clone(&served.streams))
+                {
+                    crate::log(&e);
+                }
+                return Ok(());
+            }
+            Request::ExecSyncIo {
+                container_id: _,
+                exec_id,
+                max_output,
+            } => {
+                if let Err(e) = crate::streaming::server::spawn_exec_sync(
+                    s,
+                    exec_id,
+                    max_output,
+                    Arc::clone(&served.streams),
+                ) {
+                    crate::log(&e);
+                }
+                return Ok(());
             }
         }
     }

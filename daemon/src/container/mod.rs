@@ -3,6 +3,7 @@
 //! does step by step) is in `cri/container.rs`.
 
 pub mod ctrd;
+pub mod exec;
 pub mod exit;
 pub mod record;
 pub mod rootfs;

@@ -12,6 +12,7 @@ pub mod runtime_info;
 pub mod runtime_service;
 pub mod sandbox;
 pub mod stats;
+pub mod streaming;
 
 use crate::containerd::Containerd;
 use crate::sandbox::Sandboxes;
@@ -30,6 +31,8 @@ pub struct Crid {
     pub images: crate::image::Images,
     /// Containers.
     pub containers: Arc<crate::container::Containers>,
+    /// The streaming server's URLs and tokens.
+    pub streaming: crate::streaming::Streaming,
     /// Serialises container work in a pod against the pod's teardown.
     pub pod_locks: pod_locks::PodLocks,
     /// Previous CPU samples, for the stats RPCs' CPU rates.
@@ -50,6 +53,7 @@ impl CriService {
         containerd: Containerd,
         sandboxes: Arc<Sandboxes>,
         containers: Arc<crate::container::Containers>,
+        streaming: crate::streaming::Streaming,
     ) -> CriService {
         CriService {
             crid: Arc::new(Crid {
@@ -58,6 +62,7 @@ impl CriService {
                 containerd,
                 sandboxes,
                 containers,
+                streaming,
                 pod_locks: pod_locks::PodLocks::default(),
                 cpu_samples: stats::CpuSamples::default(),
             }),

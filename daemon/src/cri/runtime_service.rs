@@ -3,7 +3,7 @@
 
 use super::{
     container, container_lifecycle, container_update, respond, runtime_info, sandbox, stats,
-    CriService,
+    streaming, CriService,
 };
 use crate::error::Error;
 use crid_proto::cri;
@@ -121,30 +121,30 @@ impl RuntimeService for CriService {
 
     async fn exec_sync(
         &self,
-        _req: Request<cri::ExecSyncRequest>,
+        req: Request<cri::ExecSyncRequest>,
     ) -> Result<Response<cri::ExecSyncResponse>, Status> {
-        Err(Error::Unimplemented("ExecSync").into())
+        respond(streaming::exec_sync(&self.crid, req.into_inner()).await)
     }
 
     async fn exec(
         &self,
-        _req: Request<cri::ExecRequest>,
+        req: Request<cri::ExecRequest>,
     ) -> Result<Response<cri::ExecResponse>, Status> {
-        Err(Error::Unimplemented("Exec").into())
+        respond(streaming::exec(&self.crid, req.into_inner()).await)
     }
 
     async fn attach(
         &self,
-        _req: Request<cri::AttachRequest>,
+        req: Request<cri::AttachRequest>,
     ) -> Result<Response<cri::AttachResponse>, Status> {
-        Err(Error::Unimplemented("Attach").into())
+        respond(streaming::attach(&self.crid, req.into_inner()).await)
     }
 
     async fn port_forward(
         &self,
-        _req: Request<cri::PortForwardRequest>,
+        req: Request<cri::PortForwardRequest>,
     ) -> Result<Response<cri::PortForwardResponse>, Status> {
-        Err(Error::Unimplemented("PortForward").into())
+        respond(streaming::port_forward(&self.crid, req.into_inner()).await)
     }
 
     async fn container_stats(

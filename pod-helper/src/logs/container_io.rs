@@ -8,9 +8,10 @@
 //! stays non-blocking (one `poll` per round) so it sees end of file when the
 //! last writer closes.
 
-use super::drain::{drain, Command, DrainConfig};
+use super::drain::{drain_with_tap, Command, DrainConfig};
 use super::format::{Stream, DEFAULT_MAX_LINE};
 use super::sink::FileSink;
+use super::tap::{Chunk, Tap};
 use crid_common::protocol::{ContainerIoSpec, Response};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -18,7 +19,7 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Sender};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -44,8 +45,31 @@ struct Entry {
     /// Write end of the drain's wake pipe.
     wake: File,
     thread: Option<JoinHandle<()>>,
-    /// The helper's write side of the stdin FIFO (held for attach).
-    _stdin: Option<File>,
+    /// The helper's write side of the stdin FIFO (held for attach; dropped
+    /// after the first attach with `stdin_once`).
+    stdin: Option<File>,
+    /// Attach clients of the live output.
+    tap: Arc<Tap>,
+}
+
+/// An attach client's view of a container's stdio; unsubscribes on drop.
+pub struct Attached {
+    /// Live output chunks; ends when the container's output ends.
+    pub output: tokio::sync::mpsc::Receiver<Chunk>,
+    /// A write handle on the stdin FIFO (the container has stdin).
+    pub stdin: Option<File>,
+    /// The container has a tty (one stream).
+    pub tty: bool,
+    /// The container's stdin closes after this attach (`stdin_once`).
+    pub stdin_once: bool,
+    id: u64,
+    tap: Arc<Tap>,
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        self.tap.unsubscribe(self.id);
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -173,12 +197,21 @@ impl ContainerIo {
             ..DrainConfig::default()
         };
         let id = spec.container_id.clone();
+        let tap = Arc::new(Tap::default());
+        let drain_tap = Arc::clone(&tap);
         let thread = std::thread::Builder::new()
             .name(format!("drain-{}", &id[..id.len().min(8)]))
             .stack_size(DRAIN_STACK)
             .spawn(move || {
                 let mut sink = sink;
-                let stats = drain(inputs, File::from(wake_r), rx, &mut sink, cfg);
+                let stats = drain_with_tap(
+                    inputs,
+                    File::from(wake_r),
+                    rx,
+                    &mut sink,
+                    cfg,
+                    Some(drain_tap),
+                );
                 crate::log(&format!(
                     "container {id}: output ended; {} entries logged, {} dropped",
                     stats.entries_written, stats.entries_dropped
@@ -195,8 +228,38 @@ impl ContainerIo {
             commands: tx,
             wake: File::from(wake_w),
             thread: Some(thread),
-            _stdin: stdin_file,
+            stdin: stdin_file,
+            tap,
         })
+    }
+
+    /// Attaches to a container's live stdio.
+    pub fn attach(&self, container_id: &str) -> Result<Attached, String> {
+        let map = self.lock();
+        let e = map
+            .get(container_id)
+            .ok_or_else(|| format!("container {container_id} has no io in this pod"))?;
+        let stdin = match &e.stdin {
+            Some(f) => Some(f.try_clone().map_err(|e| format!("stdin: {e}"))?),
+            None => None,
+        };
+        let (id, output) = e.tap.subscribe();
+        Ok(Attached {
+            output,
+            stdin,
+            tty: e.spec.tty,
+            stdin_once: e.spec.stdin_once,
+            id,
+            tap: Arc::clone(&e.tap),
+        })
+    }
+
+    /// Drops the helper's stdin write side (`stdin_once` after the first
+    /// attach); crid then closes the shim's (Tasks.CloseIO).
+    pub fn close_stdin(&self, container_id: &str) {
+        if let Some(e) = self.lock().get_mut(container_id) {
+            e.stdin = None;
+        }
     }
 
     /// Reopens a container's log path; returns once the new file exists.

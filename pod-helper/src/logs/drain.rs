@@ -60,12 +60,14 @@ pub struct DrainStats {
 /// One open stream.
 struct Input {
     file: File,
+    stream: Stream,
     splitter: LineSplitter,
 }
 
 /// Drains `inputs` into `sink` until every input reached end of file or a
 /// [`Command::Stop`] arrives. `wake` is the read end of a non-blocking pipe
 /// written to after each command sent on `commands`.
+#[cfg(test)]
 pub fn drain(
     inputs: Vec<(Stream, File)>,
     wake: File,
@@ -73,16 +75,31 @@ pub fn drain(
     sink: &mut dyn LogSink,
     cfg: DrainConfig,
 ) -> DrainStats {
+    drain_with_tap(inputs, wake, commands, sink, cfg, None)
+}
+
+/// [`drain`], also publishing every chunk read to `tap` (attach clients);
+/// the tap is closed when the drain ends.
+pub fn drain_with_tap(
+    inputs: Vec<(Stream, File)>,
+    wake: File,
+    commands: Receiver<Command>,
+    sink: &mut dyn LogSink,
+    cfg: DrainConfig,
+    tap: Option<std::sync::Arc<super::tap::Tap>>,
+) -> DrainStats {
     let mut d = Drain {
         inputs: inputs
             .into_iter()
             .map(|(stream, file)| {
                 Some(Input {
                     file,
+                    stream,
                     splitter: LineSplitter::new(stream, cfg.max_line),
                 })
             })
             .collect(),
+        tap,
         sink,
         cfg,
         out: Vec::with_capacity(cfg.buffer_limit + READ_CHUNK),
@@ -91,11 +108,16 @@ pub fn drain(
         stats: DrainStats::default(),
     };
     d.run(&wake, &commands);
+    if let Some(t) = &d.tap {
+        t.close();
+    }
     d.stats
 }
 
 struct Drain<'a> {
     inputs: Vec<Option<Input>>,
+    /// Attach clients' fan-out.
+    tap: Option<std::sync::Arc<super::tap::Tap>>,
     sink: &'a mut dyn LogSink,
     cfg: DrainConfig,
     /// Formatted entries not yet written.
@@ -193,9 +215,14 @@ impl Drain<'_> {
                 input.splitter.finish(SystemTime::now(), &mut self.out);
                 self.inputs[i] = None;
             }
-            Ok(n) => input
-                .splitter
-                .push(&chunk[..n], SystemTime::now(), &mut self.out),
+            Ok(n) => {
+                if let Some(t) = &self.tap {
+                    t.publish(input.stream, &chunk[..n]);
+                }
+                input
+                    .splitter
+                    .push(&chunk[..n], SystemTime::now(), &mut self.out)
+            }
             Err(e)
                 if matches!(
                     e.kind(),
@@ -222,6 +249,9 @@ impl Drain<'_> {
                         self.inputs[i] = None;
                     }
                     Ok(n) => {
+                        if let Some(t) = &self.tap {
+                            t.publish(input.stream, &chunk[..n]);
+                        }
                         input
                             .splitter
                             .push(&chunk[..n], SystemTime::now(), &mut self.out);
