@@ -80,6 +80,11 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         Self::socket_for(&self.dir)
     }
 
+    /// containerd's pid.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Stops containerd (SIGTERM, then SIGKILL after 5 s) and detaches its mounts.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -3,7 +3,9 @@
 //! Everything is torn down on drop: processes stopped, mounts under the
 //! test's directory detached, the directory removed.
 
+pub mod bench;
 pub mod containerd;
+pub mod containerd_cri;
 pub mod crid;
 pub mod fake_registry;
 pub mod images;
@@ -11,11 +13,13 @@ pub mod net;
 pub mod pods;
 pub mod registry;
 pub mod stream_client;
+pub mod workload;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use containerd::PrivateContainerd;
+pub use containerd_cri::{PeerOptions, PrivateCriContainerd};
 pub use crid::{CriClients, CridProcess};
 pub use images::{ImageBuilder, PushTarget};
 pub use registry::{Registry, RegistryOptions};
