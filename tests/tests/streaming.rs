@@ -998,3 +998,62 @@ async fn port_forward_over_tls() {
     drop(echo);
     w.remove_pod(&pod).await;
 }
+
+/// `kubectl exec -i … cat` / `kubectl cp` sized input: 8 MiB of stdin
+/// written while stdout is read, every byte back in order; with and
+/// without a stderr stream (containerd's shim needs a stderr FIFO either
+/// way: without one the exec failed to start).
+async fn bulk_cat(name: &str, stderr: bool) {
+    let (mut n, pod, ctr) = sleeper(name).await;
+    let url =
+        n.c.runtime
+            .exec(cri::ExecRequest {
+                container_id: ctr.clone(),
+                cmd: vec!["/bin/cat".into()],
+                tty: false,
+                stdin: true,
+                stdout: true,
+                stderr,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .url;
+    let (io, path) = dial(&url).await;
+    let c = SpdyClient::connect(io, &path, &["v4.channel.k8s.io"])
+        .await
+        .unwrap();
+    let mut err = c.open(&[("streamtype", "error")]).await.unwrap();
+    let input = c.open(&[("streamtype", "stdin")]).await.unwrap();
+    let mut out = c.open(&[("streamtype", "stdout")]).await.unwrap();
+    let _serr = if stderr {
+        Some(c.open(&[("streamtype", "stderr")]).await.unwrap())
+    } else {
+        None
+    };
+    let big: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let send = big.clone();
+    let writer = tokio::spawn(async move {
+        input.write(&send).await.unwrap();
+        input.close_write().await.unwrap();
+    });
+    let got = out.read_to_end().await.unwrap();
+    writer.await.unwrap();
+    assert_eq!(got.len(), big.len());
+    assert!(got == big, "stdout differs from stdin");
+    assert_eq!(
+        status_of(&err.read_to_end().await.unwrap())["status"],
+        "Success"
+    );
+    n.stop_remove_pod(&pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_cat_streams_megabytes_both_ways() {
+    bulk_cat("ex-bulk", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_without_a_stderr_stream_starts_and_streams() {
+    bulk_cat("ex-bulk-noerr", false).await;
+}

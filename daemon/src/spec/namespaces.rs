@@ -27,7 +27,7 @@ pub fn namespaces(
     match NamespaceMode::try_from(opts.pid).unwrap_or(NamespaceMode::Pod) {
         NamespaceMode::Pod => {
             if !sandbox.host_pid {
-                let path = required(&sandbox.pid_ns_path, "PID", "a shared PID namespace")?;
+                let path = required(&sandbox.pid_ns_path, "PID", "shared PID namespace")?;
                 out.push(ns(LinuxNamespaceType::Pid, Some(path)));
             }
         }
@@ -54,16 +54,16 @@ pub fn namespaces(
     // IPC and UTS and network: always the pod's (there is no CONTAINER mode for
     // them in Kubernetes), which may be the node's.
     if !sandbox.host_ipc {
-        let path = required(&sandbox.ipc_ns_path, "IPC", "an IPC namespace")?;
+        let path = required(&sandbox.ipc_ns_path, "IPC", "IPC namespace")?;
         out.push(ns(LinuxNamespaceType::Ipc, Some(path)));
     }
     if !sandbox.host_network {
-        let path = required(&sandbox.uts_ns_path, "UTS", "a UTS namespace")?;
+        let path = required(&sandbox.uts_ns_path, "UTS", "UTS namespace")?;
         out.push(ns(LinuxNamespaceType::Uts, Some(path)));
     }
     out.push(ns(LinuxNamespaceType::Mount, None));
     if !sandbox.host_network {
-        let path = required(&sandbox.netns_path, "network", "a network namespace")?;
+        let path = required(&sandbox.netns_path, "network", "network namespace")?;
         out.push(ns(LinuxNamespaceType::Network, Some(path)));
     }
     if cgroup_v2 && !sc.privileged {
@@ -75,7 +75,7 @@ pub fn namespaces(
 fn required(path: &Option<PathBuf>, kind: &str, what: &str) -> Result<PathBuf, SpecError> {
     path.clone().ok_or_else(|| {
         SpecError::FailedPrecondition(format!(
-            "the pod sandbox has no {what} for the container's {kind} namespace"
+            "the pod sandbox has no {what} to give the container as its {kind} namespace"
         ))
     })
 }

@@ -427,6 +427,8 @@ struct Client {
     stderr: Option<Sink>,
     error: Sink,
     version: Version,
+    /// One output stream (stdout) through a terminal.
+    tty: bool,
 }
 
 fn read_spdy_stdin(mut r: StreamReader) -> mpsc::Receiver<Vec<u8>> {
@@ -521,6 +523,7 @@ async fn exec_spdy(
         stderr,
         error,
         version: v,
+        tty: stdio.tty,
     };
     let gone = async {
         // Further streams are refused by dropping them; `None` means the
@@ -593,6 +596,7 @@ async fn exec_ws(
         stderr: (stdio.stderr && !stdio.tty).then(|| sink(2)),
         error: sink(3),
         version: v,
+        tty: stdio.tty,
     };
     let gone = async {
         let _ = gone_rx.await;
@@ -605,22 +609,28 @@ async fn exec_ws(
     r
 }
 
-/// Copies an output FIFO to a sink until end of file (or the client fails).
-async fn pump_out(fifo: OutFifo, mut sink: Sink) {
+/// Copies an output FIFO to a sink until end of file (or the client fails);
+/// without a sink (the client did not ask for that stream) the output is
+/// read and discarded, so the process never blocks on it.
+async fn pump_out(fifo: OutFifo, mut sink: Option<Sink>) {
     if let Ok(mut rx) = tokio::net::unix::pipe::Receiver::from_file(fifo.read) {
         let mut buf = vec![0u8; CHUNK];
         loop {
             match rx.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if sink.write(&buf[..n]).await.is_err() {
-                        break;
+                    if let Some(s) = sink.as_mut() {
+                        if s.write(&buf[..n]).await.is_err() {
+                            break;
+                        }
                     }
                 }
             }
         }
     }
-    sink.close().await;
+    if let Some(s) = sink.as_mut() {
+        s.close().await;
+    }
 }
 
 /// The transport-independent exec: FIFOs, crid starts the process, pumps,
@@ -633,12 +643,15 @@ async fn run_exec(
     mut client: Client,
     gone: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
+    // containerd's shim opens every non-empty stdio path and refuses a
+    // partly empty set: stdout (and stderr without a tty) always get a FIFO,
+    // discarded when the client did not ask for them (as containerd's CRI).
     let mut fifos = match ExecFifos::make(
         &ctx.exec_dir,
         exec_id,
         client.stdin.is_some(),
-        client.stdout.is_some(),
-        client.stderr.is_some(),
+        true,
+        !client.tty,
     ) {
         Ok(f) => f,
         Err(e) => {
@@ -665,11 +678,11 @@ async fn run_exec(
     }
     fifos.drop_keepers();
     let mut pumps = Vec::new();
-    if let (Some(f), Some(s)) = (fifos.stdout.take(), client.stdout.take()) {
-        pumps.push(tokio::spawn(pump_out(f, s)));
+    if let Some(f) = fifos.stdout.take() {
+        pumps.push(tokio::spawn(pump_out(f, client.stdout.take())));
     }
-    if let (Some(f), Some(s)) = (fifos.stderr.take(), client.stderr.take()) {
-        pumps.push(tokio::spawn(pump_out(f, s)));
+    if let Some(f) = fifos.stderr.take() {
+        pumps.push(tokio::spawn(pump_out(f, client.stderr.take())));
     }
     let mut side_tasks = Vec::new();
     if let (Some((_, file)), Some(mut rx)) = (fifos.stdin.take(), client.stdin.take()) {
