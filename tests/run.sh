@@ -25,9 +25,13 @@ bash tests/env/up.sh
 log "cargo test"
 # Each e2e test starts its own containerd; two at a time fits 2 cores.
 results=$(mktemp)
-cargo test --workspace -- --test-threads="${CRID_TEST_THREADS:-2}" 2>&1 | tee "$results"
+# --no-fail-fast: every suite runs and the count below is complete even when
+# one fails; the script still fails at the end.
+status=0
+cargo test --workspace --no-fail-fast -- --test-threads="${CRID_TEST_THREADS:-2}" 2>&1 \
+  | tee "$results" || status=1
 log "interop: our SPDY/3.1 server against Go's spdystream (kubectl's library)"
-cargo test -p crid-pod-helper -- --ignored spdystream 2>&1 | tee -a "$results"
+cargo test -p crid-pod-helper -- --ignored spdystream 2>&1 | tee -a "$results" || status=1
 read -r passed failed < <(awk '/^test result:/ {
   for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i }
 } END { print p + 0, f + 0 }' "$results")
@@ -35,6 +39,8 @@ rm -f "$results"
 
 trap - EXIT
 bash tests/env/down.sh
+echo "crid: $passed passed, $failed failed"
+[ "$status" = 0 ] || { log "tests failed"; exit 1; }
 
 # Leftovers mean a test did not clean up after itself.
 leaks=0
@@ -56,4 +62,3 @@ if compgen -G '/var/tmp/crid-test-*' >/dev/null; then
 fi
 [ "$leaks" = 0 ] || exit 1
 log "all tests passed, nothing leaked"
-echo "crid: $passed passed, $failed failed"

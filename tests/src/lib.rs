@@ -223,8 +223,9 @@ pub fn kill_leftover_pods(dir: &Path, state_dir: &Path) {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
-        // Killed processes leave their cgroups a moment later.
-        for _ in 0..50 {
+        // Killed processes leave their cgroups a moment later (their
+        // orphans only once pid 1 reaps them, which can be slow).
+        for _ in 0..500 {
             if remove_cgroup_everywhere(&format!("crid/{id}")).is_empty() {
                 break;
             }
