@@ -68,6 +68,7 @@ pub async fn remove(
     let id = rec.id.clone();
     blocking(move || sb.remove(&id)).await?;
     crid.pod_locks.forget(&rec.id);
+    crid.streaming.forget_pod(&rec.id);
     Ok(cri::RemovePodSandboxResponse {})
 }
 

@@ -15,7 +15,9 @@ pub mod session;
 pub mod tokens;
 
 use crid_common::protocol::StreamStdio;
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// What a token grants.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,12 +75,12 @@ pub struct Streaming {
     pub base_url: String,
     /// Outstanding tokens.
     pub tokens: tokens::Tokens<Grant>,
-    /// Bounds exec processes being created/started at once (see
-    /// `session::start_process`).
-    pub exec_starts: tokio::sync::Semaphore,
+    /// Per pod (one runc shim each), bounds exec processes being
+    /// created/started at once (see `session::start_process`).
+    exec_starts: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
 }
 
-/// Exec processes created/started at the same time, node-wide.
+/// Exec processes created/started at the same time in one pod (its shim).
 pub const MAX_CONCURRENT_EXEC_STARTS: usize = 4;
 
 impl Streaming {
@@ -87,8 +89,24 @@ impl Streaming {
         Streaming {
             base_url: base_url(addr, tls),
             tokens: tokens::Tokens::new(ttl),
-            exec_starts: tokio::sync::Semaphore::new(MAX_CONCURRENT_EXEC_STARTS),
+            exec_starts: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The exec-start limiter of pod `sandbox_id`.
+    pub fn exec_starts(&self, sandbox_id: &str) -> Arc<tokio::sync::Semaphore> {
+        let mut m = self.exec_starts.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(
+            m.entry(sandbox_id.to_string()).or_insert_with(|| {
+                Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_EXEC_STARTS))
+            }),
+        )
+    }
+
+    /// Forgets the limiter of a removed pod.
+    pub fn forget_pod(&self, sandbox_id: &str) {
+        let mut m = self.exec_starts.lock().unwrap_or_else(|p| p.into_inner());
+        m.remove(sandbox_id);
     }
 
     /// A fresh URL for `grant`.
@@ -113,6 +131,28 @@ fn base_url(addr: SocketAddr, tls: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[tokio::test]
+    async fn exec_starts_are_limited_per_pod() {
+        let s = Streaming::new(
+            "127.0.0.1:1".parse().unwrap(),
+            false,
+            std::time::Duration::from_secs(60),
+        );
+        let a = s.exec_starts("pod-a");
+        let held: Vec<_> = (0..MAX_CONCURRENT_EXEC_STARTS)
+            .map(|_| a.clone().try_acquire_owned().unwrap())
+            .collect();
+        // Pod a is at its limit; pod b is not held up by it.
+        assert!(s.exec_starts("pod-a").try_acquire_owned().is_err());
+        assert!(s.exec_starts("pod-b").try_acquire_owned().is_ok());
+        drop(held);
+        assert!(s.exec_starts("pod-a").try_acquire_owned().is_ok());
+        s.forget_pod("pod-a");
+        assert_eq!(
+            s.exec_starts("pod-a").available_permits(),
+            MAX_CONCURRENT_EXEC_STARTS
+        );
+    }
 
     #[test]
     fn urls_name_the_bound_address() {

@@ -90,12 +90,13 @@ pub(crate) async fn start_process(
         crate::error::Error::NotFound(format!("container {container_id} not found"))
     })?;
     let spec = exec::process_spec(&rec.spec, cmd, io.terminal)?;
-    // A burst of execs into one runc shim slows it down dramatically (each
-    // start is a `runc exec`); a few at a time keeps it moving.
+    // A burst of execs into one runc shim (one per pod) slows it down
+    // dramatically (each start is a `runc exec`); a few at a time per pod
+    // keeps it moving, and other pods' execs do not wait.
     let _slot = crid
         .streaming
-        .exec_starts
-        .acquire()
+        .exec_starts(&rec.sandbox_id)
+        .acquire_owned()
         .await
         .map_err(|e| crate::error::Error::Internal(e.to_string()))?;
     exec::create(&crid.containerd, &rec.id, exec_id, &spec, io).await?;
