@@ -241,7 +241,15 @@ pub async fn stop_record(crid: &Crid, rec: &ContainerRecord, timeout_secs: u64) 
         // processes do not die with its first one.
         task::kill(&s, id, libc::SIGKILL as u32, true).await?;
         match tokio::time::timeout(KILL_WAIT, task::wait(&s, id)).await {
-            Ok(r) => exited = Some(r?),
+            Ok(Ok(r)) => exited = Some(r),
+            // The shim may go away under the Wait ("ttrpc: closed"): what
+            // counts is whether the task still lives.
+            Ok(Err(e)) => match task::state(&s, id).await {
+                Ok(TaskState::Alive { .. }) => return Err(e),
+                Ok(TaskState::Stopped(x)) => exited = Some(Some(x)),
+                Ok(TaskState::Absent) => exited = Some(None),
+                Err(_) => return Err(e),
+            },
             Err(_) => {
                 return Err(Error::DeadlineExceeded(format!(
                     "container {id} did not die within {KILL_WAIT:?} of SIGKILL"
