@@ -299,6 +299,15 @@ impl Node {
         crate::ctr(&self.ctrd.socket(), args)
     }
 
+    /// Asserts containerd holds no container and no task any more.
+    pub fn assert_no_containerd_objects(&self) {
+        let (ctrs, tasks) = self.ctrd_objects();
+        assert!(
+            ctrs.trim().is_empty() && tasks.trim().is_empty(),
+            "{ctrs} {tasks}"
+        );
+    }
+
     /// containerd's container ids and task list, for leak checks.
     pub fn ctrd_objects(&self) -> (String, String) {
         (

@@ -63,11 +63,7 @@ async fn containers_run_exit_and_log() {
     assert_eq!(again.code(), tonic::Code::FailedPrecondition);
 
     n.stop_remove_pod(&pod).await;
-    let (ctrs, tasks) = n.ctrd_objects();
-    assert!(
-        ctrs.trim().is_empty() && tasks.trim().is_empty(),
-        "{ctrs} {tasks}"
-    );
+    n.assert_no_containerd_objects();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -175,11 +171,7 @@ async fn exits_while_crid_is_down_are_reconciled_and_pod_stop_kills() {
     let s = n.status(&survivor).await.unwrap();
     assert_eq!((s.state, s.exit_code), (EXITED, 137), "{s:?}");
     n.stop_remove_pod(&pod).await;
-    let (ctrs, tasks) = n.ctrd_objects();
-    assert!(
-        ctrs.trim().is_empty() && tasks.trim().is_empty(),
-        "{ctrs} {tasks}"
-    );
+    n.assert_no_containerd_objects();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -272,9 +264,5 @@ async fn exits_while_containerd_is_down_are_reconciled() {
     let s = n.wait_exited(&id, Duration::from_secs(30)).await;
     assert_eq!((s.exit_code, s.reason.as_str()), (137, "Error"), "{s:?}");
     n.stop_remove_pod(&pod).await;
-    let (ctrs, tasks) = n.ctrd_objects();
-    assert!(
-        ctrs.trim().is_empty() && tasks.trim().is_empty(),
-        "{ctrs} {tasks}"
-    );
+    n.assert_no_containerd_objects();
 }

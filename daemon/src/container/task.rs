@@ -56,6 +56,13 @@ pub fn timestamp_ns(t: Option<&prost_types::Timestamp>) -> i64 {
         .unwrap_or(0)
 }
 
+fn task_exit(exit_status: u32, exited_at: Option<&prost_types::Timestamp>) -> TaskExit {
+    TaskExit {
+        exit_status,
+        exited_at: timestamp_ns(exited_at),
+    }
+}
+
 /// Creates the task: the writable snapshot's mounts become its rootfs (the
 /// shim mounts them at the bundle's `rootfs`, where the spec's root points).
 /// Returns the pid of the created (not yet started) process.
@@ -133,10 +140,7 @@ pub async fn wait(s: &Session, id: &str) -> Result<Option<TaskExit>> {
     match r {
         Ok(r) => {
             let r = r.into_inner();
-            Ok(Some(TaskExit {
-                exit_status: r.exit_status,
-                exited_at: timestamp_ns(r.exited_at.as_ref()),
-            }))
+            Ok(Some(task_exit(r.exit_status, r.exited_at.as_ref())))
         }
         Err(st) if st.code() == tonic::Code::NotFound => Ok(None),
         Err(st) => Err(cerr("tasks.wait")(st)),
@@ -154,10 +158,7 @@ pub async fn delete(s: &Session, id: &str) -> Result<Option<TaskExit>> {
     match r {
         Ok(r) => {
             let r = r.into_inner();
-            Ok(Some(TaskExit {
-                exit_status: r.exit_status,
-                exited_at: timestamp_ns(r.exited_at.as_ref()),
-            }))
+            Ok(Some(task_exit(r.exit_status, r.exited_at.as_ref())))
         }
         Err(st) if st.code() == tonic::Code::NotFound => Ok(None),
         Err(st) => Err(cerr("tasks.delete")(st)),
