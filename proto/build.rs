@@ -1,6 +1,12 @@
-//! Compiles the protos containerd-client does not ship (runc shim options).
+//! Compiles crid's copy of the CRI v1 API and the protos containerd-client does
+//! not ship (runc shim options).
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=protos");
+    // serde derives as the k8s-cri crate had them: records and tests encode CRI
+    // messages as JSON.
+    tonic_prost_build::configure()
+        .type_attribute(".", "#[derive(serde::Serialize, serde::Deserialize)]")
+        .compile_protos(&["protos/cri/v1.proto"], &["protos/cri"])?;
     tonic_prost_build::configure()
         .build_client(false)
         .build_server(false)

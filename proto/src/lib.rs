@@ -2,8 +2,12 @@
 //! kubelet), containerd's gRPC API (crid is its client), and the runc shim
 //! options that containerd-client does not carry.
 
-/// CRI v1 (`runtime.v1`) messages, servers and clients.
-pub use k8s_cri::v1 as cri;
+/// CRI v1 (`runtime.v1`) messages, servers and clients, from crid's own copy of
+/// the API (`protos/cri/v1.proto`: k8s-cri 0.11's file plus later fields).
+pub mod cri {
+    #![allow(missing_docs, clippy::all, clippy::pedantic)]
+    tonic::include_proto!("runtime.v1");
+}
 
 /// containerd's gRPC API (services, types, events) and its unix-socket connector.
 pub use containerd_client as containerd;

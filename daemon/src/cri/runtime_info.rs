@@ -90,6 +90,7 @@ pub async fn status(crid: &Crid, req: cri::StatusRequest) -> Result<cri::StatusR
             .collect(),
         features: Some(cri::RuntimeFeatures {
             supplemental_groups_policy: false,
+            user_namespaces_host_network: false,
         }),
     })
 }

@@ -76,6 +76,8 @@ fn cpu(crid: &Crid, key: &str, ts: i64, s: &CgroupStats) -> cri::CpuUsage {
         timestamp: ts,
         usage_core_nano_seconds: u(s.cpu_ns),
         usage_nano_cores: u(s.cpu_ns.and_then(|c| crid.cpu_samples.rate(key, ts, c))),
+        // Pressure stall information needs cgroup v2's cpu.pressure (not read yet).
+        psi: None,
     }
 }
 
@@ -88,6 +90,7 @@ fn memory(ts: i64, s: &CgroupStats) -> cri::MemoryUsage {
         rss_bytes: u(s.rss),
         page_faults: u(s.page_faults),
         major_page_faults: u(s.major_page_faults),
+        psi: None,
     }
 }
 
@@ -137,6 +140,7 @@ async fn container_stats(crid: &Crid, c: &Ctx, r: &ContainerRecord) -> Result<cr
         memory: Some(memory(c.ts, &s)),
         writable_layer,
         swap: None,
+        io: None,
     })
 }
 
@@ -258,6 +262,7 @@ async fn pod_stats(crid: &Crid, c: &Ctx, sb: &SandboxRecord) -> Result<cri::PodS
                 process_count: u(s.pids),
             }),
             containers,
+            io: None,
         }),
         windows: None,
     })
