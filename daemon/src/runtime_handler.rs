@@ -10,6 +10,81 @@
 
 use crate::error::{Error, Result};
 use crid_common::config::{Config, RuntimeHandlerConfig};
+use std::collections::BTreeMap;
+use std::process::Command;
+
+/// What a handler's OCI runtime can do, as its `features` command says
+/// (runc >= 1.1; the OCI runtime-spec "features" document) and the kernel
+/// allows. Reported per handler by `Status` and checked by CreateContainer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HandlerFeatures {
+    /// The runtime knows the `rro` mount option and the kernel has
+    /// mount_setattr (5.12+): CRI `Mount.recursive_read_only` can be honoured.
+    pub recursive_read_only: bool,
+}
+
+/// Features from the JSON `<runtime> features` prints and whether the kernel
+/// can apply recursive mount attributes.
+pub fn parse_features(features_json: &[u8], kernel_has_mount_setattr: bool) -> HandlerFeatures {
+    let doc: serde_json::Value = serde_json::from_slice(features_json).unwrap_or_default();
+    let rro = doc
+        .get("mountOptions")
+        .and_then(serde_json::Value::as_array)
+        .is_some_and(|opts| opts.iter().any(|o| o.as_str() == Some("rro")));
+    HandlerFeatures {
+        recursive_read_only: rro && kernel_has_mount_setattr,
+    }
+}
+
+/// True for a kernel release (`uname -r`) of 5.12 or later, where
+/// mount_setattr(2) exists.
+pub fn kernel_has_mount_setattr(release: &str) -> bool {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    (major, minor) >= (5, 12)
+}
+
+/// Asks every configured handler's runtime for its features, once at start
+/// (like containerd's CRI plugin). A runtime that cannot answer gets none.
+pub fn probe_features(config: &Config) -> BTreeMap<String, HandlerFeatures> {
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let kernel_ok = kernel_has_mount_setattr(&release);
+    config
+        .runtimes
+        .iter()
+        .map(|(name, handler)| {
+            let features = match Command::new(&handler.binary_name).arg("features").output() {
+                Ok(out) if out.status.success() => parse_features(&out.stdout, kernel_ok),
+                Ok(out) => {
+                    tracing::warn!(handler = %name, binary = %handler.binary_name,
+                        status = %out.status, "runtime has no features command; reporting no optional features");
+                    HandlerFeatures::default()
+                }
+                Err(e) => {
+                    tracing::warn!(handler = %name, binary = %handler.binary_name,
+                        "cannot run the runtime's features command: {e}");
+                    HandlerFeatures::default()
+                }
+            };
+            (name.clone(), features)
+        })
+        .collect()
+}
+
+/// The features of the handler `name` resolves to (empty = the default).
+pub fn features_of(
+    config: &Config,
+    features: &BTreeMap<String, HandlerFeatures>,
+    name: &str,
+) -> HandlerFeatures {
+    config
+        .runtime_handler(name)
+        .and_then(|(resolved, _)| features.get(resolved).copied())
+        .unwrap_or_default()
+}
 
 /// The handler `name` (empty = the default) resolves to, with its name.
 pub fn resolve<'a>(config: &'a Config, name: &str) -> Result<(&'a str, &'a RuntimeHandlerConfig)> {
@@ -63,6 +138,35 @@ mod tests {
             },
         );
         c
+    }
+
+    #[test]
+    fn rro_needs_the_runtime_option_and_the_kernel() {
+        let json = br#"{"ociVersionMin":"1.0.0","mountOptions":["bind","rro","ro"]}"#;
+        assert!(parse_features(json, true).recursive_read_only);
+        assert!(!parse_features(json, false).recursive_read_only);
+        let old = br#"{"mountOptions":["bind","ro"]}"#;
+        assert!(!parse_features(old, true).recursive_read_only);
+        assert!(!parse_features(b"not json", true).recursive_read_only);
+        assert!(kernel_has_mount_setattr("6.18.44-fc-v1147"));
+        assert!(kernel_has_mount_setattr("5.12.0"));
+        assert!(!kernel_has_mount_setattr("5.11.22-generic"));
+        assert!(!kernel_has_mount_setattr(""));
+    }
+
+    #[test]
+    fn features_follow_the_resolved_handler() {
+        let c = config();
+        let f = BTreeMap::from([(
+            "runc".to_string(),
+            HandlerFeatures {
+                recursive_read_only: true,
+            },
+        )]);
+        assert!(features_of(&c, &f, "").recursive_read_only);
+        assert!(features_of(&c, &f, "runc").recursive_read_only);
+        assert!(!features_of(&c, &f, "crun").recursive_read_only);
+        assert!(!features_of(&c, &f, "kata").recursive_read_only);
     }
 
     #[test]

@@ -306,6 +306,12 @@ async fn create_steps(
     let facts = sandbox_facts(sb, &node_hostname())?;
     let target_pid_ns = super::container_update::target_pid_ns(crid, &sb.id, config).await?;
     let host = crid.containers.host.clone();
+    let recursive_read_only = crate::runtime_handler::features_of(
+        &crid.config,
+        &crid.handler_features,
+        &sb.runtime_handler,
+    )
+    .recursive_read_only;
     let view = rootfs::view_dir(&crid.config.runtime_dir, id);
     let (cid, cfg, scfg, iname) = (
         id.to_string(),
@@ -335,6 +341,7 @@ async fn create_steps(
             sandbox: &facts,
             host: &host,
             target_pid_ns_path: target_pid_ns.as_deref(),
+            recursive_read_only,
         };
         Ok(spec::generate(&inputs, &spec::SystemHost, &rootfs)?)
     })
@@ -523,9 +530,30 @@ pub async fn status(
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
             resources: super::container_update::status_resources(&r.spec),
+            user: status_user(&r.spec),
             ..Default::default()
         }),
         info,
+    })
+}
+
+/// `ContainerStatus.user`: the identity the container's first process was
+/// given (uid, gid and every supplementary group, as the spec's
+/// `process.user` says); `None` for a spec without one.
+fn status_user(spec: &serde_json::Value) -> Option<cri::ContainerUser> {
+    let user = spec.get("process")?.get("user")?;
+    let id = |k: &str| user.get(k).and_then(serde_json::Value::as_i64);
+    let supplemental_groups = user
+        .get("additionalGids")
+        .and_then(serde_json::Value::as_array)
+        .map(|a| a.iter().filter_map(serde_json::Value::as_i64).collect())
+        .unwrap_or_default();
+    Some(cri::ContainerUser {
+        linux: Some(cri::LinuxContainerUser {
+            uid: id("uid")?,
+            gid: id("gid")?,
+            supplemental_groups,
+        }),
     })
 }
 
@@ -567,4 +595,34 @@ pub fn matches(f: &cri::ContainerFilter, r: &ContainerRecord) -> bool {
         && f.label_selector
             .iter()
             .all(|(k, v)| r.labels.get(k) == Some(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_user_reports_the_specs_process_identity() {
+        let spec = serde_json::json!({
+            "process": {"user": {"uid": 1000, "gid": 1000, "additionalGids": [1000, 1234, 50000]}}
+        });
+        assert_eq!(
+            status_user(&spec),
+            Some(cri::ContainerUser {
+                linux: Some(cri::LinuxContainerUser {
+                    uid: 1000,
+                    gid: 1000,
+                    supplemental_groups: vec![1000, 1234, 50000],
+                }),
+            })
+        );
+        let no_groups = serde_json::json!({"process": {"user": {"uid": 0, "gid": 0}}});
+        assert_eq!(
+            status_user(&no_groups)
+                .and_then(|u| u.linux)
+                .map(|l| l.supplemental_groups),
+            Some(vec![])
+        );
+        assert_eq!(status_user(&serde_json::json!({})), None);
+    }
 }

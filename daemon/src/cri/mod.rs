@@ -37,6 +37,9 @@ pub struct Crid {
     pub pod_locks: pod_locks::PodLocks,
     /// Previous CPU samples, for the stats RPCs' CPU rates.
     pub cpu_samples: stats::CpuSamples,
+    /// Each runtime handler's optional features, probed once at start.
+    pub handler_features:
+        std::collections::BTreeMap<String, crate::runtime_handler::HandlerFeatures>,
 }
 
 /// The tonic service object for both CRI services; cheap to clone.
@@ -58,6 +61,7 @@ impl CriService {
         CriService {
             crid: Arc::new(Crid {
                 images: crate::image::Images::new(&config, containerd.clone()),
+                handler_features: crate::runtime_handler::probe_features(&config),
                 config,
                 containerd,
                 sandboxes,

@@ -80,16 +80,25 @@ pub async fn status(crid: &Crid, req: cri::StatusRequest) -> Result<cri::StatusR
         // The runtime handlers reported are the ones RunPodSandbox accepts.
         runtime_handlers: crate::runtime_handler::names(&crid.config)
             .into_iter()
-            .map(|name| cri::RuntimeHandler {
-                name,
-                features: Some(cri::RuntimeHandlerFeatures {
-                    recursive_read_only_mounts: false,
-                    user_namespaces: false,
-                }),
+            .map(|name| {
+                let f = crate::runtime_handler::features_of(
+                    &crid.config,
+                    &crid.handler_features,
+                    &name,
+                );
+                cri::RuntimeHandler {
+                    name,
+                    features: Some(cri::RuntimeHandlerFeatures {
+                        recursive_read_only_mounts: f.recursive_read_only,
+                        user_namespaces: false,
+                    }),
+                }
             })
             .collect(),
         features: Some(cri::RuntimeFeatures {
-            supplemental_groups_policy: false,
+            // Strict/Merge are applied (spec::user) and ContainerStatus.user reports
+            // the resulting identity.
+            supplemental_groups_policy: true,
             user_namespaces_host_network: false,
         }),
     })

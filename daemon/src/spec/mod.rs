@@ -211,6 +211,9 @@ pub struct SpecInputs<'a> {
     /// Host path of the TARGET container's PID namespace (e.g. /proc/<pid>/ns/pid)
     /// when the PID mode is TARGET; CreateContainer resolves target_id to it.
     pub target_pid_ns_path: Option<&'a Path>,
+    /// The pod's runtime handler can apply recursive read-only mounts
+    /// ([`crate::runtime_handler::HandlerFeatures`]).
+    pub recursive_read_only: bool,
 }
 
 /// Builds the container's OCI runtime spec, following the kubelet's contract and
@@ -268,7 +271,14 @@ pub fn generate(
     proc.set_selinux_label(None);
 
     // Mounts and rootfs propagation.
-    let mount_plan = mounts::plan(config, &sc, inputs.sandbox, privileged, host)?;
+    let mount_plan = mounts::plan(
+        config,
+        &sc,
+        inputs.sandbox,
+        privileged,
+        inputs.recursive_read_only,
+        host,
+    )?;
 
     // Linux section.
     let (linux_devices, mut device_rules) = devices::devices(config, privileged, host)?;

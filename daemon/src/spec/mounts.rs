@@ -203,10 +203,11 @@ pub fn plan(
     sc: &LinuxContainerSecurityContext,
     sandbox: &SandboxFacts,
     privileged: bool,
+    rro_supported: bool,
     host: &dyn HostView,
 ) -> Result<MountPlan, SpecError> {
     for m in &config.mounts {
-        check_cri_mount(m)?;
+        check_cri_mount(m, rro_supported)?;
     }
     // CRI mounts first, then pod mounts they do not override; stable-sorted by depth.
     let mut supplied: Vec<(CriMount, bool)> =
@@ -276,6 +277,11 @@ pub fn plan(
         }
         // Like containerd, a read-only rootfs does not make the mounts read-only.
         opts.push(if m.readonly { "ro" } else { "rw" }.into());
+        if m.recursive_read_only {
+            // runc applies MOUNT_ATTR_RDONLY with AT_RECURSIVE (mount_setattr),
+            // so submounts of the source are read-only too.
+            opts.push("rro".into());
+        }
         let mut out = Mount::default();
         out.set_destination(PathBuf::from(&m.container_path));
         out.set_typ(Some("bind".into()));
@@ -290,7 +296,7 @@ pub fn plan(
 }
 
 /// Rejects a CRI mount crid cannot honour.
-fn check_cri_mount(m: &CriMount) -> Result<(), SpecError> {
+fn check_cri_mount(m: &CriMount, rro_supported: bool) -> Result<(), SpecError> {
     validate::container_path(&m.container_path)?;
     if m.image.is_some() {
         return Err(SpecError::Unsupported("image volume mounts (Mount.image)"));
@@ -299,16 +305,36 @@ fn check_cri_mount(m: &CriMount) -> Result<(), SpecError> {
     if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
         return Err(SpecError::Unsupported("idmapped mounts"));
     }
-    if m.recursive_read_only {
-        // crid does not advertise RecursiveReadOnlyMounts in RuntimeStatus, so the
-        // kubelet never sends this; refuse rather than mount half read-only.
-        return Err(SpecError::Unsupported("recursive read-only mounts"));
-    }
-    if MountPropagation::try_from(m.propagation).is_err() {
-        return Err(SpecError::InvalidArgument(format!(
+    let propagation = MountPropagation::try_from(m.propagation).map_err(|_| {
+        SpecError::InvalidArgument(format!(
             "mount {}: unknown propagation {}",
             m.container_path, m.propagation
-        )));
+        ))
+    })?;
+    if m.recursive_read_only {
+        // The CRI contract: recursive read-only needs readonly and private
+        // propagation (a slave/shared submount could appear later, writable).
+        if !m.readonly {
+            return Err(SpecError::InvalidArgument(format!(
+                "mount {}: recursive_read_only needs readonly",
+                m.container_path
+            )));
+        }
+        if propagation != MountPropagation::PropagationPrivate {
+            return Err(SpecError::InvalidArgument(format!(
+                "mount {}: recursive_read_only needs private propagation, not {}",
+                m.container_path,
+                propagation.as_str_name()
+            )));
+        }
+        if !rro_supported {
+            // Status does not advertise the feature for this handler; refuse
+            // rather than mount half read-only.
+            return Err(SpecError::InvalidArgument(format!(
+                "mount {}: recursive read-only mounts are not supported by the pod's runtime handler",
+                m.container_path
+            )));
+        }
     }
     Ok(())
 }
@@ -436,13 +462,14 @@ mod tests {
             &Default::default(),
             facts,
             privileged,
+            false,
             &FakeHost::default(),
         )
         .unwrap()
     }
 
     fn plan_for(config: &ContainerConfig, sc: &LinuxContainerSecurityContext) -> MountPlan {
-        plan(config, sc, &pod(), false, &FakeHost::default()).unwrap()
+        plan(config, sc, &pod(), false, false, &FakeHost::default()).unwrap()
     }
 
     #[test]
@@ -584,7 +611,7 @@ mod tests {
         let host = FakeHost::default()
             .with_propagation("/mnt/slave", Propagation::Slave)
             .with_propagation("/mnt/shared", Propagation::Shared);
-        let p = plan(&config, &Default::default(), &pod(), false, &host).unwrap();
+        let p = plan(&config, &Default::default(), &pod(), false, false, &host).unwrap();
         assert_eq!(opts(find(&p, "/ro")), vec!["rbind", "rprivate", "ro"]);
         assert_eq!(opts(find(&p, "/slave")), vec!["rbind", "rslave", "rw"]);
         assert_eq!(p.rootfs_propagation, Some(RootfsPropagation::Slave));
@@ -598,7 +625,7 @@ mod tests {
             mounts: vec![shared, slave],
             ..Default::default()
         };
-        let p = plan(&config, &Default::default(), &pod(), false, &host).unwrap();
+        let p = plan(&config, &Default::default(), &pod(), false, false, &host).unwrap();
         assert_eq!(opts(find(&p, "/shared")), vec!["rbind", "rshared", "rw"]);
         assert_eq!(p.rootfs_propagation, Some(RootfsPropagation::Shared));
         assert_eq!(RootfsPropagation::Shared.to_string(), "rshared");
@@ -615,7 +642,7 @@ mod tests {
             mounts: vec![m.clone()],
             ..Default::default()
         };
-        let err = plan(&config, &Default::default(), &pod(), false, &host).unwrap_err();
+        let err = plan(&config, &Default::default(), &pod(), false, false, &host).unwrap_err();
         assert!(matches!(err, SpecError::FailedPrecondition(e) if e.contains("shared")));
         m.host_path = "/mnt/private/x".into();
         m.propagation = MountPropagation::PropagationHostToContainer as i32;
@@ -624,7 +651,7 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            plan(&config, &Default::default(), &pod(), false, &host),
+            plan(&config, &Default::default(), &pod(), false, false, &host),
             Err(SpecError::FailedPrecondition(_))
         ));
     }
@@ -636,7 +663,7 @@ mod tests {
             mounts: vec![cri("/d", "/var/link")],
             ..Default::default()
         };
-        let p = plan(&config, &Default::default(), &pod(), false, &host).unwrap();
+        let p = plan(&config, &Default::default(), &pod(), false, false, &host).unwrap();
         assert_eq!(
             find(&p, "/d").source().as_deref(),
             Some(Path::new("/srv/real"))
@@ -662,7 +689,7 @@ mod tests {
             (cri("", "/y"), false),
             (badprop, false),
             (idmapped, true),
-            (rro, true),
+            (rro, false),
             (image, true),
         ] {
             let config = ContainerConfig {
@@ -674,6 +701,7 @@ mod tests {
                 &Default::default(),
                 &pod(),
                 false,
+                false,
                 &FakeHost::default(),
             )
             .unwrap_err();
@@ -682,6 +710,49 @@ mod tests {
             } else {
                 assert!(matches!(err, SpecError::InvalidArgument(_)), "{m:?}: {err}");
             }
+        }
+    }
+
+    #[test]
+    fn recursive_read_only_adds_rro_when_the_handler_supports_it() {
+        let mut m = cri("/data", "/srv/data");
+        m.readonly = true;
+        m.recursive_read_only = true;
+        let config = ContainerConfig {
+            mounts: vec![m.clone()],
+            ..Default::default()
+        };
+        let host = FakeHost::default();
+        let p = plan(&config, &Default::default(), &pod(), false, true, &host).unwrap();
+        assert_eq!(
+            opts(find(&p, "/data")),
+            vec!["rbind", "rprivate", "ro", "rro"]
+        );
+        // Not read-only, or not private, or not supported: refused, naming the mount.
+        let mut rw = m.clone();
+        rw.readonly = false;
+        let mut slave = m.clone();
+        slave.propagation = MountPropagation::PropagationHostToContainer as i32;
+        let mut shared = m.clone();
+        shared.propagation = MountPropagation::PropagationBidirectional as i32;
+        for (bad, supported) in [(rw, true), (slave, true), (shared, true), (m, false)] {
+            let config = ContainerConfig {
+                mounts: vec![bad],
+                ..Default::default()
+            };
+            let err = plan(
+                &config,
+                &Default::default(),
+                &pod(),
+                false,
+                supported,
+                &host,
+            )
+            .unwrap_err();
+            assert!(
+                matches!(&err, SpecError::InvalidArgument(msg) if msg.contains("/data")),
+                "{err}"
+            );
         }
     }
 

@@ -4,6 +4,11 @@
 //! - default capabilities: `oci.defaultUnixCaps()` (14 caps) in the bounding,
 //!   permitted and effective sets; no inheritable set (dropped by the
 //!   CVE-2022-24769 fix in 1.6.1) and no ambient set (`WithoutAmbientCaps`);
+//! - `add_ambient_capabilities` (containerd 2.x `WithAmbientCapabilities`): the
+//!   named caps become the inheritable and ambient sets. The kernel keeps an
+//!   ambient cap only while it is permitted and inheritable, so one outside the
+//!   container's (effective = permitted) set is refused here rather than
+//!   failing later inside runc;
 //! - `customopts.WithCapabilities`: "ALL" in add grants every capability, "ALL" in
 //!   drop clears them, then the named adds, then the named drops; CRI names
 //!   come without the `CAP_` prefix (we accept it too);
@@ -144,13 +149,42 @@ pub fn capabilities(
         }
         set
     };
+    let ambient = ambient_capabilities(sc, &set)?;
     let mut caps = LinuxCapabilities::default();
     caps.set_bounding(Some(set.clone()));
     caps.set_effective(Some(set.clone()));
     caps.set_permitted(Some(set));
-    caps.set_inheritable(None);
-    caps.set_ambient(None);
+    caps.set_inheritable(ambient.clone());
+    caps.set_ambient(ambient);
     Ok(caps)
+}
+
+/// The ambient (and so inheritable) set asked for, each checked against the
+/// container's permitted set; `None` when none is asked for.
+fn ambient_capabilities(
+    sc: &LinuxContainerSecurityContext,
+    permitted: &Capabilities,
+) -> Result<Option<Capabilities>, SpecError> {
+    let names = sc
+        .capabilities
+        .as_ref()
+        .map(|c| c.add_ambient_capabilities.as_slice())
+        .unwrap_or_default();
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let mut set = Capabilities::new();
+    for name in names {
+        let cap = parse_capability(name)?;
+        if !permitted.contains(&cap) {
+            return Err(SpecError::InvalidArgument(format!(
+                "ambient capability {name:?} is not in the container's capability set \
+                 (add it to add_capabilities)"
+            )));
+        }
+        set.insert(cap);
+    }
+    Ok(Some(set))
 }
 
 /// (masked paths, read-only paths): the kubelet's lists, none when privileged.
@@ -257,6 +291,42 @@ mod tests {
         let held = capabilities_from_mask(0b11);
         let c = capabilities(&sc(&["ALL"], &[]), &held).unwrap();
         assert_eq!(names(&c), sorted(&["CHOWN", "DAC_OVERRIDE"]));
+    }
+
+    #[test]
+    fn ambient_capabilities_become_inheritable_and_ambient() {
+        let mut s = sc(&["NET_ADMIN"], &[]);
+        if let Some(c) = s.capabilities.as_mut() {
+            c.add_ambient_capabilities = vec!["net_admin".into(), "CAP_CHOWN".into()];
+        }
+        let c = capabilities(&s, &all_capabilities()).unwrap();
+        let want: Capabilities = [Capability::NetAdmin, Capability::Chown]
+            .into_iter()
+            .collect();
+        assert_eq!(c.ambient(), &Some(want.clone()));
+        assert_eq!(c.inheritable(), &Some(want));
+        assert!(c
+            .effective()
+            .clone()
+            .unwrap()
+            .contains(&Capability::NetAdmin));
+    }
+
+    #[test]
+    fn ambient_capability_outside_the_set_or_unknown_is_refused() {
+        let mut s = sc(&[], &[]);
+        if let Some(c) = s.capabilities.as_mut() {
+            c.add_ambient_capabilities = vec!["SYS_ADMIN".into()];
+        }
+        let err = capabilities(&s, &all_capabilities()).unwrap_err();
+        assert!(matches!(&err, SpecError::InvalidArgument(m) if m.contains("SYS_ADMIN")));
+        if let Some(c) = s.capabilities.as_mut() {
+            c.add_ambient_capabilities = vec!["FLY".into()];
+        }
+        assert!(matches!(
+            capabilities(&s, &all_capabilities()),
+            Err(SpecError::InvalidArgument(_))
+        ));
     }
 
     #[test]

@@ -109,6 +109,7 @@ fn gen(
         sandbox,
         host: &host_facts,
         target_pid_ns_path: None,
+        recursive_read_only: false,
     };
     generate(&inputs, host, &FakeRootfs::new(Some(PASSWD), Some(GROUP)))
 }
@@ -284,6 +285,7 @@ fn privileged_needs_a_privileged_pod() {
         sandbox: &sandbox,
         host: &host_facts,
         target_pid_ns_path: None,
+        recursive_read_only: false,
     };
     let host = FakeHost::default().with_host_devices(vec![devices::DeviceNode {
         path: "/dev/null".into(),
@@ -402,6 +404,7 @@ fn image_without_config_and_no_resources() {
         sandbox: &sandbox,
         host: &host_facts,
         target_pid_ns_path: None,
+        recursive_read_only: false,
     };
     let spec = generate(&inputs, &FakeHost::default(), &FakeRootfs::new(None, None)).unwrap();
     let p = spec.process().clone().unwrap();
