@@ -363,3 +363,116 @@ async fn unknown_capability_is_refused_and_leaves_nothing() {
     n.stop_remove_pod(&pod).await;
     n.assert_no_containerd_objects();
 }
+
+/// An image volume of the node's image at `/vol`, optionally one directory of it.
+fn image_volume(image: &str, sub: &str) -> cri::Mount {
+    cri::Mount {
+        container_path: "/vol".into(),
+        readonly: true,
+        image: Some(cri::ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        image_sub_path: sub.into(),
+        ..Default::default()
+    }
+}
+
+/// Snapshots of image volumes containerd still holds.
+fn image_volume_snapshots(n: &Node) -> Vec<String> {
+    n.ctr(&["snapshots", "ls"])
+        .lines()
+        .filter(|l| l.contains("-imgvol-"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn image_volumes_are_mounted_read_only_and_cleaned_up() {
+    let mut n = node().await;
+    let image = n.image.clone();
+    let image_id =
+        n.c.image
+            .image_status(cri::ImageStatusRequest {
+                image: Some(cri::ImageSpec {
+                    image: image.clone(),
+                    ..Default::default()
+                }),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .image
+            .unwrap()
+            .id;
+    let pod_cfg = n.pod_config("imgvol");
+    let pod = n.run_pod(&pod_cfg).await;
+
+    // The whole image: its files are there, executable, and read-only.
+    let script = "ls /vol/bin/sh && /vol/bin/busybox echo exec-ok; \
+         if touch /vol/new 2>/dev/null; then echo writable; else echo refused; fi";
+    let mut cfg = sh("whole", &image, script);
+    cfg.mounts = vec![image_volume(&image, "")];
+    let (code, log, id) = run_to_exit(&mut n, &pod, &pod_cfg, cfg).await;
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("/vol/bin/sh"), "{log}");
+    assert!(log.contains("exec-ok"), "{log}");
+    assert!(log.contains("refused"), "{log}");
+    let st = n.status(&id).await.unwrap();
+    let m = st
+        .mounts
+        .iter()
+        .find(|m| m.container_path == "/vol")
+        .unwrap();
+    assert_eq!(
+        m.image.as_ref().map(|i| i.image_ref.as_str()),
+        Some(image_id.as_str())
+    );
+    assert!(m.readonly);
+
+    // One directory of it: /etc of the image is /vol.
+    let mut cfg = sh("sub", &image, "grep '^app:' /vol/passwd");
+    cfg.mounts = vec![image_volume(&image, "etc")];
+    let (code, log, _) = run_to_exit(&mut n, &pod, &pod_cfg, cfg).await;
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("app:x:1000:1000"), "{log}");
+    assert_eq!(image_volume_snapshots(&n).len(), 2);
+
+    // A sub path the image lacks, a writable volume, an image never pulled:
+    // refused before anything is left behind.
+    n.stop_remove_pod(&pod).await;
+    assert!(image_volume_snapshots(&n).is_empty());
+    let pod_cfg = n.pod_config("imgvol-bad");
+    let pod = n.run_pod(&pod_cfg).await;
+    let mut writable = image_volume(&image, "");
+    writable.readonly = false;
+    for (m, code, needle) in [
+        (
+            image_volume(&image, "no/such/dir"),
+            Code::InvalidArgument,
+            "no/such/dir",
+        ),
+        (image_volume(&image, "../etc"), Code::InvalidArgument, ".."),
+        (writable, Code::InvalidArgument, "read-only"),
+        (
+            image_volume("127.0.0.1:1/not/pulled:v1", ""),
+            Code::NotFound,
+            "not/pulled",
+        ),
+    ] {
+        let mut cfg = sh("bad", &image, "true");
+        cfg.mounts = vec![m];
+        let err = n.create(&pod, &pod_cfg, cfg).await.unwrap_err();
+        assert_eq!(err.code(), code, "{err:?}");
+        assert!(err.message().contains(needle), "{err:?}");
+        n.assert_no_containerd_objects();
+        assert!(image_volume_snapshots(&n).is_empty());
+    }
+    n.stop_remove_pod(&pod).await;
+    assert!(
+        crid_e2e::mounts_under(n.dir.path()).is_empty(),
+        "{:?}",
+        crid_e2e::mounts_under(n.dir.path())
+    );
+}

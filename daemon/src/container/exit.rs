@@ -175,6 +175,7 @@ mod tests {
             readonly: false,
             selinux_relabel: false,
             propagation: 0,
+            image: None,
         });
         // The default path is not where the mount is.
         assert_eq!(termination_message_file(&r), None);

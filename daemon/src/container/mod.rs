@@ -5,6 +5,7 @@
 pub mod ctrd;
 pub mod exec;
 pub mod exit;
+pub mod image_volume;
 pub mod record;
 pub mod rootfs;
 pub mod spec_ctrd;

@@ -57,6 +57,20 @@ pub struct MountRecord {
     pub selinux_relabel: bool,
     /// CRI `MountPropagation` value.
     pub propagation: i32,
+    /// Set for an image volume (`host_path` is then crid's mount of it).
+    #[serde(default)]
+    pub image: Option<ImageVolumeRecord>,
+}
+
+/// What an image volume was made from (ContainerStatus reports it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageVolumeRecord {
+    /// The image as the kubelet named it.
+    pub image: String,
+    /// Its id (config digest), reported as the mount's `image_ref`.
+    pub image_id: String,
+    /// `image_sub_path` as asked.
+    pub sub_path: String,
 }
 
 /// One container, as persisted.

@@ -59,47 +59,54 @@ impl SnapshotRootfs {
     }
 
     fn mount(&self) -> io::Result<()> {
-        use nix::mount::MsFlags;
-        let [m] = self.mounts.as_slice() else {
-            return Err(io::Error::other(format!(
-                "expected one snapshot mount, containerd gave {}",
-                self.mounts.len()
-            )));
-        };
-        std::fs::create_dir_all(&self.target)?;
-        let p = plan(m);
-        let data = p.data.join(",");
-        if p.bind {
-            let mut flags = MsFlags::MS_BIND;
-            if p.recursive {
-                flags |= MsFlags::MS_REC;
-            }
-            nix::mount::mount(
-                Some(m.source.as_str()),
-                &self.target,
-                None::<&str>,
-                flags,
-                None::<&str>,
-            )?;
-            // A bind mount becomes read-only only by a remount.
-            nix::mount::mount(
-                None::<&str>,
-                &self.target,
-                None::<&str>,
-                flags | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-                None::<&str>,
-            )?;
-        } else {
-            nix::mount::mount(
-                Some(m.source.as_str()),
-                &self.target,
-                Some(m.r#type.as_str()),
-                MsFlags::MS_RDONLY,
-                Some(data.as_str()),
-            )?;
-        }
-        Ok(())
+        mount_read_only(&self.mounts, &self.target)
     }
+}
+
+/// Mounts a snapshot's one containerd mount read-only at `target` (created
+/// if missing): a bind is bound then remounted read-only, anything else
+/// (overlay) is mounted with MS_RDONLY and its options as data.
+pub fn mount_read_only(mounts: &[Mount], target: &Path) -> io::Result<()> {
+    use nix::mount::MsFlags;
+    let [m] = mounts else {
+        return Err(io::Error::other(format!(
+            "expected one snapshot mount, containerd gave {}",
+            mounts.len()
+        )));
+    };
+    std::fs::create_dir_all(target)?;
+    let p = plan(m);
+    let data = p.data.join(",");
+    if p.bind {
+        let mut flags = MsFlags::MS_BIND;
+        if p.recursive {
+            flags |= MsFlags::MS_REC;
+        }
+        nix::mount::mount(
+            Some(m.source.as_str()),
+            target,
+            None::<&str>,
+            flags,
+            None::<&str>,
+        )?;
+        // A bind mount becomes read-only only by a remount.
+        nix::mount::mount(
+            None::<&str>,
+            target,
+            None::<&str>,
+            flags | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )?;
+    } else {
+        nix::mount::mount(
+            Some(m.source.as_str()),
+            target,
+            Some(m.r#type.as_str()),
+            MsFlags::MS_RDONLY,
+            Some(data.as_str()),
+        )?;
+    }
+    Ok(())
 }
 
 impl RootfsFiles for SnapshotRootfs {

@@ -12,15 +12,15 @@
 
 use super::Crid;
 use crate::container::ctrd::{self, NewContainer, SHIM_CGROUP_LEAF};
-use crate::container::record::{ContainerRecord, ContainerState, MountRecord};
-use crate::container::{rootfs, Containers, NameKey};
+use crate::container::record::{ContainerRecord, ContainerState, ImageVolumeRecord, MountRecord};
+use crate::container::{image_volume, rootfs, Containers, NameKey};
 use crate::error::{Error, Result};
 use crate::image::session::Session;
 use crate::sandbox::record::SandboxRecord;
 use crate::sandbox::validate::MODE_NODE;
 use crate::spec::{self, validate as sv, SandboxFacts, SpecInputs};
 use crid_proto::cri;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -127,6 +127,9 @@ async fn undo(
     if let Err(e) = ctrd::remove_all(s, id, snapshotter, id).await {
         tracing::error!(container = %id, error = %e, "undoing a failed CreateContainer");
     }
+    if let Err(e) = image_volume::cleanup(s, snapshotter, runtime_dir, id).await {
+        tracing::error!(container = %id, error = %e, "undoing a failed CreateContainer's image volumes");
+    }
     if let Err(e) = containers.delete(id) {
         tracing::error!(container = %id, error = %e, "deleting the record of a failed CreateContainer");
     }
@@ -197,7 +200,11 @@ async fn create_inner(
     }
     for m in &config.mounts {
         sv::container_path(&m.container_path)?;
-        sv::host_path(&m.host_path)?;
+        if m.image.is_some() {
+            image_volume::validate(m)?;
+        } else {
+            sv::host_path(&m.host_path)?;
+        }
     }
 
     let sb = sandbox_of(&crid, &req.pod_sandbox_id).await?;
@@ -301,6 +308,8 @@ async fn create_steps(
 
     let snapshotter = crid.config.containerd.snapshotter.clone();
     let mounts = ctrd::prepare_snapshot(session, &snapshotter, id, &chain_id).await?;
+    let (config, volumes) = resolve_image_volumes(crid, session, id, config).await?;
+    let config = &config;
 
     // Spec generation reads host paths and may mount the image: blocking.
     let facts = sandbox_facts(sb, &node_hostname())?;
@@ -369,7 +378,15 @@ async fn create_steps(
                     "io.cri-containerd.kind".to_string(),
                     "container".to_string(),
                 ),
-            ]),
+            ])
+            .into_iter()
+            .chain(volumes.keys().map(|n| {
+                (
+                    image_volume::gc_label(&snapshotter, *n),
+                    image_volume::snapshot_key(id, *n),
+                )
+            }))
+            .collect(),
         },
     )
     .await?;
@@ -395,12 +412,14 @@ async fn create_steps(
         mounts: config
             .mounts
             .iter()
-            .map(|m| MountRecord {
+            .enumerate()
+            .map(|(n, m)| MountRecord {
                 container_path: m.container_path.clone(),
                 host_path: m.host_path.clone(),
                 readonly: m.readonly,
                 selinux_relabel: m.selinux_relabel,
                 propagation: m.propagation,
+                image: volumes.get(&n).cloned(),
             })
             .collect(),
         log_path,
@@ -418,6 +437,57 @@ async fn create_steps(
     crid.containers.put(rec)
 }
 
+/// Turns every image volume of `config` into a read-only bind of its
+/// prepared view (see [`image_volume`]); returns the rewritten config and,
+/// by mount index, what ContainerStatus reports for each volume.
+async fn resolve_image_volumes(
+    crid: &Crid,
+    session: &Session,
+    id: &str,
+    config: &cri::ContainerConfig,
+) -> Result<(cri::ContainerConfig, BTreeMap<usize, ImageVolumeRecord>)> {
+    let mut config = config.clone();
+    let mut volumes = BTreeMap::new();
+    let snapshotter = &crid.config.containerd.snapshotter;
+    for (n, m) in config.mounts.iter_mut().enumerate() {
+        let Some(image) = m.image.take() else {
+            continue;
+        };
+        let group = crid
+            .images
+            .store()
+            .find(&image.image)
+            .await?
+            .ok_or_else(|| ctrd::image_not_found(&image.image))?;
+        let chain_id = group.meta.chain_id.clone().ok_or_else(|| {
+            Error::FailedPrecondition(format!("image {:?} has no layers to mount", image.image))
+        })?;
+        let host_path = image_volume::prepare(
+            session,
+            snapshotter,
+            &crid.config.runtime_dir,
+            id,
+            n,
+            &chain_id,
+            &m.image_sub_path,
+        )
+        .await?;
+        m.host_path = host_path.display().to_string();
+        m.readonly = true;
+        m.recursive_read_only = false;
+        m.propagation = cri::MountPropagation::PropagationPrivate as i32;
+        volumes.insert(
+            n,
+            ImageVolumeRecord {
+                image: image.image,
+                image_id: group.meta.id.clone(),
+                sub_path: m.image_sub_path.clone(),
+            },
+        );
+    }
+    Ok((config, volumes))
+}
+
 /// Removes one container (killing it if it runs): its task, containerd
 /// objects, stdio in the helper, files and record.
 pub async fn remove_record(crid: &Crid, rec: &ContainerRecord) -> Result<()> {
@@ -429,6 +499,7 @@ pub async fn remove_record(crid: &Crid, rec: &ContainerRecord) -> Result<()> {
     crate::container::task::kill(&s, &rec.id, libc::SIGKILL as u32, true).await?;
     crate::container::task::delete(&s, &rec.id).await?;
     ctrd::remove_all(&s, &rec.id, &rec.snapshotter, &rec.snapshot_key).await?;
+    image_volume::cleanup(&s, &rec.snapshotter, &crid.config.runtime_dir, &rec.id).await?;
     let dir = crid.config.runtime_dir.join("containers").join(&rec.id);
     if let Err(e) = std::fs::remove_dir_all(&dir) {
         if e.kind() != std::io::ErrorKind::NotFound {
@@ -521,6 +592,16 @@ pub async fn status(
                     readonly: m.readonly,
                     selinux_relabel: m.selinux_relabel,
                     propagation: m.propagation,
+                    image: m.image.as_ref().map(|v| cri::ImageSpec {
+                        image: v.image.clone(),
+                        image_ref: v.image_id.clone(),
+                        ..Default::default()
+                    }),
+                    image_sub_path: m
+                        .image
+                        .as_ref()
+                        .map(|v| v.sub_path.clone())
+                        .unwrap_or_default(),
                     ..Default::default()
                 })
                 .collect(),
