@@ -476,3 +476,121 @@ async fn image_volumes_are_mounted_read_only_and_cleaned_up() {
         crid_e2e::mounts_under(n.dir.path())
     );
 }
+
+fn security_context(cfg: &mut cri::ContainerConfig) -> &mut cri::LinuxContainerSecurityContext {
+    cfg.linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+}
+
+/// The options field of the mount at `dest` in `mountinfo` text, if any.
+fn mount_opts<'a>(log: &'a str, dest: &str) -> Option<&'a str> {
+    log.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        (f.len() > 5 && f[4] == dest).then(|| f[5])
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn users_no_new_privs_read_only_rootfs_masks_and_privileged_are_enforced() {
+    let mut n = node().await;
+    let pod_cfg = n.pod_config("enforce");
+    let pod = n.run_pod(&pod_cfg).await;
+    let image = n.image.clone();
+
+    // run_as_user + run_as_group, and no_new_privs.
+    let mut cfg = sh(
+        "ids",
+        &image,
+        "echo uid=$(id -u) gid=$(id -g); grep NoNewPrivs /proc/$$/status",
+    );
+    let sc = security_context(&mut cfg);
+    sc.run_as_user = Some(cri::Int64Value { value: 1000 });
+    sc.run_as_group = Some(cri::Int64Value { value: 2000 });
+    sc.no_new_privs = true;
+    let (code, log, _) = run_to_exit(&mut n, &pod, &pod_cfg, cfg).await;
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("uid=1000 gid=2000"), "{log}");
+    assert!(log.contains("NoNewPrivs:\t1"), "{log}");
+    let (_, log, _) = run_to_exit(
+        &mut n,
+        &pod,
+        &pod_cfg,
+        sh("nnp-off", &image, "grep NoNewPrivs /proc/$$/status"),
+    )
+    .await;
+    assert!(log.contains("NoNewPrivs:\t0"), "{log}");
+
+    // A read-only rootfs refuses writes; the masked and read-only paths the
+    // kubelet sends are applied (and none when it sends none: Unmasked).
+    let script = "if touch /new 2>/dev/null; then echo rootfs-writable; else echo rootfs-ro; fi; \
+         cat /proc/self/mountinfo";
+    let mut cfg = sh("ro", &image, script);
+    let sc = security_context(&mut cfg);
+    sc.readonly_rootfs = true;
+    sc.masked_paths = vec!["/proc/timer_list".into()];
+    sc.readonly_paths = vec!["/proc/sys".into()];
+    let (code, log, _) = run_to_exit(&mut n, &pod, &pod_cfg, cfg).await;
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("rootfs-ro"), "{log}");
+    assert!(mount_opts(&log, "/proc/timer_list").is_some(), "{log}");
+    assert!(
+        mount_opts(&log, "/proc/sys").is_some_and(|o| o.starts_with("ro")),
+        "{log}"
+    );
+    let (_, log, _) = run_to_exit(&mut n, &pod, &pod_cfg, sh("unmasked", &image, script)).await;
+    assert!(log.contains("rootfs-writable"), "{log}");
+    assert!(mount_opts(&log, "/proc/timer_list").is_none(), "{log}");
+    assert!(mount_opts(&log, "/proc/sys").is_none(), "{log}");
+
+    // Privileged needs a privileged pod.
+    let mut cfg = sh("priv", &image, "true");
+    security_context(&mut cfg).privileged = true;
+    let err = n.create(&pod, &pod_cfg, cfg).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    n.stop_remove_pod(&pod).await;
+
+    let mut priv_cfg = n.pod_config("privileged");
+    if let Some(sc) = priv_cfg
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+    {
+        sc.privileged = true;
+    }
+    let pod = n.run_pod(&priv_cfg).await;
+    let script = "grep CapEff /proc/$$/status; cat /proc/self/mountinfo; \
+         echo devices=$(ls /dev | wc -l)";
+    let mut cfg = sh("priv", &image, script);
+    let sc = security_context(&mut cfg);
+    sc.privileged = true;
+    sc.masked_paths = vec!["/proc/timer_list".into()];
+    let (code, log, _) = run_to_exit(&mut n, &pod, &priv_cfg, cfg).await;
+    assert_eq!(code, 0, "{log}");
+    let cap_eff = cap_line(&log, "CapEff");
+    let crid_caps = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string()))
+        .unwrap();
+    assert_eq!(cap_eff, crid_caps, "{log}");
+    assert!(
+        mount_opts(&log, "/sys").is_some_and(|o| o.starts_with("rw")),
+        "{log}"
+    );
+    assert!(mount_opts(&log, "/proc/timer_list").is_none(), "{log}");
+    let devices: usize = log
+        .lines()
+        .find_map(|l| l.strip_prefix("devices="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    let host_devices = std::fs::read_dir("/dev").unwrap().count();
+    // Every host device node (not pts/shm/mqueue/fd) is there.
+    assert!(
+        devices > 20 && devices + 10 >= host_devices,
+        "{devices} of {host_devices}"
+    );
+    n.stop_remove_pod(&pod).await;
+    n.assert_no_containerd_objects();
+}
