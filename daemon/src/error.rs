@@ -23,6 +23,9 @@ pub enum Error {
     /// The call ran out of time.
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// A bounded resource ran out (a container event subscriber fell behind).
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// The registry refused the credentials (or their absence).
     #[error("{0}")]
     Unauthenticated(String),
@@ -61,6 +64,7 @@ impl From<Error> for tonic::Status {
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::ResourceExhausted(_) => Code::ResourceExhausted,
             // containerd's NotFound/AlreadyExists/etc. keep their meaning for
             // the kubelet; transport failures become Unavailable.
             Error::Containerd(c) => match c.status.code() {
@@ -95,6 +99,10 @@ mod tests {
             (Error::DeadlineExceeded("x".into()), Code::DeadlineExceeded),
             (Error::Internal("x".into()), Code::Internal),
             (Error::Unauthenticated("x".into()), Code::Unauthenticated),
+            (
+                Error::ResourceExhausted("x".into()),
+                Code::ResourceExhausted,
+            ),
             (
                 Error::Containerd(ContainerdError {
                     op: "get",

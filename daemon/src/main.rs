@@ -5,6 +5,7 @@ mod container;
 mod containerd;
 mod cri;
 mod error;
+mod events;
 mod helper_client;
 mod image;
 mod logging;

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 /// Usage of one cgroup; `None` where the file is missing or unreadable.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct CgroupStats {
     /// CPU time used, ns.
     pub cpu_ns: Option<u64>,
@@ -27,12 +27,89 @@ pub struct CgroupStats {
     pub memory_limit: Option<u64>,
     /// Processes (tasks) in the cgroup.
     pub pids: Option<u64>,
+    /// Swap in use (v1: memsw usage − memory usage; v2: memory.swap.current).
+    pub swap_usage: Option<u64>,
+    /// The swap limit on its own (v1: memsw limit − memory limit; v2:
+    /// memory.swap.max); None: unlimited or unknown.
+    pub swap_limit: Option<u64>,
+    /// Pressure stall information (cgroup v2 `*.pressure` files).
+    pub psi: Psi,
+}
+
+/// Pressure stall information of one cgroup; `None` where the kernel or the
+/// hierarchy does not provide it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Psi {
+    /// `cpu.pressure`.
+    pub cpu: Option<Pressure>,
+    /// `memory.pressure`.
+    pub memory: Option<Pressure>,
+    /// `io.pressure`.
+    pub io: Option<Pressure>,
+}
+
+/// One `*.pressure` file.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Pressure {
+    /// The `some` line.
+    pub some: PressureLine,
+    /// The `full` line.
+    pub full: PressureLine,
+}
+
+/// One line of a `*.pressure` file.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PressureLine {
+    /// Total stall time, µs.
+    pub total: u64,
+    /// Share stalled over 10 s (0..1; the file says percent).
+    pub avg10: f64,
+    /// Over 60 s.
+    pub avg60: f64,
+    /// Over 300 s.
+    pub avg300: f64,
+}
+
+/// Parses a `*.pressure` file (`some avg10=.. avg60=.. avg300=.. total=..`,
+/// then `full ...`); None if it has no `some` line.
+pub fn parse_pressure(text: &str) -> Option<Pressure> {
+    let mut p = Pressure::default();
+    let mut some = false;
+    for line in text.lines() {
+        let mut f = line.split_whitespace();
+        let target = match f.next() {
+            Some("some") => {
+                some = true;
+                &mut p.some
+            }
+            Some("full") => &mut p.full,
+            _ => continue,
+        };
+        for kv in f {
+            let Some((k, v)) = kv.split_once('=') else {
+                continue;
+            };
+            match k {
+                "total" => target.total = v.parse().unwrap_or(0),
+                "avg10" => target.avg10 = v.parse::<f64>().unwrap_or(0.0) / 100.0,
+                "avg60" => target.avg60 = v.parse::<f64>().unwrap_or(0.0) / 100.0,
+                "avg300" => target.avg300 = v.parse::<f64>().unwrap_or(0.0) / 100.0,
+                _ => {}
+            }
+        }
+    }
+    some.then_some(p)
 }
 
 impl CgroupStats {
     /// Bytes left before the limit (None without a limit).
     pub fn available(&self) -> Option<u64> {
         Some(self.memory_limit?.saturating_sub(self.working_set?))
+    }
+
+    /// Swap left before the swap limit (None without one).
+    pub fn swap_available(&self) -> Option<u64> {
+        Some(self.swap_limit?.saturating_sub(self.swap_usage?))
     }
 }
 
@@ -121,6 +198,28 @@ pub fn read(fs: &dyn CgroupFs, hs: &[Hierarchy], rel: &str) -> CgroupStats {
         s.major_page_faults = kv.get(pgmaj).copied();
         // "max" (v2) does not parse: unlimited.
         s.memory_limit = read_u64(fs, dir.join(limit_file)).filter(|l| *l < UNLIMITED);
+        if v2 {
+            s.swap_usage = read_u64(fs, dir.join("memory.swap.current"));
+            s.swap_limit = read_u64(fs, dir.join("memory.swap.max")).filter(|l| *l < UNLIMITED);
+        } else if let Some(memsw) = read_u64(fs, dir.join("memory.memsw.usage_in_bytes")) {
+            // Without swap accounting (no memsw files) swap is not reported.
+            s.swap_usage = s.memory_usage.map(|u| memsw.saturating_sub(u));
+            s.swap_limit = read_u64(fs, dir.join("memory.memsw.limit_in_bytes"))
+                .filter(|l| *l < UNLIMITED)
+                .zip(s.memory_limit)
+                .map(|(sw, m)| sw.saturating_sub(m));
+        }
+    }
+    // PSI files exist in every cgroup2 directory, controllers or not (the
+    // hybrid layout's unified mount has them too).
+    if let Some(v2) = hs.iter().find(|h| h.controllers.is_empty()) {
+        let dir = v2.mount.join(rel.trim_start_matches('/'));
+        let read = |f: &str| fs.read(&dir.join(f)).ok().and_then(|t| parse_pressure(&t));
+        s.psi = Psi {
+            cpu: read("cpu.pressure"),
+            memory: read("memory.pressure"),
+            io: read("io.pressure"),
+        };
     }
     if let Some((dir, _)) = dir_for(fs, hs, rel, "pids") {
         s.pids = read_u64(fs, dir.join("pids.current"));
@@ -243,6 +342,50 @@ mod tests {
         assert_eq!(s.memory_limit, None, "v1's huge limit is no limit");
         assert_eq!(s.available(), None);
         assert_eq!(s.pids, Some(3));
+        assert_eq!(s.swap_usage, None, "no memsw files: no swap accounting");
+    }
+
+    #[test]
+    fn v1_swap_is_memsw_minus_memory_and_psi_comes_from_the_unified_mount() {
+        let hs = [
+            h("/sys/fs/cgroup/memory", &["memory"]),
+            h("/sys/fs/cgroup/unified", &[]),
+        ];
+        let m = "/sys/fs/cgroup/memory/p/c/";
+        let files = Files(HashMap::from([
+            (format!("{m}memory.usage_in_bytes").into(), "10000\n".into()),
+            (format!("{m}memory.limit_in_bytes").into(), "20000\n".into()),
+            (format!("{m}memory.memsw.usage_in_bytes").into(), "14096\n".into()),
+            (format!("{m}memory.memsw.limit_in_bytes").into(), "30000\n".into()),
+            ("/sys/fs/cgroup/unified/cgroup.controllers".into(), "\n".into()),
+            (
+                "/sys/fs/cgroup/unified/p/c/cpu.pressure".into(),
+                "some avg10=1.50 avg60=0.00 avg300=0.00 total=1234\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=7\n".into(),
+            ),
+            (
+                "/sys/fs/cgroup/unified/p/c/io.pressure".into(),
+                "some avg10=0.00 avg60=50.00 avg300=0.00 total=99\n".into(),
+            ),
+        ]));
+        let s = read(&files, &hs, "/p/c");
+        assert_eq!(s.swap_usage, Some(4096));
+        assert_eq!(s.swap_limit, Some(10000));
+        assert_eq!(s.swap_available(), Some(10000 - 4096));
+        let cpu = s.psi.cpu.unwrap();
+        assert_eq!(cpu.some.total, 1234);
+        assert!((cpu.some.avg10 - 0.015).abs() < 1e-9);
+        assert_eq!(cpu.full.total, 7);
+        assert_eq!(s.psi.io.unwrap().some.avg60, 0.5);
+        assert_eq!(s.psi.memory, None);
+    }
+
+    #[test]
+    fn pressure_files_parse_or_are_absent() {
+        assert_eq!(parse_pressure(""), None);
+        assert_eq!(parse_pressure("garbage\n"), None);
+        let p = parse_pressure("some avg10=0.00 avg60=0.00 avg300=2.00 total=5\n").unwrap();
+        assert_eq!((p.some.total, p.some.avg300), (5, 0.02));
+        assert_eq!(p.full, PressureLine::default());
     }
 
     #[test]
@@ -271,6 +414,7 @@ mod tests {
         assert_eq!(s.available(), Some(16384 - 7168));
         assert_eq!(s.rss, Some(4096));
         assert_eq!(s.pids, Some(1));
+        assert_eq!(s.swap_usage, None);
         // memory.max "max": unlimited.
         let mut f = files;
         f.0.insert("/sys/fs/cgroup/k/c/memory.max".into(), "max\n".into());

@@ -75,7 +75,7 @@ pub fn termination_message(rec: &ContainerRecord) -> String {
 pub fn parse_signal(s: &str) -> Option<u32> {
     let s = s.trim();
     if let Ok(n) = s.parse::<u32>() {
-        return (1..=64).contains(&n).then_some(n);
+        return (1..=SIGRTMAX).contains(&n).then_some(n);
     }
     let upper = s.to_ascii_uppercase();
     let name = if upper.starts_with("SIG") {
@@ -83,21 +83,94 @@ pub fn parse_signal(s: &str) -> Option<u32> {
     } else {
         format!("SIG{upper}")
     };
+    if name.starts_with("SIGRT") {
+        // The CRI enum's names of real-time signals (SIGRTMINPLUS3).
+        return crid_proto::cri::Signal::from_str_name(&name).and_then(cri_signal_number);
+    }
     name.parse::<nix::sys::signal::Signal>()
         .ok()
         .map(|sig| sig as i32 as u32)
+        .or(match name.as_str() {
+            "SIGCLD" => Some(libc::SIGCHLD as u32),
+            "SIGPOLL" => Some(libc::SIGIO as u32),
+            "SIGIOT" => Some(libc::SIGABRT as u32),
+            _ => None,
+        })
 }
 
-/// The signal StopContainer sends first: the image's StopSignal, else SIGTERM.
+/// Linux's first and last real-time signal numbers (glibc's SIGRTMIN is 34
+/// to the kernel; the CRI enum names them from the kernel's numbers).
+const SIGRTMIN: u32 = 34;
+const SIGRTMAX: u32 = 64;
+
+/// The signal number of a CRI `Signal` (None for `RUNTIME_DEFAULT`).
+pub fn cri_signal_number(sig: crid_proto::cri::Signal) -> Option<u32> {
+    use crid_proto::cri::Signal as S;
+    let name = sig.as_str_name();
+    match sig {
+        S::RuntimeDefault => None,
+        S::Sigrtmin => Some(SIGRTMIN),
+        S::Sigrtmax => Some(SIGRTMAX),
+        _ => {
+            if let Some(n) = name.strip_prefix("SIGRTMINPLUS") {
+                n.parse::<u32>().ok().map(|n| SIGRTMIN + n)
+            } else if let Some(n) = name.strip_prefix("SIGRTMAXMINUS") {
+                n.parse::<u32>().ok().map(|n| SIGRTMAX - n)
+            } else {
+                parse_signal(name)
+            }
+        }
+    }
+}
+
+/// The CRI `Signal` of a signal number (`RUNTIME_DEFAULT` for one it has no
+/// name for).
+pub fn cri_signal(n: u32) -> crid_proto::cri::Signal {
+    use crid_proto::cri::Signal as S;
+    let name = match n {
+        SIGRTMIN => "SIGRTMIN".to_string(),
+        SIGRTMAX => "SIGRTMAX".to_string(),
+        n if (SIGRTMIN + 1..=SIGRTMIN + 15).contains(&n) => format!("SIGRTMINPLUS{}", n - SIGRTMIN),
+        n if (SIGRTMAX - 14..SIGRTMAX).contains(&n) => format!("SIGRTMAXMINUS{}", SIGRTMAX - n),
+        n => match i32::try_from(n)
+            .ok()
+            .and_then(|n| nix::sys::signal::Signal::try_from(n).ok())
+        {
+            Some(sig) => sig.as_str().to_string(),
+            None => return S::RuntimeDefault,
+        },
+    };
+    S::from_str_name(&name).unwrap_or(S::RuntimeDefault)
+}
+
+/// The stop signal a container is created with: the CRI config's
+/// `stop_signal` unless `RUNTIME_DEFAULT` (or unknown), else the image's
+/// STOPSIGNAL; `None` means SIGTERM.
+pub fn configured_stop_signal(config_signal: i32, image_signal: Option<String>) -> Option<String> {
+    crid_proto::cri::Signal::try_from(config_signal)
+        .ok()
+        .filter(|s| *s != crid_proto::cri::Signal::RuntimeDefault)
+        .map(|s| s.as_str_name().to_string())
+        .or(image_signal)
+}
+
+/// The signal StopContainer sends first: the configured stop signal, else
+/// SIGTERM (an unknown name is logged and replaced by SIGTERM).
 pub fn stop_signal(rec: &ContainerRecord) -> u32 {
-    let term = libc::SIGTERM as u32;
+    let configured = rec.stop_signal.as_deref().filter(|s| !s.is_empty());
+    effective_stop_signal(rec).unwrap_or_else(|| {
+        tracing::warn!(container = %rec.id, stop_signal = ?configured,
+            "unknown stop signal; using SIGTERM");
+        libc::SIGTERM as u32
+    })
+}
+
+/// The stop signal in effect, without logging: None only for a configured
+/// name crid does not know.
+pub fn effective_stop_signal(rec: &ContainerRecord) -> Option<u32> {
     match rec.stop_signal.as_deref().filter(|s| !s.is_empty()) {
-        None => term,
-        Some(s) => parse_signal(s).unwrap_or_else(|| {
-            tracing::warn!(container = %rec.id, stop_signal = %s,
-                "unknown StopSignal in the image; using SIGTERM");
-            term
-        }),
+        None => Some(libc::SIGTERM as u32),
+        Some(s) => parse_signal(s),
     }
 }
 
@@ -108,33 +181,9 @@ mod tests {
 
     fn rec() -> ContainerRecord {
         ContainerRecord {
-            id: "c1".into(),
-            sandbox_id: "sb".into(),
-            name: "n".into(),
-            attempt: 0,
             state: ContainerState::Running,
-            created_at: 1,
             started_at: 2,
-            finished_at: 0,
-            exit_code: 0,
-            reason: String::new(),
-            message: String::new(),
-            image: "i".into(),
-            image_id: "sha256:x".into(),
-            image_ref: "sha256:x".into(),
-            labels: Default::default(),
-            annotations: Default::default(),
-            mounts: vec![],
-            log_path: None,
-            snapshotter: "overlayfs".into(),
-            snapshot_key: "c1".into(),
-            stdin: false,
-            stdin_once: false,
-            tty: false,
-            spec: serde_json::json!({}),
-            stop_signal: None,
-            pid: None,
-            oom_killed: false,
+            ..ContainerRecord::sample("c1", "sb")
         }
     }
 
@@ -160,6 +209,54 @@ mod tests {
         assert_eq!(stop_signal(&r), 2);
         r.stop_signal = Some("bogus".into());
         assert_eq!(stop_signal(&r), 15);
+    }
+
+    #[test]
+    fn cri_signals_both_ways() {
+        use crid_proto::cri::Signal as S;
+        assert_eq!(cri_signal_number(S::Sigint), Some(2));
+        assert_eq!(cri_signal_number(S::Sigterm), Some(15));
+        assert_eq!(cri_signal_number(S::RuntimeDefault), None);
+        assert_eq!(cri_signal_number(S::Sigrtmin), Some(34));
+        assert_eq!(cri_signal_number(S::Sigrtminplus3), Some(37));
+        assert_eq!(cri_signal_number(S::Sigrtmaxminus1), Some(63));
+        assert_eq!(cri_signal_number(S::Sigrtmax), Some(64));
+        assert_eq!(cri_signal_number(S::Sigcld), Some(17));
+        assert_eq!(cri_signal(2), S::Sigint);
+        assert_eq!(cri_signal(15), S::Sigterm);
+        assert_eq!(cri_signal(37), S::Sigrtminplus3);
+        assert_eq!(cri_signal(50), S::Sigrtmaxminus14);
+        assert_eq!(cri_signal(0), S::RuntimeDefault);
+        // Every named signal survives the round trip (aliases map to their target).
+        for n in 1..=64 {
+            let s = cri_signal(n);
+            if s != S::RuntimeDefault {
+                assert_eq!(cri_signal_number(s), Some(n), "{s:?}");
+            }
+        }
+        assert_eq!(parse_signal("SIGRTMINPLUS3"), Some(37));
+    }
+
+    #[test]
+    fn the_configs_stop_signal_wins_over_the_images() {
+        use crid_proto::cri::Signal as S;
+        let image = Some("SIGQUIT".to_string());
+        assert_eq!(
+            configured_stop_signal(S::Sigint as i32, image.clone()).as_deref(),
+            Some("SIGINT")
+        );
+        assert_eq!(
+            configured_stop_signal(S::RuntimeDefault as i32, image.clone()).as_deref(),
+            Some("SIGQUIT")
+        );
+        assert_eq!(
+            configured_stop_signal(9999, image).as_deref(),
+            Some("SIGQUIT")
+        );
+        assert_eq!(configured_stop_signal(0, None), None);
+        let mut r = rec();
+        r.stop_signal = configured_stop_signal(S::Sigusr1 as i32, None);
+        assert_eq!(stop_signal(&r), 10);
     }
 
     #[test]

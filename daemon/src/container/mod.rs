@@ -167,37 +167,11 @@ impl Containers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use record::ContainerState;
 
     fn rec(id: &str, sb: &str, name: &str) -> ContainerRecord {
         ContainerRecord {
-            id: id.into(),
-            sandbox_id: sb.into(),
             name: name.into(),
-            attempt: 0,
-            state: ContainerState::Created,
-            created_at: 1,
-            started_at: 0,
-            finished_at: 0,
-            exit_code: 0,
-            reason: String::new(),
-            message: String::new(),
-            image: "busybox".into(),
-            image_id: "sha256:aa".into(),
-            image_ref: "sha256:aa".into(),
-            labels: Default::default(),
-            annotations: Default::default(),
-            mounts: vec![],
-            log_path: None,
-            snapshotter: "overlayfs".into(),
-            snapshot_key: id.into(),
-            stdin: false,
-            stdin_once: false,
-            tty: false,
-            spec: serde_json::json!({}),
-            stop_signal: None,
-            pid: None,
-            oom_killed: false,
+            ..ContainerRecord::sample(id, sb)
         }
     }
 

@@ -124,7 +124,8 @@ pub struct ContainerRecord {
     pub tty: bool,
     /// The OCI runtime spec handed to containerd (ContainerStatus verbose info).
     pub spec: serde_json::Value,
-    /// The image's StopSignal (None: SIGTERM).
+    /// The stop signal: the CRI config's `stop_signal`, else the image's
+    /// StopSignal (None: SIGTERM).
     #[serde(default)]
     pub stop_signal: Option<String>,
     /// The task's main pid while it runs (verbose info, PID TARGET).
@@ -133,6 +134,42 @@ pub struct ContainerRecord {
     /// containerd reported an OOM kill in the container's cgroup.
     #[serde(default)]
     pub oom_killed: bool,
+}
+
+#[cfg(test)]
+impl ContainerRecord {
+    /// A Created record of container `id` in pod `sandbox_id` for unit tests.
+    pub fn sample(id: &str, sandbox_id: &str) -> ContainerRecord {
+        ContainerRecord {
+            id: id.into(),
+            sandbox_id: sandbox_id.into(),
+            name: "n".into(),
+            attempt: 0,
+            state: ContainerState::Created,
+            created_at: 1,
+            started_at: 0,
+            finished_at: 0,
+            exit_code: 0,
+            reason: String::new(),
+            message: String::new(),
+            image: "busybox".into(),
+            image_id: "sha256:aa".into(),
+            image_ref: "sha256:aa".into(),
+            labels: Default::default(),
+            annotations: Default::default(),
+            mounts: vec![],
+            log_path: None,
+            snapshotter: "overlayfs".into(),
+            snapshot_key: id.into(),
+            stdin: false,
+            stdin_once: false,
+            tty: false,
+            spec: serde_json::json!({}),
+            stop_signal: None,
+            pid: None,
+            oom_killed: false,
+        }
+    }
 }
 
 #[cfg(test)]

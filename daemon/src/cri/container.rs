@@ -20,6 +20,7 @@ use crate::sandbox::record::SandboxRecord;
 use crate::sandbox::validate::MODE_NODE;
 use crate::spec::{self, validate as sv, SandboxFacts, SpecInputs};
 use crid_proto::cri;
+use crid_proto::cri::ContainerEventType;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -261,6 +262,10 @@ async fn create_inner(
             let mut guard = guard;
             guard.armed = false;
             session.release().await;
+            if let Some(rec) = crid.containers.get(&id) {
+                super::events::container(&crid, &rec, ContainerEventType::ContainerCreatedEvent)
+                    .await;
+            }
             Ok(cri::CreateContainerResponse { container_id: id })
         }
         Err(e) => {
@@ -296,10 +301,14 @@ async fn create_steps(
         serde_json::from_slice(&meta.config_raw).map_err(|e| {
             Error::Internal(format!("image {} has an unreadable config: {e}", meta.id))
         })?;
-    let stop_signal = image_config
-        .config()
-        .as_ref()
-        .and_then(|c| c.stop_signal().clone());
+    // The config's stop signal wins over the image's STOPSIGNAL.
+    let stop_signal = crate::container::exit::configured_stop_signal(
+        config.stop_signal,
+        image_config
+            .config()
+            .as_ref()
+            .and_then(|c| c.stop_signal().clone()),
+    );
     let image_ref = group
         .repo_digests()
         .into_iter()
@@ -506,7 +515,9 @@ pub async fn remove_record(crid: &Crid, rec: &ContainerRecord) -> Result<()> {
             return Err(Error::Internal(format!("removing {}: {e}", dir.display())));
         }
     }
-    crid.containers.delete(&rec.id)
+    crid.containers.delete(&rec.id)?;
+    super::events::container(crid, rec, ContainerEventType::ContainerDeletedEvent).await;
+    Ok(())
 }
 
 /// `RemoveContainer`: an unknown id succeeds.
@@ -569,53 +580,63 @@ pub async fn status(
         info.insert("info".to_string(), v.to_string());
     }
     Ok(cri::ContainerStatusResponse {
-        status: Some(cri::ContainerStatus {
-            id: r.id.clone(),
-            metadata: Some(metadata(&r)),
-            state: r.state.cri() as i32,
-            created_at: r.created_at,
-            started_at: r.started_at,
-            finished_at: r.finished_at,
-            exit_code: r.exit_code,
-            image: Some(image_spec(&r)),
-            image_ref: r.image_ref.clone(),
-            reason: r.reason.clone(),
-            message: r.message.clone(),
-            labels: r.labels.clone().into_iter().collect(),
-            annotations: r.annotations.clone().into_iter().collect(),
-            mounts: r
-                .mounts
-                .iter()
-                .map(|m| cri::Mount {
-                    container_path: m.container_path.clone(),
-                    host_path: m.host_path.clone(),
-                    readonly: m.readonly,
-                    selinux_relabel: m.selinux_relabel,
-                    propagation: m.propagation,
-                    image: m.image.as_ref().map(|v| cri::ImageSpec {
-                        image: v.image.clone(),
-                        image_ref: v.image_id.clone(),
-                        ..Default::default()
-                    }),
-                    image_sub_path: m
-                        .image
-                        .as_ref()
-                        .map(|v| v.sub_path.clone())
-                        .unwrap_or_default(),
-                    ..Default::default()
-                })
-                .collect(),
-            log_path: r
-                .log_path
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-            resources: super::container_update::status_resources(&r.spec),
-            user: status_user(&r.spec),
-            ..Default::default()
-        }),
+        status: Some(status_of(&r)),
         info,
     })
+}
+
+/// The CRI status of a container record (ContainerStatus, container events).
+pub fn status_of(r: &ContainerRecord) -> cri::ContainerStatus {
+    cri::ContainerStatus {
+        id: r.id.clone(),
+        metadata: Some(metadata(r)),
+        state: r.state.cri() as i32,
+        created_at: r.created_at,
+        started_at: r.started_at,
+        finished_at: r.finished_at,
+        exit_code: r.exit_code,
+        image: Some(image_spec(r)),
+        image_ref: r.image_ref.clone(),
+        reason: r.reason.clone(),
+        message: r.message.clone(),
+        labels: r.labels.clone().into_iter().collect(),
+        annotations: r.annotations.clone().into_iter().collect(),
+        mounts: r
+            .mounts
+            .iter()
+            .map(|m| cri::Mount {
+                container_path: m.container_path.clone(),
+                host_path: m.host_path.clone(),
+                readonly: m.readonly,
+                selinux_relabel: m.selinux_relabel,
+                propagation: m.propagation,
+                image: m.image.as_ref().map(|v| cri::ImageSpec {
+                    image: v.image.clone(),
+                    image_ref: v.image_id.clone(),
+                    ..Default::default()
+                }),
+                image_sub_path: m
+                    .image
+                    .as_ref()
+                    .map(|v| v.sub_path.clone())
+                    .unwrap_or_default(),
+                ..Default::default()
+            })
+            .collect(),
+        log_path: r
+            .log_path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        resources: super::container_update::status_resources(&r.spec),
+        user: status_user(&r.spec),
+        image_id: r.image_id.clone(),
+        // What StopContainer sends first (SIGTERM unless configured).
+        stop_signal: crate::container::exit::effective_stop_signal(r).map_or(
+            cri::Signal::RuntimeDefault,
+            crate::container::exit::cri_signal,
+        ) as i32,
+    }
 }
 
 /// `ContainerStatus.user`: the identity the container's first process was

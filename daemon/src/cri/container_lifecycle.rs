@@ -21,6 +21,7 @@ use crid_proto::containerd::events::{TaskExit as TaskExitEvent, TaskOom};
 use crid_proto::containerd::services::v1::events_client::EventsClient;
 use crid_proto::containerd::services::v1::SubscribeRequest;
 use crid_proto::cri;
+use crid_proto::cri::ContainerEventType;
 use prost::Message;
 use std::sync::Arc;
 use std::time::Duration;
@@ -150,6 +151,7 @@ async fn start_inner(crid: &Crid, id: &str) -> Result<()> {
         r.pid = Some(pid);
     })?;
     tracing::info!(pid, "container started");
+    super::events::container(crid, &rec, ContainerEventType::ContainerStartedEvent).await;
     Ok(())
 }
 
@@ -204,6 +206,7 @@ pub async fn handle_exit(crid: &Crid, id: &str, hint: Option<TaskExit>) -> Resul
         r.pid = None;
     })?;
     tracing::info!(container = %id, exit_code = code, reason, "container exited");
+    super::events::container(crid, &rec, ContainerEventType::ContainerStoppedEvent).await;
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! `runtime.v1.ImageService`: dispatches each RPC to the image modules.
 
+use super::pages::{pages, PageStream};
 use super::{image, respond, CriService};
 use crid_proto::cri;
 use crid_proto::cri::image_service_server::ImageService;
@@ -7,6 +8,24 @@ use tonic::{Request, Response, Status};
 
 #[tonic::async_trait]
 impl ImageService for CriService {
+    type StreamImagesStream = PageStream<cri::StreamImagesResponse>;
+
+    async fn stream_images(
+        &self,
+        req: Request<cri::StreamImagesRequest>,
+    ) -> Result<Response<Self::StreamImagesStream>, Status> {
+        let list = image::list(
+            &self.crid,
+            cri::ListImagesRequest {
+                filter: req.into_inner().filter,
+            },
+        )
+        .await?;
+        Ok(Response::new(pages(list.images, |images| {
+            cri::StreamImagesResponse { images }
+        })))
+    }
+
     async fn list_images(
         &self,
         req: Request<cri::ListImagesRequest>,

@@ -5,8 +5,11 @@
 pub mod container;
 pub mod container_lifecycle;
 pub mod container_update;
+pub mod events;
 pub mod image;
 pub mod image_service;
+pub mod metrics;
+pub mod pages;
 pub mod pod_locks;
 pub mod runtime_info;
 pub mod runtime_service;
@@ -37,6 +40,8 @@ pub struct Crid {
     pub pod_locks: pod_locks::PodLocks,
     /// Previous CPU samples, for the stats RPCs' CPU rates.
     pub cpu_samples: stats::CpuSamples,
+    /// Container events for GetContainerEvents subscribers.
+    pub events: events::ContainerEvents,
     /// Each runtime handler's optional features, probed once at start.
     pub handler_features:
         std::collections::BTreeMap<String, crate::runtime_handler::HandlerFeatures>,
@@ -69,6 +74,7 @@ impl CriService {
                 streaming,
                 pod_locks: pod_locks::PodLocks::default(),
                 cpu_samples: stats::CpuSamples::default(),
+                events: events::ContainerEvents::default(),
             }),
         }
     }

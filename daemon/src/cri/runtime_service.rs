@@ -1,23 +1,97 @@
 //! `runtime.v1.RuntimeService`: dispatches each RPC to its family module.
-//! RPCs whose issue has not landed answer Unimplemented, naming the RPC.
+//! CheckpointContainer answers Unimplemented (no CRIU support), naming the RPC.
 
+use super::pages::{pages, PageStream};
 use super::{
-    container, container_lifecycle, container_update, respond, runtime_info, sandbox, stats,
-    streaming, CriService,
+    container, container_lifecycle, container_update, events, metrics, respond, runtime_info,
+    sandbox, stats, streaming, CriService,
 };
 use crate::error::Error;
 use crid_proto::cri;
 use crid_proto::cri::runtime_service_server::RuntimeService;
-use std::pin::Pin;
 use tonic::{Request, Response, Status};
-
-/// Stream type of `GetContainerEvents`.
-pub type ContainerEventStream =
-    Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl RuntimeService for CriService {
-    type GetContainerEventsStream = ContainerEventStream;
+    type GetContainerEventsStream = events::ContainerEventStream;
+    type StreamPodSandboxesStream = PageStream<cri::StreamPodSandboxesResponse>;
+    type StreamContainersStream = PageStream<cri::StreamContainersResponse>;
+    type StreamContainerStatsStream = PageStream<cri::StreamContainerStatsResponse>;
+    type StreamPodSandboxStatsStream = PageStream<cri::StreamPodSandboxStatsResponse>;
+    type StreamPodSandboxMetricsStream = PageStream<cri::StreamPodSandboxMetricsResponse>;
+
+    async fn stream_pod_sandboxes(
+        &self,
+        req: Request<cri::StreamPodSandboxesRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxesStream>, Status> {
+        let filter = req.into_inner().filter;
+        let items = sandbox::list(&self.crid, cri::ListPodSandboxRequest { filter })
+            .await?
+            .items;
+        Ok(Response::new(pages(items, |pod_sandboxes| {
+            cri::StreamPodSandboxesResponse { pod_sandboxes }
+        })))
+    }
+
+    async fn stream_containers(
+        &self,
+        req: Request<cri::StreamContainersRequest>,
+    ) -> Result<Response<Self::StreamContainersStream>, Status> {
+        let filter = req.into_inner().filter;
+        let items = container::list(&self.crid, cri::ListContainersRequest { filter })
+            .await?
+            .containers;
+        Ok(Response::new(pages(items, |containers| {
+            cri::StreamContainersResponse { containers }
+        })))
+    }
+
+    async fn stream_container_stats(
+        &self,
+        req: Request<cri::StreamContainerStatsRequest>,
+    ) -> Result<Response<Self::StreamContainerStatsStream>, Status> {
+        let filter = req.into_inner().filter;
+        let items = stats::list_containers(&self.crid, cri::ListContainerStatsRequest { filter })
+            .await?
+            .stats;
+        Ok(Response::new(pages(items, |container_stats| {
+            cri::StreamContainerStatsResponse { container_stats }
+        })))
+    }
+
+    async fn stream_pod_sandbox_stats(
+        &self,
+        req: Request<cri::StreamPodSandboxStatsRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxStatsStream>, Status> {
+        let filter = req.into_inner().filter;
+        let items = stats::list_pods(&self.crid, cri::ListPodSandboxStatsRequest { filter })
+            .await?
+            .stats;
+        Ok(Response::new(pages(items, |pod_sandbox_stats| {
+            cri::StreamPodSandboxStatsResponse { pod_sandbox_stats }
+        })))
+    }
+
+    async fn stream_pod_sandbox_metrics(
+        &self,
+        _req: Request<cri::StreamPodSandboxMetricsRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxMetricsStream>, Status> {
+        let items = metrics::list_pod_sandbox_metrics(&self.crid)
+            .await?
+            .pod_metrics;
+        Ok(Response::new(pages(items, |pod_sandbox_metrics| {
+            cri::StreamPodSandboxMetricsResponse {
+                pod_sandbox_metrics,
+            }
+        })))
+    }
+
+    async fn update_pod_sandbox_resources(
+        &self,
+        req: Request<cri::UpdatePodSandboxResourcesRequest>,
+    ) -> Result<Response<cri::UpdatePodSandboxResourcesResponse>, Status> {
+        respond(sandbox::update_resources(&self.crid, req.into_inner()).await)
+    }
 
     async fn version(
         &self,
@@ -200,21 +274,21 @@ impl RuntimeService for CriService {
         &self,
         _req: Request<cri::GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        Err(Error::Unimplemented("GetContainerEvents").into())
+        Ok(Response::new(events::get_container_events(&self.crid)))
     }
 
     async fn list_metric_descriptors(
         &self,
         _req: Request<cri::ListMetricDescriptorsRequest>,
     ) -> Result<Response<cri::ListMetricDescriptorsResponse>, Status> {
-        Err(Error::Unimplemented("ListMetricDescriptors").into())
+        respond(Ok(metrics::list_metric_descriptors()))
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         _req: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> Result<Response<cri::ListPodSandboxMetricsResponse>, Status> {
-        Err(Error::Unimplemented("ListPodSandboxMetrics").into())
+        respond(metrics::list_pod_sandbox_metrics(&self.crid).await)
     }
 
     async fn runtime_config(

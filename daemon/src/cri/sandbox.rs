@@ -3,8 +3,9 @@
 
 use super::Crid;
 use crate::error::{Error, Result};
-use crate::sandbox::record::{SandboxRecord, SandboxState};
+use crate::sandbox::record::{PodResources, SandboxRecord, SandboxState};
 use crid_proto::cri;
+use crid_proto::cri::ContainerEventType;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -24,6 +25,7 @@ pub async fn run(
 ) -> Result<cri::RunPodSandboxResponse> {
     let sb = Arc::clone(&crid.sandboxes);
     let id = blocking(move || sb.run(req)).await?;
+    super::events::sandbox(crid, &id, None, ContainerEventType::ContainerStartedEvent).await;
     Ok(cri::RunPodSandboxResponse { pod_sandbox_id: id })
 }
 
@@ -46,7 +48,11 @@ pub async fn stop(
     let _pod = crid.pod_locks.exclusive(&rec.id).await;
     super::container_lifecycle::stop_of_sandbox(crid, &rec.id).await?;
     let sb = Arc::clone(&crid.sandboxes);
+    let (id, was_ready) = (rec.id.clone(), rec.is_ready());
     blocking(move || sb.stop(&rec.id)).await?;
+    if was_ready {
+        super::events::sandbox(crid, &id, None, ContainerEventType::ContainerStoppedEvent).await;
+    }
     Ok(cri::StopPodSandboxResponse {})
 }
 
@@ -69,7 +75,38 @@ pub async fn remove(
     blocking(move || sb.remove(&id)).await?;
     crid.pod_locks.forget(&rec.id);
     crid.streaming.forget_pod(&rec.id);
+    let id = rec.id.clone();
+    let mut gone = rec;
+    gone.state = SandboxState::NotReady("removed".into());
+    super::events::sandbox(
+        crid,
+        &id,
+        Some(gone),
+        ContainerEventType::ContainerDeletedEvent,
+    )
+    .await;
     Ok(cri::RemovePodSandboxResponse {})
+}
+
+/// `UpdatePodSandboxResources`: the kubelet has already resized the pod's
+/// cgroup (it owns pod-level cgroups); crid checks the values and records
+/// them (PodSandboxStatus verbose info shows them). Unknown pod → NotFound.
+pub async fn update_resources(
+    crid: &Crid,
+    req: cri::UpdatePodSandboxResourcesRequest,
+) -> Result<cri::UpdatePodSandboxResourcesResponse> {
+    for r in [&req.overhead, &req.resources].into_iter().flatten() {
+        crate::container::update::validate(r)?;
+    }
+    let sb = Arc::clone(&crid.sandboxes);
+    let res = PodResources {
+        overhead: req.overhead,
+        resources: req.resources,
+    };
+    let id = req.pod_sandbox_id;
+    tracing::Span::current().record("pod", id.as_str());
+    blocking(move || sb.set_pod_resources(&id, res)).await?;
+    Ok(cri::UpdatePodSandboxResourcesResponse {})
 }
 
 fn state(r: &SandboxRecord) -> cri::PodSandboxState {
@@ -103,13 +140,6 @@ pub async fn status(
     })
     .await?;
     tracing::Span::current().record("pod", r.id.as_str());
-    let network = r.ips.first().map(|ip| cri::PodSandboxNetworkStatus {
-        ip: ip.clone(),
-        additional_ips: r.ips[1..]
-            .iter()
-            .map(|ip| cri::PodIp { ip: ip.clone() })
-            .collect(),
-    });
     let mut info = HashMap::new();
     if req.verbose {
         let v = serde_json::json!({
@@ -122,30 +152,12 @@ pub async fn status(
             "sandboxDir": r.dir,
             "cniResult": r.cni_result,
             "cniConfig": r.cni.as_ref().map(|c| c.file.clone()),
+            "podResources": r.pod_resources,
         });
         info.insert("info".to_string(), v.to_string());
     }
     Ok(cri::PodSandboxStatusResponse {
-        status: Some(cri::PodSandboxStatus {
-            id: r.id.clone(),
-            metadata: Some(metadata(&r)),
-            state: state(&r) as i32,
-            created_at: r.created_at,
-            network,
-            linux: Some(cri::LinuxPodSandboxStatus {
-                namespaces: Some(cri::Namespace {
-                    options: Some(cri::NamespaceOption {
-                        network: r.namespace_modes.network,
-                        pid: r.namespace_modes.pid,
-                        ipc: r.namespace_modes.ipc,
-                        ..Default::default()
-                    }),
-                }),
-            }),
-            labels: r.labels.clone().into_iter().collect(),
-            annotations: r.annotations.clone().into_iter().collect(),
-            runtime_handler: r.runtime_handler.clone(),
-        }),
+        status: Some(status_of(&r)),
         info,
         containers_statuses: Vec::new(),
         timestamp: std::time::SystemTime::now()
@@ -153,6 +165,37 @@ pub async fn status(
             .map(|d| d.as_nanos() as i64)
             .unwrap_or(0),
     })
+}
+
+/// The CRI status of a sandbox record (PodSandboxStatus, container events).
+pub fn status_of(r: &SandboxRecord) -> cri::PodSandboxStatus {
+    let network = r.ips.first().map(|ip| cri::PodSandboxNetworkStatus {
+        ip: ip.clone(),
+        additional_ips: r.ips[1..]
+            .iter()
+            .map(|ip| cri::PodIp { ip: ip.clone() })
+            .collect(),
+    });
+    cri::PodSandboxStatus {
+        id: r.id.clone(),
+        metadata: Some(metadata(r)),
+        state: state(r) as i32,
+        created_at: r.created_at,
+        network,
+        linux: Some(cri::LinuxPodSandboxStatus {
+            namespaces: Some(cri::Namespace {
+                options: Some(cri::NamespaceOption {
+                    network: r.namespace_modes.network,
+                    pid: r.namespace_modes.pid,
+                    ipc: r.namespace_modes.ipc,
+                    ..Default::default()
+                }),
+            }),
+        }),
+        labels: r.labels.clone().into_iter().collect(),
+        annotations: r.annotations.clone().into_iter().collect(),
+        runtime_handler: r.runtime_handler.clone(),
+    }
 }
 
 /// `ListPodSandbox` with the id-prefix, state and label-selector filters.

@@ -76,9 +76,36 @@ fn cpu(crid: &Crid, key: &str, ts: i64, s: &CgroupStats) -> cri::CpuUsage {
         timestamp: ts,
         usage_core_nano_seconds: u(s.cpu_ns),
         usage_nano_cores: u(s.cpu_ns.and_then(|c| crid.cpu_samples.rate(key, ts, c))),
-        // Pressure stall information needs cgroup v2's cpu.pressure (not read yet).
-        psi: None,
+        psi: psi(s.psi.cpu.as_ref()),
     }
+}
+
+fn psi(p: Option<&stats::Pressure>) -> Option<cri::PsiStats> {
+    let line = |l: &stats::PressureLine| cri::PsiData {
+        total: l.total,
+        avg10: l.avg10,
+        avg60: l.avg60,
+        avg300: l.avg300,
+    };
+    p.map(|p| cri::PsiStats {
+        full: Some(line(&p.full)),
+        some: Some(line(&p.some)),
+    })
+}
+
+fn swap(ts: i64, s: &CgroupStats) -> Option<cri::SwapUsage> {
+    s.swap_usage.map(|used| cri::SwapUsage {
+        timestamp: ts,
+        swap_available_bytes: u(s.swap_available()),
+        swap_usage_bytes: u(Some(used)),
+    })
+}
+
+fn io(ts: i64, s: &CgroupStats) -> Option<cri::IoUsage> {
+    s.psi.io.as_ref().map(|p| cri::IoUsage {
+        timestamp: ts,
+        psi: psi(Some(p)),
+    })
 }
 
 fn memory(ts: i64, s: &CgroupStats) -> cri::MemoryUsage {
@@ -90,12 +117,12 @@ fn memory(ts: i64, s: &CgroupStats) -> cri::MemoryUsage {
         rss_bytes: u(s.rss),
         page_faults: u(s.page_faults),
         major_page_faults: u(s.major_page_faults),
-        psi: None,
+        psi: psi(s.psi.memory.as_ref()),
     }
 }
 
 /// The container's cgroup as its OCI spec names it.
-fn container_cgroup(r: &ContainerRecord) -> Option<String> {
+pub fn container_cgroup(r: &ContainerRecord) -> Option<String> {
     r.spec
         .pointer("/linux/cgroupsPath")
         .and_then(|v| v.as_str())
@@ -139,8 +166,8 @@ async fn container_stats(crid: &Crid, c: &Ctx, r: &ContainerRecord) -> Result<cr
         cpu: Some(cpu(crid, &cg, c.ts, &s)),
         memory: Some(memory(c.ts, &s)),
         writable_layer,
-        swap: None,
-        io: None,
+        swap: swap(c.ts, &s),
+        io: io(c.ts, &s),
     })
 }
 
@@ -262,7 +289,7 @@ async fn pod_stats(crid: &Crid, c: &Ctx, sb: &SandboxRecord) -> Result<cri::PodS
                 process_count: u(s.pids),
             }),
             containers,
-            io: None,
+            io: io(c.ts, &s),
         }),
         windows: None,
     })

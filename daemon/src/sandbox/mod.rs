@@ -216,6 +216,10 @@ impl Sandboxes {
             ips: Vec::new(),
             helper_pid: None,
             reaper_pid: None,
+            pod_resources: record::PodResources {
+                overhead: linux.overhead.clone(),
+                resources: linux.resources.clone(),
+            },
         };
         let entry = Arc::new(Entry {
             rec: Mutex::new(rec),
@@ -562,6 +566,20 @@ impl Sandboxes {
         Some(rec)
     }
 
+    /// UpdatePodSandboxResources: records the pod-level resources
+    /// (persisted); NotFound for an unknown sandbox.
+    pub fn set_pod_resources(&self, id: &str, res: record::PodResources) -> Result<()> {
+        let entry = self
+            .entry(id)
+            .ok_or_else(|| Error::NotFound(format!("pod sandbox {id} not found")))?;
+        let mut rec = lock(&entry.rec);
+        let mut next = rec.clone();
+        next.pod_resources = res;
+        self.store.put(&next.id, &next)?;
+        *rec = next;
+        Ok(())
+    }
+
     /// Copies of all records.
     pub fn all(&self) -> Vec<SandboxRecord> {
         let entries: Vec<_> = lock(&self.inner).by_id.values().cloned().collect();
@@ -772,6 +790,7 @@ mod tests {
             ips: vec!["10.0.0.2".into()],
             helper_pid: Some(4242),
             reaper_pid: None,
+            pod_resources: Default::default(),
         }
     }
 

@@ -95,6 +95,19 @@ pub struct SandboxRecord {
     pub helper_pid: Option<u32>,
     /// The PID-namespace init's pid.
     pub reaper_pid: Option<u32>,
+    /// Pod-level resources as the kubelet last told them (RunPodSandbox's
+    /// `linux.overhead`/`resources`, then UpdatePodSandboxResources).
+    #[serde(default)]
+    pub pod_resources: PodResources,
+}
+
+/// Pod-level resources (the kubelet applies them to the pod cgroup itself).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PodResources {
+    /// The pod's overhead.
+    pub overhead: Option<crid_proto::cri::LinuxContainerResources>,
+    /// The sum of its containers' resources.
+    pub resources: Option<crid_proto::cri::LinuxContainerResources>,
 }
 
 impl SandboxRecord {

@@ -1,0 +1,130 @@
+//! `GetContainerEvents` (the kubelet's evented PLEG): container and sandbox
+//! state changes as CRI container events, each with the pod's sandbox status
+//! and the statuses of all its containers, as containerd's CRI sends them.
+//!
+//! Events are published where the records change, under the same locks
+//! (container op lock, pod lock), so a container's events follow its state
+//! machine: CREATED (CreateContainer done), STARTED (StartContainer),
+//! STOPPED (exit recorded: event loop, StopContainer, reconciliation),
+//! DELETED (RemoveContainer). Sandboxes: STARTED (RunPodSandbox), STOPPED
+//! (StopPodSandbox of a ready pod), DELETED (RemovePodSandbox), with the
+//! sandbox id as `container_id`. Building and sending happen under one
+//! lock, so every subscriber sees one order and statuses never go back in
+//! time. Fan-out and the slow-subscriber rule: [`crate::events`].
+
+use super::Crid;
+use crate::container::record::ContainerRecord;
+use crate::error::Error;
+use crate::events::{EventStream, Hub};
+use crate::sandbox::record::SandboxRecord;
+use crid_proto::cri;
+use crid_proto::cri::ContainerEventType;
+use futures_util::StreamExt;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio_stream::Stream;
+
+/// One event, shared by every subscriber.
+pub type Event = Arc<cri::ContainerEventResponse>;
+
+/// The event hub and the lock that orders publications.
+#[derive(Default)]
+pub struct ContainerEvents {
+    hub: Hub<Event>,
+    order: tokio::sync::Mutex<()>,
+}
+
+impl ContainerEvents {
+    /// A new subscriber's stream (events from now on).
+    pub fn subscribe(&self) -> EventStream<Event> {
+        self.hub.subscribe()
+    }
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// Publishes an event of container `rec`.
+pub async fn container(crid: &Crid, rec: &ContainerRecord, kind: ContainerEventType) {
+    publish(crid, &rec.id, &rec.sandbox_id, None, kind).await;
+}
+
+/// Publishes a sandbox event; `removed` is the record of a sandbox that no
+/// longer exists (RemovePodSandbox), taken before it went.
+pub async fn sandbox(
+    crid: &Crid,
+    sandbox_id: &str,
+    removed: Option<SandboxRecord>,
+    kind: ContainerEventType,
+) {
+    publish(crid, sandbox_id, sandbox_id, removed, kind).await;
+}
+
+async fn publish(
+    crid: &Crid,
+    container_id: &str,
+    sandbox_id: &str,
+    removed: Option<SandboxRecord>,
+    kind: ContainerEventType,
+) {
+    // Nobody listening: nothing to build (a later subscriber only sees
+    // later events anyway).
+    if crid.events.hub.subscribers() == 0 {
+        return;
+    }
+    let _order = crid.events.order.lock().await;
+    let record = match removed {
+        Some(r) => Some(r),
+        None => {
+            // Reading a sandbox record may wait for an operation on it.
+            let sandboxes = Arc::clone(&crid.sandboxes);
+            let id = sandbox_id.to_string();
+            tokio::task::spawn_blocking(move || sandboxes.get(&id))
+                .await
+                .ok()
+                .flatten()
+        }
+    };
+    let Some(record) = record else {
+        tracing::warn!(pod = %sandbox_id, container = %container_id, ?kind,
+            "no sandbox for a container event; not sent");
+        return;
+    };
+    let mut containers: Vec<cri::ContainerStatus> = crid
+        .containers
+        .of_sandbox(&record.id)
+        .iter()
+        .map(super::container::status_of)
+        .collect();
+    containers.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+    let n = crid
+        .events
+        .hub
+        .publish(Arc::new(cri::ContainerEventResponse {
+            container_id: container_id.to_string(),
+            container_event_type: kind as i32,
+            created_at: now_ns(),
+            pod_sandbox_status: Some(super::sandbox::status_of(&record)),
+            containers_statuses: containers,
+        }));
+    tracing::debug!(container = %container_id, ?kind, subscribers = n, "container event");
+}
+
+/// The stream `GetContainerEvents` answers with.
+pub type ContainerEventStream =
+    Pin<Box<dyn Stream<Item = Result<cri::ContainerEventResponse, tonic::Status>> + Send>>;
+
+/// `GetContainerEvents`: every event from now on; a subscriber that falls
+/// too far behind gets ResourceExhausted and must relist.
+pub fn get_container_events(crid: &Crid) -> ContainerEventStream {
+    Box::pin(crid.events.subscribe().map(|r| {
+        r.map(|ev| (*ev).clone()).map_err(|e| {
+            tracing::warn!(error = %e, "ending a slow container event subscriber");
+            tonic::Status::from(Error::ResourceExhausted(e.to_string()))
+        })
+    }))
+}
