@@ -65,6 +65,8 @@ pub struct Config {
     pub registry: RegistryConfig,
     /// The exec / attach / port-forward streaming listener.
     pub streaming: StreamingConfig,
+    /// crid's own Prometheus metrics endpoint.
+    pub metrics: MetricsConfig,
     /// Runtime handlers by name (`[runtimes.<handler>]`, the `handler` of a
     /// Kubernetes RuntimeClass). `runc` is always present: a file that does not
     /// define it gets the default one.
@@ -125,6 +127,7 @@ impl Default for Config {
             sandbox: SandboxConfig::default(),
             registry: RegistryConfig::default(),
             streaming: StreamingConfig::default(),
+            metrics: MetricsConfig::default(),
             runtimes: default_runtimes(),
         }
     }
@@ -283,6 +286,15 @@ impl Default for StreamingConfig {
     }
 }
 
+/// crid's own Prometheus metrics endpoint (plain HTTP, `GET /metrics`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `ip:port` to serve on, e.g. `127.0.0.1:9090`; empty (the default)
+    /// turns the endpoint off. Port 0 picks a free port.
+    pub address: String,
+}
+
 impl StreamingConfig {
     /// Whether TLS is configured.
     pub fn tls(&self) -> bool {
@@ -434,6 +446,21 @@ impl Config {
                     reason: format!("{} is not an absolute path", p.display()),
                 });
             }
+        }
+        if !self.metrics.address.is_empty()
+            && self
+                .metrics
+                .address
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+        {
+            return Err(ConfigError::Invalid {
+                key: "metrics.address",
+                reason: format!(
+                    "{:?} is not an ip:port (empty turns the endpoint off)",
+                    self.metrics.address
+                ),
+            });
         }
         if self.streaming.token_ttl_secs == 0 {
             return Err(ConfigError::Invalid {
@@ -696,6 +723,24 @@ mod tests {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(key), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn metrics_endpoint_is_off_by_default_and_its_address_is_checked() {
+        let d = Config::default();
+        assert_eq!(d.metrics.address, "");
+        assert!(Config::default_toml().contains("[metrics]"));
+        let cfg = parse("[metrics]\naddress = \"127.0.0.1:9090\"\n").unwrap();
+        assert_eq!(cfg.metrics.address, "127.0.0.1:9090");
+        for text in [
+            "[metrics]\naddress = \"localhost:9090\"\n",
+            "[metrics]\naddress = \"9090\"\n",
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains("metrics.address"), "{text}: {err}");
+        }
+        let err = parse("[metrics]\nport = 1\n").unwrap_err().to_string();
+        assert!(err.contains("port"), "{err}");
     }
 
     #[test]

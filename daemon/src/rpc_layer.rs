@@ -1,6 +1,6 @@
 //! The one tower layer every CRI call passes through: it opens the call's
-//! span (method plus the ids the handler records) and logs how the call ended,
-//! with its gRPC code and duration.
+//! span (method plus the ids the handler records), logs how the call ended,
+//! with its gRPC code and duration, and records both in crid's own metrics.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -65,7 +65,9 @@ where
             async move {
                 let start = Instant::now();
                 let res = fut.await;
-                let ms = start.elapsed().as_secs_f64() * 1000.0;
+                let secs = start.elapsed().as_secs_f64();
+                let ms = secs * 1000.0;
+                let metrics = crate::own_metrics::get();
                 match &res {
                     Ok(resp) => {
                         // Errors of unary calls come as trailers-only responses,
@@ -76,6 +78,7 @@ where
                             .and_then(|v| v.to_str().ok())
                             .and_then(|v| v.parse::<i32>().ok())
                             .unwrap_or(0);
+                        metrics.rpc(&method, secs, tonic::Code::from_i32(code));
                         if code == 0 {
                             tracing::debug!(elapsed_ms = ms, "ok");
                         } else {
@@ -93,7 +96,10 @@ where
                             }
                         }
                     }
-                    Err(e) => tracing::warn!(elapsed_ms = ms, error = %e, "transport error"),
+                    Err(e) => {
+                        metrics.rpc(&method, secs, tonic::Code::Unknown);
+                        tracing::warn!(elapsed_ms = ms, error = %e, "transport error");
+                    }
                 }
                 res
             }

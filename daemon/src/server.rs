@@ -49,6 +49,9 @@ pub enum ServeError {
     /// The streaming listener could not be set up.
     #[error("{0}")]
     Streaming(String),
+    /// The metrics endpoint could not be set up.
+    #[error("{0}")]
+    Metrics(String),
     /// The gRPC server failed.
     #[error("serving CRI: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -114,6 +117,16 @@ where
         streaming,
     );
     let stream_listener = bound.spawn(std::sync::Arc::clone(&svc.crid));
+    // crid's own Prometheus endpoint, off unless configured.
+    let metrics_endpoint = match svc.crid.config.metrics.address.as_str() {
+        "" => None,
+        addr => Some(
+            crate::own_metrics::spawn(addr)
+                .await
+                .map_err(ServeError::Metrics)?
+                .1,
+        ),
+    };
     // Container exits and OOM kills; reconciles missed ones on (re)subscribe.
     let events =
         crate::cri::container_lifecycle::spawn_event_loop(std::sync::Arc::clone(&svc.crid));
@@ -158,6 +171,9 @@ where
     health.abort();
     stream_listener.abort();
     events.abort();
+    if let Some(m) = metrics_endpoint {
+        m.abort();
+    }
     if let Err(e) = std::fs::remove_file(&socket) {
         tracing::warn!(socket = %socket.display(), error = %e, "could not remove socket");
     }

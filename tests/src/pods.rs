@@ -4,6 +4,7 @@
 //! CreateContainer, StartContainer, ContainerStatus polling, log files).
 
 use crate::images::{Compression, Entry, ImageBuilder};
+use crate::net::TestNet;
 use crate::{test_dir, CriClients, CridProcess, PrivateContainerd, Registry, RegistryOptions};
 use crid_common::config::Config;
 use crid_proto::cri;
@@ -116,6 +117,61 @@ impl Node {
             image,
             dir,
         }
+    }
+
+    /// Like [`Node::start`] with a CNI network `n` (see [`TestNet::new`])
+    /// for pods made by [`Node::pod_config_with_netns`].
+    pub async fn start_with_net(n: u8) -> (Node, TestNet) {
+        let mut net = None;
+        let node = Node::start_with_image(ImageBuilder::busybox().unwrap(), |c| {
+            net = Some(TestNet::new(n, c, None));
+        })
+        .await;
+        (node, net.expect("the config hook ran"))
+    }
+
+    /// A pod config like [`Node::pod_config`] with its own network
+    /// namespace (CNI ADD on the node's test network).
+    pub fn pod_config_with_netns(&self, name: &str) -> cri::PodSandboxConfig {
+        let mut cfg = self.pod_config(name);
+        if let Some(ns) = cfg
+            .linux
+            .as_mut()
+            .and_then(|l| l.security_context.as_mut())
+            .and_then(|s| s.namespace_options.as_mut())
+        {
+            ns.network = cri::NamespaceMode::Pod as i32;
+        }
+        cfg
+    }
+
+    /// ImageStatus of `image` (panics if crid does not have it).
+    pub async fn image_status(&mut self, image: &str) -> cri::Image {
+        self.c
+            .image
+            .image_status(cri::ImageStatusRequest {
+                image: Some(cri::ImageSpec {
+                    image: image.into(),
+                    ..Default::default()
+                }),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .image
+            .unwrap_or_else(|| panic!("{image} not in crid's image store"))
+    }
+
+    /// Waits until pod `pod`'s log file `<name>.log` (the log path [`sh`]
+    /// sets) contains `needle`.
+    pub async fn wait_logged(&self, pod: &str, name: &str, needle: &str, timeout: Duration) {
+        wait_log_contains(
+            &self.log_dir(pod).join(format!("{name}.log")),
+            needle,
+            timeout,
+        )
+        .await
     }
 
     /// The pod's log directory.

@@ -391,21 +391,7 @@ fn image_volume_snapshots(n: &Node) -> Vec<String> {
 async fn image_volumes_are_mounted_read_only_and_cleaned_up() {
     let mut n = node().await;
     let image = n.image.clone();
-    let image_id =
-        n.c.image
-            .image_status(cri::ImageStatusRequest {
-                image: Some(cri::ImageSpec {
-                    image: image.clone(),
-                    ..Default::default()
-                }),
-                verbose: false,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .image
-            .unwrap()
-            .id;
+    let image_id = n.image_status(&image).await.id;
     let pod_cfg = n.pod_config("imgvol");
     let pod = n.run_pod(&pod_cfg).await;
 

@@ -2,9 +2,7 @@
 //! CPU time and rate, memory working set, writable layer usage, process
 //! count, and the filters of the list calls.
 
-use crid_e2e::net::TestNet;
 use crid_e2e::pods::{sh, wait_log_contains, Node};
-use crid_e2e::ImageBuilder;
 use crid_proto::cri;
 use std::time::Duration;
 
@@ -142,22 +140,9 @@ async fn container_and_pod_stats_reflect_what_the_container_does() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pod_network_stats_count_the_pods_traffic() {
-    let mut net = None;
-    let mut n = Node::start_with_image(ImageBuilder::busybox().unwrap(), |c| {
-        net = Some(TestNet::new(223, c, None));
-    })
-    .await;
-    let net = net.unwrap();
-    let mut pod_cfg = n.pod_config("stats-net");
+    let (mut n, net) = Node::start_with_net(223).await;
     // The pod's own network namespace on the test bridge.
-    if let Some(ns) = pod_cfg
-        .linux
-        .as_mut()
-        .and_then(|l| l.security_context.as_mut())
-        .and_then(|s| s.namespace_options.as_mut())
-    {
-        ns.network = cri::NamespaceMode::Pod as i32;
-    }
+    let pod_cfg = n.pod_config_with_netns("stats-net");
     let pod = n.run_pod(&pod_cfg).await;
     let pod_stats = |n: &Node| {
         let mut rt = n.c.runtime.clone();

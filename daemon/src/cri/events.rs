@@ -111,6 +111,7 @@ async fn publish(
             pod_sandbox_status: Some(super::sandbox::status_of(&record)),
             containers_statuses: containers,
         }));
+    crate::own_metrics::get().container_event();
     tracing::debug!(container = %container_id, ?kind, subscribers = n, "container event");
 }
 

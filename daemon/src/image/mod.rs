@@ -123,6 +123,7 @@ impl Images {
                         if let Err(e) = &r {
                             tracing::warn!(image = %image.name(), error = %e, "pull failed");
                         }
+                        crate::own_metrics::get().pull(r.is_ok(), progress.bytes());
                         // Forget the pull before publishing, so a pull started
                         // after this one's result starts afresh.
                         if let Ok(mut map) = inflight.lock() {

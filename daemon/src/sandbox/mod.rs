@@ -402,7 +402,10 @@ impl Sandboxes {
             }
             tracing::warn!(pod = %id, "helper is gone; starting a new one that re-adopts the pod's namespaces");
             match self.readopt(&mut rec) {
-                Ok(c) => child = Some(c),
+                Ok(c) => {
+                    crate::own_metrics::get().helper_restarted();
+                    child = Some(c);
+                }
                 Err(e) => {
                     tracing::error!(pod = %id, error = %e, "restarting the helper failed");
                     rec.state = SandboxState::NotReady(format!(
