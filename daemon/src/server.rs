@@ -116,6 +116,25 @@ where
         std::sync::Arc::new(containers),
         streaming,
     );
+    // A sandbox that turns NotReady by itself is a sandbox STOPPED event.
+    let weak = std::sync::Arc::downgrade(&svc.crid);
+    let rt = tokio::runtime::Handle::current();
+    svc.crid
+        .sandboxes
+        .set_on_not_ready(std::sync::Arc::new(move |id: &str| {
+            if let Some(crid) = weak.upgrade() {
+                let id = id.to_string();
+                rt.spawn(async move {
+                    crate::cri::events::sandbox(
+                        &crid,
+                        &id,
+                        None,
+                        crid_proto::cri::ContainerEventType::ContainerStoppedEvent,
+                    )
+                    .await;
+                });
+            }
+        }));
     let stream_listener = bound.spawn(std::sync::Arc::clone(&svc.crid));
     // crid's own Prometheus endpoint, off unless configured.
     let metrics_endpoint = match svc.crid.config.metrics.address.as_str() {

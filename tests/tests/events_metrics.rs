@@ -58,6 +58,8 @@ async fn subscribers_see_a_containers_life_in_order_with_its_statuses() {
 
     let pod_cfg = n.pod_config("events");
     let pod = n.run_pod(&pod_cfg).await;
+    // The kubelet retrying a Run whose answer it lost: same pod, no second event.
+    assert_eq!(n.run_pod(&pod_cfg).await, pod);
     let first = next(&mut gone).await;
     assert_eq!(
         (kind(&first), first.container_id.as_str()),
@@ -178,6 +180,39 @@ async fn a_container_exiting_by_itself_is_reported_stopped() {
     let st = e.containers_statuses.iter().find(|c| c.id == id).unwrap();
     assert_eq!(st.exit_code, 3);
     n.stop_remove_pod(&pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pod_whose_helper_cannot_be_restarted_is_reported_stopped() {
+    let mut n = Node::start(vec![]).await;
+    let pod_cfg = n.pod_config("events-broken");
+    let pod = n.run_pod(&pod_cfg).await;
+    let mut s = subscribe(&n).await;
+    let info = n.pod_info(&pod).await;
+    let ns_dir = std::path::PathBuf::from(info["nsDir"].as_str().unwrap());
+    let helper = info["helperPid"].as_i64().unwrap() as i32;
+    // The pod's IPC namespace pin goes away behind crid's back, then its
+    // helper dies: crid cannot re-adopt the namespaces.
+    nix::mount::umount2(&ns_dir.join("ipc"), nix::mount::MntFlags::MNT_DETACH).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(helper),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let e = next(&mut s).await;
+    assert_eq!(
+        (kind(&e), e.container_id.as_str()),
+        (Ev::ContainerStoppedEvent, pod.as_str())
+    );
+    let ps = e.pod_sandbox_status.unwrap();
+    assert_eq!(ps.state, cri::PodSandboxState::SandboxNotready as i32);
+    // The kubelet then stops and removes it as usual.
+    n.stop_remove_pod(&pod).await;
+    let e = next(&mut s).await;
+    assert_eq!(
+        (kind(&e), e.container_id.as_str()),
+        (Ev::ContainerDeletedEvent, pod.as_str())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

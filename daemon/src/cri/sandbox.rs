@@ -24,8 +24,10 @@ pub async fn run(
     req: cri::RunPodSandboxRequest,
 ) -> Result<cri::RunPodSandboxResponse> {
     let sb = Arc::clone(&crid.sandboxes);
-    let id = blocking(move || sb.run(req)).await?;
-    super::events::sandbox(crid, &id, None, ContainerEventType::ContainerStartedEvent).await;
+    let (id, created) = blocking(move || sb.run(req)).await?;
+    if created {
+        super::events::sandbox(crid, &id, None, ContainerEventType::ContainerStartedEvent).await;
+    }
     Ok(cri::RunPodSandboxResponse { pod_sandbox_id: id })
 }
 

@@ -43,7 +43,13 @@ pub struct Sandboxes {
     os: Box<dyn os::TeardownOs>,
     helper: PathBuf,
     inner: Mutex<Inner>,
+    /// Told the id of a Ready sandbox that became NotReady on its own
+    /// (its helper died and could not be restarted).
+    on_not_ready: Mutex<Option<NotReadyHook>>,
 }
+
+/// See [`Sandboxes::set_on_not_ready`].
+pub type NotReadyHook = Arc<dyn Fn(&str) + Send + Sync>;
 
 #[derive(Default)]
 struct Inner {
@@ -134,6 +140,7 @@ impl Sandboxes {
             os,
             helper,
             inner: Mutex::new(Inner::default()),
+            on_not_ready: Mutex::new(None),
         }))
     }
 
@@ -144,8 +151,15 @@ impl Sandboxes {
         inner.by_id.get(id).cloned()
     }
 
-    /// RunPodSandbox.
-    pub fn run(self: &Arc<Self>, req: cri::RunPodSandboxRequest) -> Result<String> {
+    /// Calls `hook` with the id of each Ready sandbox that turns NotReady
+    /// by itself (container events tell the kubelet).
+    pub fn set_on_not_ready(&self, hook: NotReadyHook) {
+        *lock(&self.on_not_ready) = Some(hook);
+    }
+
+    /// RunPodSandbox: the sandbox id, and whether this call created it
+    /// (false: the kubelet retried a Run of a Ready sandbox).
+    pub fn run(self: &Arc<Self>, req: cri::RunPodSandboxRequest) -> Result<(String, bool)> {
         let config = req
             .config
             .ok_or_else(|| Error::InvalidArgument("RunPodSandbox without config".into()))?;
@@ -179,7 +193,7 @@ impl Sandboxes {
         if let Some((existing, entry)) = existing {
             if entry.is_some_and(|e| lock(&e.rec).is_ready()) {
                 // The kubelet retrying a Run whose answer it lost.
-                return Ok(existing);
+                return Ok((existing, false));
             }
             return Err(Error::AlreadyExists(format!(
                 "sandbox name {}_{}_{}_{} is reserved by sandbox {existing}",
@@ -238,7 +252,7 @@ impl Sandboxes {
             Ok(child) => {
                 guard.armed = false;
                 self.supervise(Arc::clone(&entry), Some(child));
-                Ok(id)
+                Ok((id, true))
             }
             Err(e) => Err(e),
         }
@@ -412,6 +426,11 @@ impl Sandboxes {
                         "helper died and could not be restarted: {e}"
                     ));
                     let _ = self.store.put(&rec.id, &rec);
+                    drop(rec);
+                    let hook = lock(&self.on_not_ready).clone();
+                    if let Some(hook) = hook {
+                        hook(&id);
+                    }
                     break;
                 }
             }
