@@ -152,8 +152,11 @@ where
     tracing::info!(socket = %socket.display(), streaming = %svc.crid.streaming.base_url, version = env!("CARGO_PKG_VERSION"), "crid serving CRI v1");
 
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    let crid_at_shutdown = std::sync::Arc::clone(&svc.crid);
     let shutdown = async move {
         shutdown.await;
+        // Event subscriptions never end by themselves.
+        crid_at_shutdown.events.close();
         let _ = signalled_tx.send(());
     };
     let serving = tonic::transport::Server::builder()

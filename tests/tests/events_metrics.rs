@@ -150,6 +150,19 @@ async fn subscribers_see_a_containers_life_in_order_with_its_statuses() {
     assert_ne!(evs[5].pod_sandbox_status.as_ref().unwrap().state, ready);
     assert_ne!(evs[6].pod_sandbox_status.as_ref().unwrap().state, ready);
     n.assert_no_containerd_objects();
+
+    // Stopping crid ends the subscriptions instead of waiting out the
+    // shutdown grace period (5 s) for streams that never end.
+    let t = Instant::now();
+    let exit = tokio::task::block_in_place(|| n.crid.stop());
+    assert!(exit.is_some_and(|e| e.success()), "{exit:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "crid took {:?} to stop",
+        t.elapsed()
+    );
+    let end = tokio::time::timeout(Duration::from_secs(5), a.message()).await;
+    assert!(matches!(end, Ok(Ok(None)) | Ok(Err(_))), "{end:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -28,16 +28,38 @@ use tokio_stream::Stream;
 pub type Event = Arc<cri::ContainerEventResponse>;
 
 /// The event hub and the lock that orders publications.
-#[derive(Default)]
 pub struct ContainerEvents {
     hub: Hub<Event>,
     order: tokio::sync::Mutex<()>,
+    /// True once crid shuts down: every subscriber's stream ends, so the
+    /// graceful shutdown does not wait for streams that never end.
+    closed: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for ContainerEvents {
+    fn default() -> Self {
+        ContainerEvents {
+            hub: Hub::default(),
+            order: tokio::sync::Mutex::new(()),
+            closed: tokio::sync::watch::Sender::new(false),
+        }
+    }
 }
 
 impl ContainerEvents {
-    /// A new subscriber's stream (events from now on).
+    /// A new subscriber's stream (events from now on), ending at
+    /// [`Self::close`] (events it has not read by then are dropped).
     pub fn subscribe(&self) -> EventStream<Event> {
-        self.hub.subscribe()
+        let mut closed = self.closed.subscribe();
+        Box::pin(self.hub.subscribe().take_until(async move {
+            // An error means the sender is gone: crid is going away too.
+            let _ = closed.wait_for(|c| *c).await;
+        }))
+    }
+
+    /// Ends every subscriber's stream (crid is shutting down).
+    pub fn close(&self) {
+        self.closed.send_replace(true);
     }
 }
 
@@ -128,4 +150,32 @@ pub fn get_container_events(crid: &Crid) -> ContainerEventStream {
             tonic::Status::from(Error::ResourceExhausted(e.to_string()))
         })
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(id: &str) -> Event {
+        Arc::new(cri::ContainerEventResponse {
+            container_id: id.into(),
+            ..Default::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn close_ends_every_stream() {
+        let events = ContainerEvents::default();
+        let mut a = events.subscribe();
+        events.hub.publish(ev("c1"));
+        let first = a.next().await.map(|r| r.map(|e| e.container_id.clone()));
+        assert_eq!(first, Some(Ok("c1".into())));
+        events.hub.publish(ev("c2"));
+        events.close();
+        // What was not read yet is not delivered: the subscriber relists
+        // when it reconnects to the next crid.
+        assert!(a.next().await.is_none(), "ended at close");
+        // A subscriber arriving after close ends at once.
+        assert!(events.subscribe().next().await.is_none());
+    }
 }
