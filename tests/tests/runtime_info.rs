@@ -268,9 +268,13 @@ async fn json_logs_carry_one_span_per_cri_call() {
     config.log.format = crid_common::config::LogFormat::Json;
     let crid = CridProcess::start(config).await.unwrap();
     let mut c = crid.clients().await.unwrap();
+    // A call that fails (CheckpointContainer stays unimplemented).
     let err = c
         .runtime
-        .list_metric_descriptors(cri::ListMetricDescriptorsRequest {})
+        .checkpoint_container(cri::CheckpointContainerRequest {
+            container_id: "x".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
@@ -279,10 +283,10 @@ async fn json_logs_carry_one_span_per_cri_call() {
         crid.log()
             .lines()
             .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("every log line is JSON"))
-            .find(|v| v["span"]["method"] == "ListMetricDescriptors")
+            .find(|v| v["span"]["method"] == "CheckpointContainer")
     })
     .await
-    .expect("a log line in the ListMetricDescriptors span");
+    .expect("a log line in the CheckpointContainer span");
     assert_eq!(found["span"]["name"], "cri");
     assert!(
         found["code"]
