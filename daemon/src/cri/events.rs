@@ -17,9 +17,11 @@ use crate::container::record::ContainerRecord;
 use crate::error::Error;
 use crate::events::{EventStream, Hub};
 use crate::sandbox::record::SandboxRecord;
+use crate::sandbox::Busy;
 use crid_proto::cri;
 use crid_proto::cri::ContainerEventType;
 use futures_util::StreamExt;
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio_stream::Stream;
@@ -30,7 +32,8 @@ pub type Event = Arc<cri::ContainerEventResponse>;
 /// The event hub and the lock that orders publications.
 pub struct ContainerEvents {
     hub: Hub<Event>,
-    order: tokio::sync::Mutex<()>,
+    /// Orders publications; holds each sandbox's last published record.
+    order: tokio::sync::Mutex<HashMap<String, SandboxRecord>>,
     /// True once crid shuts down: every subscriber's stream ends, so the
     /// graceful shutdown does not wait for streams that never end.
     closed: tokio::sync::watch::Sender<bool>,
@@ -40,7 +43,7 @@ impl Default for ContainerEvents {
     fn default() -> Self {
         ContainerEvents {
             hub: Hub::default(),
-            order: tokio::sync::Mutex::new(()),
+            order: tokio::sync::Mutex::new(HashMap::new()),
             closed: tokio::sync::watch::Sender::new(false),
         }
     }
@@ -95,27 +98,45 @@ async fn publish(
 ) {
     // Nobody listening: nothing to build (a later subscriber only sees
     // later events anyway).
+    let pod_gone = kind == ContainerEventType::ContainerDeletedEvent && container_id == sandbox_id;
     if crid.events.hub.subscribers() == 0 {
+        if pod_gone {
+            crid.events.order.lock().await.remove(sandbox_id);
+        }
         return;
     }
-    let _order = crid.events.order.lock().await;
+    let mut last = crid.events.order.lock().await;
     let record = match removed {
         Some(r) => Some(r),
-        None => {
-            // Reading a sandbox record may wait for an operation on it.
-            let sandboxes = Arc::clone(&crid.sandboxes);
-            let id = sandbox_id.to_string();
-            tokio::task::spawn_blocking(move || sandboxes.get(&id))
-                .await
-                .ok()
-                .flatten()
-        }
+        None => match crid.sandboxes.try_get(sandbox_id) {
+            Ok(r) => r,
+            // An operation holds the sandbox (a helper restart can take
+            // seconds): its last published record stands in, so that
+            // publishing, and the container operations that publish,
+            // never wait for another pod's work.
+            Err(Busy) => match last.get(sandbox_id) {
+                Some(r) => Some(r.clone()),
+                None => {
+                    let sandboxes = Arc::clone(&crid.sandboxes);
+                    let id = sandbox_id.to_string();
+                    tokio::task::spawn_blocking(move || sandboxes.get(&id))
+                        .await
+                        .ok()
+                        .flatten()
+                }
+            },
+        },
     };
     let Some(record) = record else {
         tracing::warn!(pod = %sandbox_id, container = %container_id, ?kind,
             "no sandbox for a container event; not sent");
         return;
     };
+    if pod_gone {
+        last.remove(sandbox_id);
+    } else {
+        last.insert(sandbox_id.to_string(), record.clone());
+    }
     let mut containers: Vec<cri::ContainerStatus> = crid
         .containers
         .of_sandbox(&record.id)

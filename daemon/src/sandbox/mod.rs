@@ -576,16 +576,22 @@ impl Sandboxes {
     /// gone (e.g. unmounted behind crid's back) is shown NotReady: Ready
     /// must mean the namespaces really exist.
     pub fn get(&self, id: &str) -> Option<SandboxRecord> {
-        let mut rec = self.entry(id).map(|e| lock(&e.rec).clone())?;
-        if rec.is_ready() {
-            let own = rec.own_namespaces();
-            for (ns, wanted) in [("net", own.net), ("ipc", own.ipc)] {
-                if wanted && !is_ns_pin(&rec.ns_dir().join(ns)) {
-                    rec.state = SandboxState::NotReady(format!("the pod's {ns} namespace is gone"));
-                }
-            }
-        }
-        Some(rec)
+        let rec = self.entry(id).map(|e| lock(&e.rec).clone())?;
+        Some(checked_pins(rec))
+    }
+
+    /// Like [`Sandboxes::get`] without waiting: `Err(Busy)` while an
+    /// operation (Run, Stop, Remove, a helper restart) holds the sandbox.
+    pub fn try_get(&self, id: &str) -> std::result::Result<Option<SandboxRecord>, Busy> {
+        let Some(entry) = self.entry(id) else {
+            return Ok(None);
+        };
+        let rec = match entry.rec.try_lock() {
+            Ok(r) => r.clone(),
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().clone(),
+            Err(std::sync::TryLockError::WouldBlock) => return Err(Busy),
+        };
+        Ok(Some(checked_pins(rec)))
     }
 
     /// UpdatePodSandboxResources: records the pod-level resources
@@ -607,6 +613,23 @@ impl Sandboxes {
         let entries: Vec<_> = lock(&self.inner).by_id.values().cloned().collect();
         entries.iter().map(|e| lock(&e.rec).clone()).collect()
     }
+}
+
+/// An operation holds the sandbox (see [`Sandboxes::try_get`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Busy;
+
+/// `rec`, shown NotReady if it says Ready but a namespace pin is gone.
+fn checked_pins(mut rec: SandboxRecord) -> SandboxRecord {
+    if rec.is_ready() {
+        let own = rec.own_namespaces();
+        for (ns, wanted) in [("net", own.net), ("ipc", own.ipc)] {
+            if wanted && !is_ns_pin(&rec.ns_dir().join(ns)) {
+                rec.state = SandboxState::NotReady(format!("the pod's {ns} namespace is gone"));
+            }
+        }
+    }
+    rec
 }
 
 /// Undoes a failed Run: teardown, files, record and name reservation.
