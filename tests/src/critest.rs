@@ -659,6 +659,9 @@ pub async fn run(opts: &RunOptions) -> Result<Outcome, BoxError> {
             message: "not run by tests/critest/run.sh".into(),
             ..s
         }));
+    // ginkgo randomises the order; sorted, two runs' results compare line by line.
+    summary.failed.sort_by(|a, b| a.spec.cmp(&b.spec));
+    summary.skipped.sort_by(|a, b| a.spec.cmp(&b.spec));
     let unexpected_skips = summary
         .skipped
         .iter()
