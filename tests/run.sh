@@ -2,8 +2,10 @@
 # Runs every test of crid on a Debian 12 machine as root: installs what is
 # missing, checks formatting and lints, builds, brings the test environment up
 # (tests/env/up.sh), runs unit and end-to-end tests against real containerd,
-# runc, CNI plugins and a local registry, tears the environment down and fails
-# if anything leaked (mounts, network namespaces, helper processes, test dirs).
+# runc, CNI plugins and a local registry, runs the CRI validation suite
+# (tests/critest/run.sh) when a critest binary is available ($CRITEST or
+# target/critest/critest), tears the environment down and fails if anything
+# leaked (mounts, network namespaces, helper processes, test dirs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tests/env/lib.sh
@@ -32,6 +34,8 @@ cargo test --workspace --no-fail-fast -- --test-threads="${CRID_TEST_THREADS:-2}
   | tee "$results" || status=1
 log "interop: our SPDY/3.1 server against Go's spdystream (kubectl's library)"
 cargo test -p crid-pod-helper -- --ignored spdystream 2>&1 | tee -a "$results" || status=1
+log "critest: the CRI validation suite, where a critest binary is available"
+bash tests/critest/run.sh || status=1
 read -r passed failed < <(awk '/^test result:/ {
   for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i }
 } END { print p + 0, f + 0 }' "$results")

@@ -7,8 +7,9 @@ REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 
 # Debian packages the tests and crid need at run time. Go and spdystream are
 # for the interop test against the SPDY library kubectl itself uses; openssl
-# makes the streaming TLS test's certificates.
-CRID_TEST_PACKAGES="containerd runc containernetworking-plugins protobuf-compiler docker-registry busybox-static iptables iproute2 apache2-utils procps curl openssl golang-go golang-github-docker-spdystream-dev"
+# makes the streaming TLS test's certificates; gcc and libc6-dev build the static
+# syscall probe of the security_seccomp suite.
+CRID_TEST_PACKAGES="containerd runc containernetworking-plugins protobuf-compiler docker-registry busybox-static iptables iproute2 apache2-utils procps curl openssl golang-go golang-github-docker-spdystream-dev gcc libc6-dev"
 
 log() { echo "[crid-env] $*" >&2; }
 

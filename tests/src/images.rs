@@ -66,6 +66,13 @@ pub enum Entry {
         /// Link target.
         target: String,
     },
+    /// A hard link to a file earlier in the same layer.
+    Hardlink {
+        /// Path inside the image.
+        path: String,
+        /// The linked file's path inside the image, without leading slash.
+        target: String,
+    },
 }
 
 impl Entry {
@@ -546,6 +553,12 @@ fn tar_of(entries: &[Entry]) -> Result<Vec<u8>, BoxError> {
             Entry::Symlink { path, target } => {
                 h.set_entry_type(tar::EntryType::Symlink);
                 h.set_mode(0o777);
+                h.set_size(0);
+                b.append_link(&mut h, path, target)?;
+            }
+            Entry::Hardlink { path, target } => {
+                h.set_entry_type(tar::EntryType::Link);
+                h.set_mode(0o755);
                 h.set_size(0);
                 b.append_link(&mut h, path, target)?;
             }

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod containerd;
 pub mod containerd_cri;
 pub mod crid;
+pub mod critest;
 pub mod fake_registry;
 pub mod images;
 pub mod net;

@@ -364,6 +364,33 @@ impl Node {
         );
     }
 
+    /// Asserts no container of any pod is left: none listed by crid, no
+    /// containerd container or task, no active snapshot, no crid record.
+    pub async fn assert_no_container_left(&mut self) {
+        let listed = self
+            .c
+            .runtime
+            .list_containers(cri::ListContainersRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .containers;
+        assert!(listed.is_empty(), "{listed:?}");
+        self.assert_no_containerd_objects();
+        let active: Vec<String> = self
+            .ctr(&["snapshots", "ls"])
+            .lines()
+            .filter(|l| l.trim_end().ends_with("Active"))
+            .map(str::to_string)
+            .collect();
+        assert!(active.is_empty(), "{active:?}");
+        let records = self.crid.config.state_dir.join("containers");
+        let left: Vec<_> = std::fs::read_dir(&records)
+            .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
     /// containerd's container ids and task list, for leak checks.
     pub fn ctrd_objects(&self) -> (String, String) {
         (

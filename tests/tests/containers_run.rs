@@ -176,21 +176,8 @@ impl World {
     /// Nothing of `pods` is left: containerd containers, tasks and active
     /// snapshots, crid records, mounts under the test dir, cgroups, helper
     /// and shim processes.
-    async fn assert_nothing_left(&self, pods: &[&str]) {
-        let (ctrs, tasks) = self.ctrd_objects();
-        assert_eq!((ctrs.trim(), tasks.trim()), ("", ""));
-        let active: Vec<String> = self
-            .ctr(&["snapshots", "ls"])
-            .lines()
-            .filter(|l| l.trim_end().ends_with("Active"))
-            .map(str::to_string)
-            .collect();
-        assert!(active.is_empty(), "{active:?}");
-        let records = self.crid.config.state_dir.join("containers");
-        let left: Vec<_> = std::fs::read_dir(&records)
-            .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).collect())
-            .unwrap_or_default();
-        assert!(left.is_empty(), "{left:?}");
+    async fn assert_nothing_left(&mut self, pods: &[&str]) {
+        self.n.assert_no_container_left().await;
         assert!(
             mounts_under(self.dir.path()).is_empty(),
             "{:?}",

@@ -207,6 +207,14 @@ async fn create_inner(
             sv::host_path(&m.host_path)?;
         }
     }
+    // A bad seccomp or AppArmor request (missing profile file, ...) fails
+    // here, before a name, snapshot or containerd object exists.
+    let (cfg, host) = (config.clone(), crid.containers.host.clone());
+    tokio::task::spawn_blocking(move || {
+        spec::check_security_profiles(&cfg, &host, &spec::SystemHost)
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("security profile check failed: {e}")))??;
 
     let sb = sandbox_of(&crid, &req.pod_sandbox_id).await?;
     // Held until the container exists (or is undone): the pod's teardown

@@ -52,8 +52,9 @@ fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
-/// The lease of pulls of `name`. A failed pull keeps its lease, so what it
-/// fetched survives for the retry; the lease expires by itself.
+/// The lease of pulls of `name`. A failed pull deletes it too, as
+/// containerd's CRI plugin does: what it fetched is left to containerd's GC
+/// rather than held for a day (a crid killed mid-pull leaves it to expire).
 fn lease_id(name: &str) -> String {
     format!("crid-pull-{}", &sha256(name.as_bytes())[7..23])
 }
@@ -139,7 +140,24 @@ pub async fn pull(
         }
     }
     let s = Session::leased(&cx.ctrd, lease_id(&image.name())).await?;
+    let result = pull_under_lease(cx, image, &reg, &s, top_bytes, top_digest, progress).await;
+    s.release().await;
+    let id = result?;
+    tracing::info!(image = %image.name(), id = %id, bytes = progress.bytes(), "pulled image");
+    Ok(id)
+}
 
+/// The part of [`pull`] that writes content and records under the lease `s`.
+async fn pull_under_lease(
+    cx: &PullContext,
+    image: &ImageRef,
+    reg: &Registry,
+    s: &Session,
+    top_bytes: Vec<u8>,
+    top_digest: String,
+    progress: &Progress,
+) -> Result<String, Error> {
+    let s = s.clone();
     let top = manifest::parse(&top_bytes, &top_digest)?;
     let (top_media_type, index, manifest_bytes) = match &top {
         Parsed::Index {
@@ -306,7 +324,5 @@ pub async fn pull(
     if digest_name != name {
         cx.store.put(&s, &digest_name, target).await?;
     }
-    s.release().await;
-    tracing::info!(image = %name, id = %config.digest, bytes = progress.bytes(), "pulled image");
     Ok(config.digest)
 }

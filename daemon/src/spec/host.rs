@@ -7,6 +7,10 @@
 //! (`SwapControllerAvailable`), hugetlb by /sys/fs/cgroup/hugetlb (v1) or
 //! `cgroup.controllers` (v2), and crid's own capabilities from `CapEff`
 //! (`cap.Current()`), since runc cannot grant a container more than its caller has.
+//! Security modules: seccomp when /proc/self/status has a `Seccomp:` line,
+//! AppArmor by runc's test (/sys/kernel/security/apparmor exists and
+//! /sys/module/apparmor/parameters/enabled starts with `Y`); the kernel release
+//! from /proc/sys/kernel/osrelease.
 
 use super::{security, HostFacts};
 use std::io;
@@ -18,6 +22,31 @@ pub fn cap_eff_from_status(status: &str) -> Option<u64> {
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+}
+
+/// A kernel release as (major, minor, patch), ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KernelVersion(pub u32, pub u32, pub u32);
+
+impl KernelVersion {
+    /// Parses `6.1`, `4.8.0` or a release like `6.18.44-amd64` (what follows
+    /// the numbers is ignored); at least major and minor are required.
+    pub fn parse(release: &str) -> Option<KernelVersion> {
+        let end = release
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(release.len());
+        let mut parts = release[..end].split('.').map(|p| p.parse::<u32>().ok());
+        let major = parts.next()??;
+        let minor = parts.next()??;
+        let patch = parts.next().flatten().unwrap_or(0);
+        Some(KernelVersion(major, minor, patch))
+    }
+}
+
+/// Whether the kernel has AppArmor enabled, from
+/// /sys/module/apparmor/parameters/enabled (`None`: file absent).
+pub fn apparmor_enabled_from(param: Option<&str>) -> bool {
+    param.is_some_and(|p| p.starts_with('Y'))
 }
 
 /// The cgroup v2 path of /proc/self/cgroup (the `0::` line).
@@ -62,12 +91,23 @@ fn read_host_facts_from(cgroup_root: &Path) -> io::Result<HostFacts> {
     let status = std::fs::read_to_string("/proc/self/status")?;
     let mask = cap_eff_from_status(&status)
         .ok_or_else(|| io::Error::other("no CapEff line in /proc/self/status"))?;
+    let apparmor_param = Path::new("/sys/kernel/security/apparmor")
+        .exists()
+        .then(|| std::fs::read_to_string("/sys/module/apparmor/parameters/enabled").ok())
+        .flatten();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .ok()
+        .and_then(|r| KernelVersion::parse(r.trim()));
     Ok(HostFacts {
         cgroup_v2,
         swap_controller,
         hugetlb_controller,
         own_oom_score_adj,
         capabilities: security::capabilities_from_mask(mask),
+        seccomp_enabled: status.lines().any(|l| l.starts_with("Seccomp:")),
+        apparmor_enabled: apparmor_enabled_from(apparmor_param.as_deref()),
+        kernel,
+        arch: std::env::consts::ARCH.to_string(),
     })
 }
 
@@ -98,6 +138,30 @@ mod tests {
     }
 
     #[test]
+    fn parses_kernel_versions() {
+        assert_eq!(
+            KernelVersion::parse("6.18.44-fc-v1147"),
+            Some(KernelVersion(6, 18, 44))
+        );
+        assert_eq!(KernelVersion::parse("4.8"), Some(KernelVersion(4, 8, 0)));
+        assert_eq!(
+            KernelVersion::parse("5.10.0-rc1"),
+            Some(KernelVersion(5, 10, 0))
+        );
+        assert_eq!(KernelVersion::parse("5"), None);
+        assert_eq!(KernelVersion::parse("x.y"), None);
+        assert!(KernelVersion(4, 8, 0) < KernelVersion(4, 10, 0));
+        assert!(KernelVersion(6, 1, 0) > KernelVersion(5, 19, 9));
+    }
+
+    #[test]
+    fn apparmor_parameter() {
+        assert!(apparmor_enabled_from(Some("Y\n")));
+        assert!(!apparmor_enabled_from(Some("N\n")));
+        assert!(!apparmor_enabled_from(None));
+    }
+
+    #[test]
     fn reads_this_node() {
         // Whatever the node, the probe must agree with the files it reads.
         let facts = read_host_facts().unwrap();
@@ -115,5 +179,16 @@ mod tests {
             .lines()
             .any(|l| l.contains(" /sys/fs/cgroup ") && l.contains(" - cgroup2 "));
         assert_eq!(facts.cgroup_v2, v2);
+        assert_eq!(facts.seccomp_enabled, status.contains("\nSeccomp:"));
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        assert_eq!(facts.kernel, KernelVersion::parse(release.trim()));
+        assert!(facts.kernel.is_some());
+        // This test machine has no AppArmor; a node with it must say so.
+        let param = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled").ok();
+        let has_fs = Path::new("/sys/kernel/security/apparmor").exists();
+        assert_eq!(
+            facts.apparmor_enabled,
+            has_fs && param.is_some_and(|p| p.starts_with('Y'))
+        );
     }
 }

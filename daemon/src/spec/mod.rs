@@ -10,13 +10,16 @@
 //! (`pkg/cri/server/container_create_linux.go`, `pkg/cri/opts/spec_linux.go`,
 //! `oci/spec.go`, `oci/spec_opts.go`); each module cites what it mirrors.
 
+pub mod apparmor;
 pub mod devices;
 pub mod host;
 pub mod mounts;
 pub mod namespaces;
 pub mod process;
 pub mod resources;
+pub mod seccomp;
 pub mod security;
+pub mod security_profile;
 pub mod user;
 pub mod validate;
 
@@ -29,6 +32,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 pub use devices::DeviceNode;
+pub use host::KernelVersion;
 pub use mounts::Propagation;
 pub use user::RootfsFiles;
 
@@ -165,6 +169,15 @@ pub struct HostFacts {
     /// [`security::capabilities_from_mask`]): what privileged containers and
     /// "ALL" get, like containerd's `WithAllCurrentCapabilities`.
     pub capabilities: Vec<oci_spec::runtime::Capability>,
+    /// The kernel has seccomp (/proc/self/status has a `Seccomp:` line).
+    pub seccomp_enabled: bool,
+    /// The kernel has AppArmor enabled (runc's test).
+    pub apparmor_enabled: bool,
+    /// The kernel release, for seccomp rules with `minKernel`.
+    pub kernel: Option<KernelVersion>,
+    /// The node's architecture (Rust's name: `x86_64`, `aarch64`, ...), for
+    /// seccomp architectures and arch-specific rules.
+    pub arch: String,
 }
 
 impl Default for HostFacts {
@@ -175,6 +188,10 @@ impl Default for HostFacts {
             hugetlb_controller: false,
             own_oom_score_adj: None,
             capabilities: security::all_capabilities(),
+            seccomp_enabled: true,
+            apparmor_enabled: false,
+            kernel: Some(KernelVersion(6, 1, 0)),
+            arch: std::env::consts::ARCH.to_string(),
         }
     }
 }
@@ -190,6 +207,13 @@ pub trait HostView {
     fn device_nodes(&self, path: &Path) -> io::Result<Vec<(PathBuf, DeviceNode)>>;
     /// Every device node of the host's /dev, for privileged containers.
     fn host_devices(&self) -> io::Result<Vec<DeviceNode>>;
+    /// The bytes of a seccomp profile file on the node (at most
+    /// [`seccomp::MAX_PROFILE_BYTES`]).
+    fn read_profile(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Whether the kernel has an AppArmor profile of this name loaded.
+    fn apparmor_profile_loaded(&self, name: &str) -> io::Result<bool>;
+    /// Loads (or replaces) crid's default AppArmor profile in the kernel.
+    fn load_default_apparmor_profile(&self) -> io::Result<()>;
 }
 
 /// Everything [`generate`] reads.
@@ -252,6 +276,9 @@ pub fn generate(
     let cwd = process::cwd(config, image);
     let user = user::resolve(&sc, image, rootfs)?;
     let caps = security::capabilities(&sc, &inputs.host.capabilities)?;
+    let bounding: Vec<_> = caps.bounding().iter().flatten().copied().collect();
+    let seccomp = seccomp::linux_seccomp(&sc, &bounding, inputs.host, host)?;
+    let apparmor_profile = apparmor::profile(&sc, inputs.host, host)?;
     let oom_score_adj = resources::oom_score_adj(config, inputs.host)?;
 
     let mut proc = Process::default();
@@ -267,7 +294,7 @@ pub fn generate(
     // containerd applies WithNewPrivileges, then WithNoNewPrivileges only on request.
     proc.set_no_new_privileges(Some(sc.no_new_privs));
     proc.set_oom_score_adj(oom_score_adj);
-    proc.set_apparmor_profile(None);
+    proc.set_apparmor_profile(apparmor_profile);
     proc.set_selinux_label(None);
 
     // Mounts and rootfs propagation.
@@ -315,6 +342,7 @@ pub fn generate(
     {
         linux.set_cgroups_path(Some(path));
     }
+    linux.set_seccomp(seccomp);
     // Pod sysctls are the sandbox's business (set once in the pod's namespaces):
     // containerd does not repeat them per container, nor do we.
     linux.set_sysctl(None);
@@ -334,6 +362,24 @@ pub fn generate(
     spec.set_linux(Some(linux));
     spec.set_annotations(Some(spec_annotations(inputs)));
     Ok(spec)
+}
+
+/// The container's seccomp and AppArmor requests alone (seccomp evaluated
+/// without capabilities; every rule is checked either way). CreateContainer
+/// runs this before it creates anything, so a bad profile leaves nothing behind.
+pub fn check_security_profiles(
+    config: &ContainerConfig,
+    host: &HostFacts,
+    view: &dyn HostView,
+) -> Result<(), SpecError> {
+    let sc = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.clone())
+        .unwrap_or_default();
+    seccomp::linux_seccomp(&sc, &[], host, view)?;
+    apparmor::profile(&sc, host, view)?;
+    Ok(())
 }
 
 /// Type URL containerd registers for the OCI runtime spec (typeurl:
@@ -434,6 +480,29 @@ impl HostView for SystemHost {
 
     fn host_devices(&self) -> io::Result<Vec<DeviceNode>> {
         devices::system_host_devices()
+    }
+
+    fn read_profile(&self, path: &Path) -> io::Result<Vec<u8>> {
+        use std::io::Read;
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)?
+            .take(seccomp::MAX_PROFILE_BYTES + 1)
+            .read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > seccomp::MAX_PROFILE_BYTES {
+            return Err(io::Error::other(format!(
+                "larger than {} bytes",
+                seccomp::MAX_PROFILE_BYTES
+            )));
+        }
+        Ok(bytes)
+    }
+
+    fn apparmor_profile_loaded(&self, name: &str) -> io::Result<bool> {
+        apparmor::system_profile_loaded(name)
+    }
+
+    fn load_default_apparmor_profile(&self) -> io::Result<()> {
+        apparmor::system_load_default()
     }
 }
 

@@ -21,7 +21,7 @@
 //!   RLIMIT_NOFILE, so containers inherit the shim's); no_new_privs only when
 //!   asked (`WithNewPrivileges`, then `WithNoNewPrivileges` on request).
 //!
-//! Seccomp and AppArmor profiles are not applied yet (the security-context issue).
+//! Seccomp and AppArmor profiles: [`super::seccomp`] and [`super::apparmor`].
 
 use super::SpecError;
 use crid_proto::cri::LinuxContainerSecurityContext;

@@ -7,6 +7,7 @@ use super::HostView;
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// An image rootfs with optional /etc/passwd and /etc/group.
 pub struct FakeRootfs {
@@ -40,6 +41,10 @@ pub struct FakeHost {
     real: HashMap<PathBuf, PathBuf>,
     devices: HashMap<PathBuf, Vec<(PathBuf, DeviceNode)>>,
     host_devices: Vec<DeviceNode>,
+    profiles: HashMap<PathBuf, Vec<u8>>,
+    apparmor_loaded: Mutex<Vec<String>>,
+    apparmor_loads: Mutex<usize>,
+    apparmor_load_fails: bool,
 }
 
 impl FakeHost {
@@ -76,6 +81,31 @@ impl FakeHost {
         self.host_devices = nodes;
         self
     }
+
+    /// A profile file at `path`.
+    pub fn with_profile(mut self, path: &str, text: &str) -> Self {
+        self.profiles.insert(path.into(), text.as_bytes().to_vec());
+        self
+    }
+
+    /// An AppArmor profile loaded in the kernel.
+    pub fn with_apparmor_profile(self, name: &str) -> Self {
+        if let Ok(mut l) = self.apparmor_loaded.lock() {
+            l.push(name.to_string());
+        }
+        self
+    }
+
+    /// Loading crid's default AppArmor profile fails.
+    pub fn with_failing_apparmor_load(mut self) -> Self {
+        self.apparmor_load_fails = true;
+        self
+    }
+
+    /// How often crid's default AppArmor profile was loaded.
+    pub fn apparmor_loads(&self) -> usize {
+        self.apparmor_loads.lock().map_or(0, |n| *n)
+    }
 }
 
 impl HostView for FakeHost {
@@ -105,5 +135,35 @@ impl HostView for FakeHost {
 
     fn host_devices(&self) -> io::Result<Vec<DeviceNode>> {
         Ok(self.host_devices.clone())
+    }
+
+    fn read_profile(&self, path: &Path) -> io::Result<Vec<u8>> {
+        self.profiles
+            .get(path)
+            .cloned()
+            .ok_or_else(|| io::ErrorKind::NotFound.into())
+    }
+
+    fn apparmor_profile_loaded(&self, name: &str) -> io::Result<bool> {
+        let l = self
+            .apparmor_loaded
+            .lock()
+            .map_err(|_| io::Error::other("poisoned"))?;
+        Ok(l.iter().any(|n| n == name))
+    }
+
+    fn load_default_apparmor_profile(&self) -> io::Result<()> {
+        if self.apparmor_load_fails {
+            return Err(io::Error::other("apparmor_parser: exit status 1"));
+        }
+        *self
+            .apparmor_loads
+            .lock()
+            .map_err(|_| io::Error::other("poisoned"))? += 1;
+        self.apparmor_loaded
+            .lock()
+            .map_err(|_| io::Error::other("poisoned"))?
+            .push(super::apparmor::DEFAULT_PROFILE.to_string());
+        Ok(())
     }
 }

@@ -94,12 +94,22 @@ fn gen(
     sandbox: &SandboxFacts,
     host: &FakeHost,
 ) -> Result<Spec, SpecError> {
-    let pod = pod_config();
-    let img = image();
     let host_facts = HostFacts {
         swap_controller: true,
         ..Default::default()
     };
+    gen_on(config, sandbox, host, &host_facts)
+}
+
+/// [`gen`] on a node with these facts.
+fn gen_on(
+    config: &ContainerConfig,
+    sandbox: &SandboxFacts,
+    host: &FakeHost,
+    host_facts: &HostFacts,
+) -> Result<Spec, SpecError> {
+    let pod = pod_config();
+    let img = image();
     let inputs = SpecInputs {
         container_id: "c1",
         config,
@@ -107,7 +117,7 @@ fn gen(
         image_config: Some(&img),
         image_name: "registry.local/app:1",
         sandbox,
-        host: &host_facts,
+        host: host_facts,
         target_pid_ns_path: None,
         recursive_read_only: false,
     };
@@ -439,4 +449,89 @@ fn containerd_any_round_trips() {
     );
     let back: Spec = serde_json::from_slice(&any.value).unwrap();
     assert_eq!(back, spec);
+}
+
+#[test]
+fn seccomp_and_apparmor_land_in_the_spec() {
+    use crid_proto::cri::security_profile::ProfileType;
+    use crid_proto::cri::SecurityProfile;
+    let profile = |t: ProfileType, r: &str| {
+        Some(SecurityProfile {
+            profile_type: t as i32,
+            localhost_ref: r.into(),
+        })
+    };
+    // RuntimeDefault: crid's profile, evaluated with the container's caps.
+    let sc = LinuxContainerSecurityContext {
+        seccomp: profile(ProfileType::RuntimeDefault, ""),
+        apparmor: profile(ProfileType::RuntimeDefault, ""),
+        ..Default::default()
+    };
+    let spec = gen(&container(sc), &facts(), &FakeHost::default()).unwrap();
+    let json = serde_json::to_value(&spec).unwrap();
+    assert_eq!(json["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+    assert_eq!(json["linux"]["seccomp"]["defaultErrnoRet"], 1);
+    let names: Vec<&str> = json["linux"]["seccomp"]["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["names"].as_array().unwrap())
+        .filter_map(|n| n.as_str())
+        .collect();
+    assert!(names.contains(&"chroot")); // CAP_SYS_CHROOT is a default cap
+    assert!(!names.contains(&"mount"));
+    // No AppArmor on the (default) node: no profile, no error.
+    assert!(json["process"].get("apparmorProfile").is_none());
+
+    // Unset: unconfined.
+    let spec = gen(
+        &container(Default::default()),
+        &facts(),
+        &FakeHost::default(),
+    )
+    .unwrap();
+    assert_eq!(spec.linux().clone().unwrap().seccomp(), &None);
+
+    // Localhost seccomp and AppArmor on a node with AppArmor.
+    let config = container(LinuxContainerSecurityContext {
+        seccomp: profile(ProfileType::Localhost, "/p.json"),
+        apparmor: profile(ProfileType::Localhost, "my-aa"),
+        ..Default::default()
+    });
+    let view = FakeHost::default()
+        .with_profile(
+            "/p.json",
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir"],"action":"SCMP_ACT_ERRNO"}]}"#,
+        )
+        .with_apparmor_profile("my-aa");
+    let host_facts = HostFacts {
+        apparmor_enabled: true,
+        ..Default::default()
+    };
+    let spec = gen_on(&config, &facts(), &view, &host_facts).unwrap();
+    let seccomp = spec.linux().clone().unwrap().seccomp().clone().unwrap();
+    assert_eq!(seccomp.syscalls().clone().unwrap()[0].names(), &["mkdir"]);
+    assert_eq!(
+        spec.process()
+            .clone()
+            .unwrap()
+            .apparmor_profile()
+            .as_deref(),
+        Some("my-aa")
+    );
+    assert!(check_security_profiles(&config, &host_facts, &view).is_ok());
+
+    // A missing file: InvalidArgument from the early check and from generate.
+    let gone = container(LinuxContainerSecurityContext {
+        seccomp: profile(ProfileType::Localhost, "/gone.json"),
+        ..Default::default()
+    });
+    for err in [
+        check_security_profiles(&gone, &host_facts, &view).unwrap_err(),
+        gen_on(&gone, &facts(), &view, &host_facts).unwrap_err(),
+    ] {
+        let status = tonic::Status::from(crate::error::Error::from(err));
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().contains("/gone.json"), "{status:?}");
+    }
 }

@@ -22,6 +22,11 @@ pub fn host_path(p: &str) -> Result<(), SpecError> {
     absolute_without_dotdot(p, "host path")
 }
 
+/// A file on the node a request names (a seccomp profile): absolute, no `..`.
+pub fn node_file_path(p: &str, what: &str) -> Result<(), SpecError> {
+    absolute_without_dotdot(p, what)
+}
+
 fn absolute_without_dotdot(p: &str, what: &str) -> Result<(), SpecError> {
     if p.is_empty() {
         return Err(SpecError::InvalidArgument(format!("{what} is empty")));

@@ -7,7 +7,12 @@
 //!   `create` + `start` + `logs` would show: pulls IMAGE (a busybox image,
 //!   e.g. the one `push-images` made), runs a pod on the node's CNI network
 //!   and a container printing its hostname and addresses, prints the
-//!   container's status and log, then stops and removes everything.
+//!   container's status and log, then stops and removes everything;
+//! - `crid-testenv critest CRITEST DEBROOT EXPECTED_SKIPS OUT_DIR [ARGS...]`:
+//!   runs the CRI validation suite (a critest binary) against crid on a
+//!   private node (see `crid_e2e::critest`; tests/critest/run.sh calls it),
+//!   prints each failure and unexpected skip and `critest: N passed, N
+//!   failed, N skipped`, and fails unless nothing failed or skipped unexpectedly.
 
 use crid_e2e::images::Format;
 use crid_e2e::{ImageBuilder, PushTarget};
@@ -24,8 +29,12 @@ fn main() -> ExitCode {
         ["push-images", host] => push_images(host),
         ["cri-status", socket] => cri_status(socket),
         ["smoke", socket, image] => smoke(socket, image),
+        ["critest", critest, debroot, skips, out, rest @ ..] => {
+            critest_run(critest, debroot, skips, out, rest)
+        }
         _ => Err(
-            "usage: crid-testenv push-images HOST:PORT | cri-status SOCKET | smoke SOCKET IMAGE"
+            "usage: crid-testenv push-images HOST:PORT | cri-status SOCKET | smoke SOCKET IMAGE \
+             | critest CRITEST DEBROOT EXPECTED_SKIPS OUT_DIR [CRITEST_ARGS...]"
                 .into(),
         ),
     };
@@ -203,4 +212,58 @@ async fn smoke_container(
         return Err(format!("the container exited {}", status.exit_code).into());
     }
     Ok(())
+}
+
+fn critest_run(
+    critest: &str,
+    debroot: &str,
+    skips: &str,
+    out: &str,
+    rest: &[&str],
+) -> Result<(), crid_e2e::BoxError> {
+    use std::path::PathBuf;
+    let opts = crid_e2e::critest::RunOptions {
+        critest: PathBuf::from(critest),
+        debroot: PathBuf::from(debroot),
+        expected_skips: PathBuf::from(skips),
+        out_dir: PathBuf::from(out),
+        extra_args: rest.iter().map(|s| s.to_string()).collect(),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let outcome = rt.block_on(crid_e2e::critest::run(&opts))?;
+    for l in &outcome.leftovers {
+        println!("critest left (removed): {l}");
+    }
+    let s = &outcome.summary;
+    for f in &s.failed {
+        println!("FAILED: {}\n    {}", f.spec, f.message);
+    }
+    for k in &outcome.unexpected_skips {
+        println!("UNEXPECTED SKIP: {}\n    {}", k.spec, k.message);
+    }
+    if !s.not_selected.is_empty() {
+        println!(
+            "critest: {} specs not selected (--ginkgo.focus / --ginkgo.skip)",
+            s.not_selected.len()
+        );
+    }
+    println!(
+        "critest: {} passed, {} failed, {} skipped",
+        s.passed,
+        s.failed.len(),
+        s.skipped.len()
+    );
+    if outcome.ok() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} failed, {} unexpected skips (report, critest and crid logs in {out})",
+            s.failed.len(),
+            outcome.unexpected_skips.len()
+        )
+        .into())
+    }
 }
