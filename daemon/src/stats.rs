@@ -34,6 +34,47 @@ pub struct CgroupStats {
     pub swap_limit: Option<u64>,
     /// Pressure stall information (cgroup v2 `*.pressure` files).
     pub psi: Psi,
+    /// CPU time in user mode, ns.
+    pub cpu_user_ns: Option<u64>,
+    /// CPU time in kernel mode, ns.
+    pub cpu_system_ns: Option<u64>,
+    /// CFS enforcement periods elapsed.
+    pub cfs_periods: Option<u64>,
+    /// Periods in which the cgroup was throttled.
+    pub cfs_throttled_periods: Option<u64>,
+    /// Time throttled, ns.
+    pub cfs_throttled_ns: Option<u64>,
+    /// Page cache, bytes.
+    pub cache: Option<u64>,
+    /// Memory-mapped files, bytes.
+    pub mapped_file: Option<u64>,
+    /// Kernel memory, bytes.
+    pub kernel: Option<u64>,
+    /// Highest usage seen (v1 `max_usage_in_bytes`, v2 `memory.peak`).
+    pub max_usage: Option<u64>,
+    /// Times the usage hit the limit (v1 `failcnt`, v2 `memory.events max`).
+    pub failcnt: Option<u64>,
+    /// The pids limit (None: unlimited or unknown).
+    pub pids_max: Option<u64>,
+    /// Block I/O per device.
+    pub io: Vec<DeviceIo>,
+}
+
+/// Block I/O of a cgroup on one device.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceIo {
+    /// Device major number.
+    pub major: u64,
+    /// Device minor number.
+    pub minor: u64,
+    /// Bytes read.
+    pub read_bytes: u64,
+    /// Bytes written.
+    pub write_bytes: u64,
+    /// Reads completed.
+    pub reads: u64,
+    /// Writes completed.
+    pub writes: u64,
 }
 
 /// Pressure stall information of one cgroup; `None` where the kernel or the
@@ -156,59 +197,9 @@ fn dir_for(
 /// Reads the usage of cgroup `rel` (cgroupfs path, e.g. `/crid/<pod>/<ctr>`).
 pub fn read(fs: &dyn CgroupFs, hs: &[Hierarchy], rel: &str) -> CgroupStats {
     let mut s = CgroupStats::default();
-    // v1 accounts CPU in cpuacct; v2 in cpu.stat (always present).
-    if let Some((dir, v2)) = dir_for(fs, hs, rel, "cpuacct").or_else(|| dir_for(fs, hs, rel, "cpu"))
-    {
-        s.cpu_ns = if v2 {
-            fs.read(&dir.join("cpu.stat"))
-                .ok()
-                .and_then(|t| parse_kv(&t).get("usage_usec").map(|u| u * 1000))
-        } else {
-            read_u64(fs, dir.join("cpuacct.usage"))
-        };
-    }
+    read_cpu(fs, hs, rel, &mut s);
     if let Some((dir, v2)) = dir_for(fs, hs, rel, "memory") {
-        let stat = fs.read(&dir.join("memory.stat")).unwrap_or_default();
-        let kv = parse_kv(&stat);
-        let (usage_file, limit_file, inactive, rss, pgfault, pgmaj) = if v2 {
-            (
-                "memory.current",
-                "memory.max",
-                "inactive_file",
-                "anon",
-                "pgfault",
-                "pgmajfault",
-            )
-        } else {
-            (
-                "memory.usage_in_bytes",
-                "memory.limit_in_bytes",
-                "total_inactive_file",
-                "total_rss",
-                "total_pgfault",
-                "total_pgmajfault",
-            )
-        };
-        s.memory_usage = read_u64(fs, dir.join(usage_file));
-        s.working_set = s
-            .memory_usage
-            .map(|u| u.saturating_sub(kv.get(inactive).copied().unwrap_or(0)));
-        s.rss = kv.get(rss).copied();
-        s.page_faults = kv.get(pgfault).copied();
-        s.major_page_faults = kv.get(pgmaj).copied();
-        // "max" (v2) does not parse: unlimited.
-        s.memory_limit = read_u64(fs, dir.join(limit_file)).filter(|l| *l < UNLIMITED);
-        if v2 {
-            s.swap_usage = read_u64(fs, dir.join("memory.swap.current"));
-            s.swap_limit = read_u64(fs, dir.join("memory.swap.max")).filter(|l| *l < UNLIMITED);
-        } else if let Some(memsw) = read_u64(fs, dir.join("memory.memsw.usage_in_bytes")) {
-            // Without swap accounting (no memsw files) swap is not reported.
-            s.swap_usage = s.memory_usage.map(|u| memsw.saturating_sub(u));
-            s.swap_limit = read_u64(fs, dir.join("memory.memsw.limit_in_bytes"))
-                .filter(|l| *l < UNLIMITED)
-                .zip(s.memory_limit)
-                .map(|(sw, m)| sw.saturating_sub(m));
-        }
+        read_memory(fs, &dir, v2, &mut s);
     }
     // PSI files exist in every cgroup2 directory, controllers or not (the
     // hybrid layout's unified mount has them too).
@@ -223,8 +214,221 @@ pub fn read(fs: &dyn CgroupFs, hs: &[Hierarchy], rel: &str) -> CgroupStats {
     }
     if let Some((dir, _)) = dir_for(fs, hs, rel, "pids") {
         s.pids = read_u64(fs, dir.join("pids.current"));
+        // "max" does not parse: unlimited.
+        s.pids_max = read_u64(fs, dir.join("pids.max"));
+    }
+    if let Some((dir, v2)) = dir_for(fs, hs, rel, "blkio").or_else(|| dir_for(fs, hs, rel, "io")) {
+        s.io = if v2 {
+            fs.read(&dir.join("io.stat"))
+                .map(|t| parse_io_stat(&t))
+                .unwrap_or_default()
+        } else {
+            let file = |f: &str| fs.read(&dir.join(f)).unwrap_or_default();
+            parse_blkio(
+                &file("blkio.throttle.io_service_bytes_recursive"),
+                &file("blkio.throttle.io_serviced_recursive"),
+            )
+        };
     }
     s
+}
+
+/// Nanoseconds per USER_HZ tick (`cpuacct.stat` counts in 1/100 s).
+const NS_PER_TICK: u64 = 10_000_000;
+
+fn read_cpu(fs: &dyn CgroupFs, hs: &[Hierarchy], rel: &str, s: &mut CgroupStats) {
+    // v1 accounts CPU in cpuacct; v2 in cpu.stat (always present).
+    if let Some((dir, v2)) = dir_for(fs, hs, rel, "cpuacct").or_else(|| dir_for(fs, hs, rel, "cpu"))
+    {
+        if v2 {
+            let stat = fs.read(&dir.join("cpu.stat")).unwrap_or_default();
+            let kv = parse_kv(&stat);
+            let us = |k: &str| kv.get(k).map(|u| u * 1000);
+            s.cpu_ns = us("usage_usec");
+            s.cpu_user_ns = us("user_usec");
+            s.cpu_system_ns = us("system_usec");
+            s.cfs_periods = kv.get("nr_periods").copied();
+            s.cfs_throttled_periods = kv.get("nr_throttled").copied();
+            s.cfs_throttled_ns = us("throttled_usec");
+            return;
+        }
+        s.cpu_ns = read_u64(fs, dir.join("cpuacct.usage"));
+        let stat = fs.read(&dir.join("cpuacct.stat")).unwrap_or_default();
+        let kv = parse_kv(&stat);
+        s.cpu_user_ns = kv.get("user").map(|t| t * NS_PER_TICK);
+        s.cpu_system_ns = kv.get("system").map(|t| t * NS_PER_TICK);
+    }
+    if let Some((dir, false)) = dir_for(fs, hs, rel, "cpu") {
+        let stat = fs.read(&dir.join("cpu.stat")).unwrap_or_default();
+        let kv = parse_kv(&stat);
+        s.cfs_periods = kv.get("nr_periods").copied();
+        s.cfs_throttled_periods = kv.get("nr_throttled").copied();
+        s.cfs_throttled_ns = kv.get("throttled_time").copied();
+    }
+}
+
+fn read_memory(fs: &dyn CgroupFs, dir: &std::path::Path, v2: bool, s: &mut CgroupStats) {
+    let stat = fs.read(&dir.join("memory.stat")).unwrap_or_default();
+    let kv = parse_kv(&stat);
+    let k = |v1: &str, v2name: &str| kv.get(if v2 { v2name } else { v1 }).copied();
+    let file = |v1: &str, v2name: &str| read_u64(fs, dir.join(if v2 { v2name } else { v1 }));
+    s.memory_usage = file("memory.usage_in_bytes", "memory.current");
+    s.working_set = s
+        .memory_usage
+        .map(|u| u.saturating_sub(k("total_inactive_file", "inactive_file").unwrap_or(0)));
+    s.rss = k("total_rss", "anon");
+    s.page_faults = k("total_pgfault", "pgfault");
+    s.major_page_faults = k("total_pgmajfault", "pgmajfault");
+    s.cache = k("total_cache", "file");
+    s.mapped_file = k("total_mapped_file", "file_mapped");
+    // "max" (v2) does not parse: unlimited.
+    s.memory_limit = file("memory.limit_in_bytes", "memory.max").filter(|l| *l < UNLIMITED);
+    s.max_usage = file("memory.max_usage_in_bytes", "memory.peak");
+    if v2 {
+        s.kernel = kv
+            .get("kernel")
+            .copied()
+            .or_else(|| Some(kv.get("kernel_stack")? + kv.get("slab")?));
+        s.failcnt = fs
+            .read(&dir.join("memory.events"))
+            .ok()
+            .and_then(|t| parse_kv(&t).get("max").copied());
+        s.swap_usage = read_u64(fs, dir.join("memory.swap.current"));
+        s.swap_limit = read_u64(fs, dir.join("memory.swap.max")).filter(|l| *l < UNLIMITED);
+    } else {
+        s.kernel = read_u64(fs, dir.join("memory.kmem.usage_in_bytes"));
+        s.failcnt = read_u64(fs, dir.join("memory.failcnt"));
+        if let Some(memsw) = read_u64(fs, dir.join("memory.memsw.usage_in_bytes")) {
+            // Without swap accounting (no memsw files) swap is not reported.
+            s.swap_usage = s.memory_usage.map(|u| memsw.saturating_sub(u));
+            s.swap_limit = read_u64(fs, dir.join("memory.memsw.limit_in_bytes"))
+                .filter(|l| *l < UNLIMITED)
+                .zip(s.memory_limit)
+                .map(|(sw, m)| sw.saturating_sub(m));
+        }
+    }
+}
+
+/// `major:minor` of a blkio/io.stat line.
+fn device(f: &str) -> Option<(u64, u64)> {
+    let (a, b) = f.split_once(':')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// cgroup v2 `io.stat` (`8:0 rbytes=1 wbytes=2 rios=3 wios=4 ...`).
+pub fn parse_io_stat(text: &str) -> Vec<DeviceIo> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (major, minor) = device(f.next()?)?;
+            let mut d = DeviceIo {
+                major,
+                minor,
+                ..Default::default()
+            };
+            for kv in f {
+                let Some((k, v)) = kv.split_once('=') else {
+                    continue;
+                };
+                let v = v.parse().unwrap_or(0);
+                match k {
+                    "rbytes" => d.read_bytes = v,
+                    "wbytes" => d.write_bytes = v,
+                    "rios" => d.reads = v,
+                    "wios" => d.writes = v,
+                    _ => {}
+                }
+            }
+            Some(d)
+        })
+        .collect()
+}
+
+/// cgroup v1 `blkio.throttle.io_service_bytes_recursive` and
+/// `io_serviced_recursive` (`8:0 Read 4096` lines, then `Total`).
+pub fn parse_blkio(bytes: &str, ops: &str) -> Vec<DeviceIo> {
+    let mut out: Vec<DeviceIo> = Vec::new();
+    for (text, is_bytes) in [(bytes, true), (ops, false)] {
+        for l in text.lines() {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let [dev, op, v] = f[..] else {
+                continue;
+            };
+            let (Some((major, minor)), Ok(v)) = (device(dev), v.parse::<u64>()) else {
+                continue;
+            };
+            let i = match out
+                .iter()
+                .position(|d| (d.major, d.minor) == (major, minor))
+            {
+                Some(i) => i,
+                None => {
+                    out.push(DeviceIo {
+                        major,
+                        minor,
+                        ..Default::default()
+                    });
+                    out.len() - 1
+                }
+            };
+            let d = &mut out[i];
+            match (op, is_bytes) {
+                ("Read", true) => d.read_bytes = v,
+                ("Write", true) => d.write_bytes = v,
+                ("Read", false) => d.reads = v,
+                ("Write", false) => d.writes = v,
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// Processes of a cgroup as /proc shows them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProcStats {
+    /// Processes.
+    pub processes: u64,
+    /// Threads.
+    pub threads: u64,
+    /// Open file descriptors.
+    pub fds: u64,
+    /// Open sockets.
+    pub sockets: u64,
+}
+
+/// Counts the processes of a leaf cgroup (its `cgroup.procs`), their
+/// threads, file descriptors and sockets; `proc_dir` is /proc. A process
+/// that exits meanwhile is skipped.
+pub fn proc_stats(
+    fs: &dyn CgroupFs,
+    hs: &[Hierarchy],
+    rel: &str,
+    proc_dir: &std::path::Path,
+) -> Option<ProcStats> {
+    let (dir, _) = dir_for(fs, hs, rel, "pids").or_else(|| dir_for(fs, hs, rel, "memory"))?;
+    let procs = fs.read(&dir.join("cgroup.procs")).ok()?;
+    let mut st = ProcStats::default();
+    for pid in procs
+        .split_whitespace()
+        .filter(|p| p.parse::<u32>().is_ok())
+    {
+        let base = proc_dir.join(pid);
+        let Ok(tasks) = std::fs::read_dir(base.join("task")) else {
+            continue;
+        };
+        st.processes += 1;
+        st.threads += tasks.count() as u64;
+        if let Ok(fds) = std::fs::read_dir(base.join("fd")) {
+            for fd in fds.flatten() {
+                st.fds += 1;
+                let sock = std::fs::read_link(fd.path())
+                    .is_ok_and(|t| t.to_string_lossy().starts_with("socket:"));
+                st.sockets += u64::from(sock);
+            }
+        }
+    }
+    Some(st)
 }
 
 /// Counters of one network interface.
@@ -240,6 +444,14 @@ pub struct InterfaceStats {
     pub tx_bytes: u64,
     /// Send errors.
     pub tx_errors: u64,
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Packets dropped while receiving.
+    pub rx_dropped: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
+    /// Packets dropped while sending.
+    pub tx_dropped: u64,
 }
 
 /// Parses `/proc/<pid>/net/dev` (the interfaces of that process's network
@@ -261,9 +473,13 @@ pub fn parse_net_dev(text: &str) -> Vec<InterfaceStats> {
             Some(InterfaceStats {
                 name: name.to_string(),
                 rx_bytes: *n.first()?,
+                rx_packets: *n.get(1)?,
                 rx_errors: *n.get(2)?,
+                rx_dropped: *n.get(3)?,
                 tx_bytes: *n.get(8)?,
+                tx_packets: *n.get(9)?,
                 tx_errors: *n.get(10)?,
+                tx_dropped: *n.get(11)?,
             })
         })
         .collect()
@@ -331,9 +547,11 @@ mod tests {
                 "cache 9\nrss 1\ntotal_inactive_file 4000\ntotal_rss 5000\ntotal_pgfault 7\ntotal_pgmajfault 2\n".into(),
             ),
             ("/sys/fs/cgroup/pids/crid/p/c/pids.current".into(), "3\n".into()),
+            ("/sys/fs/cgroup/pids/crid/p/c/pids.max".into(), "max\n".into()),
             ("/sys/fs/cgroup/unified/cgroup.controllers".into(), "\n".into()),
         ]));
         let s = read(&files, &hs, d);
+        assert_eq!(s.pids_max, None, "max: unlimited");
         assert_eq!(s.cpu_ns, Some(123456));
         assert_eq!(s.memory_usage, Some(10000));
         assert_eq!(s.working_set, Some(6000));
@@ -343,6 +561,118 @@ mod tests {
         assert_eq!(s.available(), None);
         assert_eq!(s.pids, Some(3));
         assert_eq!(s.swap_usage, None, "no memsw files: no swap accounting");
+    }
+
+    #[test]
+    fn v1_cpu_split_throttling_memory_details_and_blkio() {
+        let hs = [
+            h("/sys/fs/cgroup/cpu,cpuacct", &["cpu", "cpuacct"]),
+            h("/sys/fs/cgroup/memory", &["memory"]),
+            h("/sys/fs/cgroup/blkio", &["blkio"]),
+            h("/sys/fs/cgroup/pids", &["pids"]),
+        ];
+        let (c, m, b) = (
+            "/sys/fs/cgroup/cpu,cpuacct/p/c/",
+            "/sys/fs/cgroup/memory/p/c/",
+            "/sys/fs/cgroup/blkio/p/c/",
+        );
+        let files = Files(HashMap::from([
+            (
+                format!("{c}cpuacct.stat").into(),
+                "user 250\nsystem 40\n".into(),
+            ),
+            (
+                format!("{c}cpu.stat").into(),
+                "nr_periods 10\nnr_throttled 4\nthrottled_time 2000000000\n".into(),
+            ),
+            (
+                format!("{m}memory.stat").into(),
+                "total_cache 300\ntotal_mapped_file 100\n".into(),
+            ),
+            (
+                format!("{m}memory.kmem.usage_in_bytes").into(),
+                "77\n".into(),
+            ),
+            (
+                format!("{m}memory.max_usage_in_bytes").into(),
+                "9999\n".into(),
+            ),
+            (format!("{m}memory.failcnt").into(), "5\n".into()),
+            (
+                format!("{b}blkio.throttle.io_service_bytes_recursive").into(),
+                "8:0 Read 4096\n8:0 Write 8192\n8:0 Sync 0\n8:16 Read 1\nTotal 12289\n".into(),
+            ),
+            (
+                format!("{b}blkio.throttle.io_serviced_recursive").into(),
+                "8:0 Read 1\n8:0 Write 2\nTotal 3\n".into(),
+            ),
+            ("/sys/fs/cgroup/pids/p/c/pids.max".into(), "512\n".into()),
+        ]));
+        let s = read(&files, &hs, "/p/c");
+        assert_eq!(s.cpu_user_ns, Some(2_500_000_000), "USER_HZ ticks");
+        assert_eq!(s.cpu_system_ns, Some(400_000_000));
+        assert_eq!(
+            (s.cfs_periods, s.cfs_throttled_periods, s.cfs_throttled_ns),
+            (Some(10), Some(4), Some(2_000_000_000))
+        );
+        assert_eq!(
+            (s.cache, s.mapped_file, s.kernel),
+            (Some(300), Some(100), Some(77))
+        );
+        assert_eq!((s.max_usage, s.failcnt), (Some(9999), Some(5)));
+        assert_eq!(s.pids_max, Some(512));
+        assert_eq!(
+            s.io,
+            [
+                DeviceIo {
+                    major: 8,
+                    minor: 0,
+                    read_bytes: 4096,
+                    write_bytes: 8192,
+                    reads: 1,
+                    writes: 2
+                },
+                DeviceIo {
+                    major: 8,
+                    minor: 16,
+                    read_bytes: 1,
+                    ..Default::default()
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn processes_threads_fds_and_sockets_of_a_cgroup() {
+        let proc = tempfile::tempdir().unwrap();
+        let p = proc.path();
+        for (pid, threads, fds) in [("10", 2, 3), ("11", 1, 1)] {
+            for t in 0..threads {
+                std::fs::create_dir_all(p.join(pid).join("task").join(t.to_string())).unwrap();
+            }
+            std::fs::create_dir_all(p.join(pid).join("fd")).unwrap();
+            for f in 0..fds {
+                std::os::unix::fs::symlink("/dev/null", p.join(pid).join("fd").join(f.to_string()))
+                    .unwrap();
+            }
+        }
+        std::os::unix::fs::symlink("socket:[1234]", p.join("10/fd/9")).unwrap();
+        let hs = [h("/sys/fs/cgroup/pids", &["pids"])];
+        let files = Files(HashMap::from([(
+            "/sys/fs/cgroup/pids/p/c/cgroup.procs".into(),
+            // 12 exited meanwhile.
+            "10\n11\n12\n".into(),
+        )]));
+        assert_eq!(
+            proc_stats(&files, &hs, "/p/c", p),
+            Some(ProcStats {
+                processes: 2,
+                threads: 3,
+                fds: 5,
+                sockets: 1
+            })
+        );
+        assert_eq!(proc_stats(&files, &hs, "/gone", p), None);
     }
 
     #[test]
@@ -398,7 +728,13 @@ mod tests {
             ),
             (
                 "/sys/fs/cgroup/k/c/cpu.stat".into(),
-                "usage_usec 42\nuser_usec 40\n".into(),
+                "usage_usec 42\nuser_usec 40\nsystem_usec 2\nnr_periods 6\nnr_throttled 1\nthrottled_usec 5\n".into(),
+            ),
+            ("/sys/fs/cgroup/k/c/memory.events".into(), "low 0\nhigh 0\nmax 3\noom 1\n".into()),
+            ("/sys/fs/cgroup/k/c/memory.peak".into(), "10000\n".into()),
+            (
+                "/sys/fs/cgroup/k/c/io.stat".into(),
+                "8:0 rbytes=10 wbytes=20 rios=1 wios=2 dbytes=0 dios=0\n".into(),
             ),
             ("/sys/fs/cgroup/k/c/memory.current".into(), "8192\n".into()),
             ("/sys/fs/cgroup/k/c/memory.max".into(), "16384\n".into()),
@@ -415,6 +751,17 @@ mod tests {
         assert_eq!(s.rss, Some(4096));
         assert_eq!(s.pids, Some(1));
         assert_eq!(s.swap_usage, None);
+        assert_eq!(
+            (s.cpu_user_ns, s.cpu_system_ns),
+            (Some(40_000), Some(2_000))
+        );
+        assert_eq!(
+            (s.cfs_periods, s.cfs_throttled_periods, s.cfs_throttled_ns),
+            (Some(6), Some(1), Some(5_000))
+        );
+        assert_eq!((s.failcnt, s.max_usage), (Some(3), Some(10000)));
+        assert_eq!(s.io.len(), 1);
+        assert_eq!((s.io[0].read_bytes, s.io[0].writes), (10, 2));
         // memory.max "max": unlimited.
         let mut f = files;
         f.0.insert("/sys/fs/cgroup/k/c/memory.max".into(), "max\n".into());
@@ -440,9 +787,13 @@ mod tests {
             [InterfaceStats {
                 name: "eth0".into(),
                 rx_bytes: 2000,
+                rx_packets: 20,
                 rx_errors: 3,
+                rx_dropped: 0,
                 tx_bytes: 4000,
+                tx_packets: 40,
                 tx_errors: 5,
+                tx_dropped: 0,
             }]
         );
     }

@@ -145,6 +145,18 @@ impl Node {
         cfg
     }
 
+    /// ListContainers without a filter.
+    pub async fn list_containers(&self) -> Vec<cri::Container> {
+        self.c
+            .runtime
+            .clone()
+            .list_containers(cri::ListContainersRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .containers
+    }
+
     /// ImageStatus of `image` (panics if crid does not have it).
     pub async fn image_status(&mut self, image: &str) -> cri::Image {
         self.c

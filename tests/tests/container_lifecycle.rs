@@ -220,13 +220,7 @@ async fn create_racing_pod_removal_leaves_nothing_behind() {
         }
         // Whatever won, nothing of the pod or a container of it is left.
         let (ctrs, tasks) = n.ctrd_objects();
-        let left =
-            n.c.runtime
-                .list_containers(cri::ListContainersRequest { filter: None })
-                .await
-                .unwrap()
-                .into_inner()
-                .containers;
+        let left = n.list_containers().await;
         if !left.is_empty() {
             // A container created after the removal would be an orphan.
             panic!("round {round}: containers outlived their pod: {left:?}");

@@ -256,6 +256,8 @@ async fn the_configured_stop_signal_is_sent_and_reported() {
     // image_id is what PullImage/ImageStatus call the image's id.
     let img = n.image_status(&n.image.clone()).await;
     assert_eq!(st.image_id, img.id);
+    let listed = n.list_containers().await;
+    assert_eq!(listed[0].image_id, img.id, "Container.image_id too");
 
     let t = Instant::now();
     n.stop_container(&id, 20).await.unwrap();
@@ -298,6 +300,15 @@ fn labels<'a>(
         .collect()
 }
 
+/// The `device` label of the container's writable-layer usage.
+fn l_device(ms: &[cri::Metric], descs: &HashMap<String, Vec<String>>) -> String {
+    let m = ms
+        .iter()
+        .find(|m| m.name == "container_fs_usage_bytes")
+        .expect("container_fs_usage_bytes");
+    labels(descs, m)["device"].to_string()
+}
+
 fn value(m: &cri::Metric) -> u64 {
     m.value.as_ref().map(|v| v.value).expect("a value")
 }
@@ -328,6 +339,8 @@ async fn pod_metrics_streamed_lists_and_pod_resources() {
     cfg.linux = Some(cri::LinuxContainerConfig {
         resources: Some(cri::LinuxContainerResources {
             memory_limit_in_bytes: 256 << 20,
+            cpu_period: 100_000,
+            cpu_quota: 150_000,
             ..Default::default()
         }),
         ..Default::default()
@@ -414,6 +427,10 @@ async fn pod_metrics_streamed_lists_and_pod_resources() {
         value(&find(&cm.metrics, "container_spec_memory_limit_bytes")),
         256 << 20
     );
+    assert_eq!(
+        value(&find(&cm.metrics, "container_spec_cpu_quota")),
+        150_000
+    );
     let cpu = find(&cm.metrics, "container_cpu_usage_seconds_total");
     assert_eq!(labels(&descs, &cpu)["cpu"], "total");
     assert_eq!(cpu.metric_type, cri::MetricType::Counter as i32);
@@ -426,6 +443,31 @@ async fn pod_metrics_streamed_lists_and_pod_resources() {
         started <= now && now - started < 120,
         "start time {started}, now {now}"
     );
+    assert!(value(&find(&cm.metrics, "container_threads")) >= 1);
+    assert!(
+        value(&find(&cm.metrics, "container_file_descriptors")) >= 3,
+        "stdio at least"
+    );
+    let limit = find(&cm.metrics, "container_fs_limit_bytes");
+    assert!(value(&limit) > 0 && labels(&descs, &limit)["device"] == l_device(&cm.metrics, &descs));
+    // Every described metric has a value somewhere in the pod (as the CRI
+    // validation suite checks), with one value per label key; block I/O
+    // only where the container did some, pressure and swap where the
+    // kernel accounts them.
+    let psi = std::path::Path::new("/proc/pressure/cpu").exists();
+    for name in descs.keys() {
+        let optional = name.starts_with("container_fs_reads")
+            || name.starts_with("container_fs_writes")
+            || name == "container_blkio_device_usage_total"
+            || (!psi && name.starts_with("container_pressure_"))
+            || name == "container_memory_swap";
+        let present = pm
+            .metrics
+            .iter()
+            .chain(&cm.metrics)
+            .any(|m| &m.name == name);
+        assert!(present || optional, "{name} described but not reported");
+    }
     for m in pm.metrics.iter().chain(&cm.metrics) {
         labels(&descs, m);
     }
@@ -449,16 +491,12 @@ async fn pod_metrics_streamed_lists_and_pod_resources() {
     assert_eq!(pods, vec![pod.clone()]);
 
     // Streamed lists match the List RPCs.
-    let listed: Vec<String> =
-        n.c.runtime
-            .list_containers(cri::ListContainersRequest { filter: None })
-            .await
-            .unwrap()
-            .into_inner()
-            .containers
-            .into_iter()
-            .map(|c| c.id)
-            .collect();
+    let listed: Vec<String> = n
+        .list_containers()
+        .await
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
     let mut s =
         n.c.runtime
             .stream_containers(cri::StreamContainersRequest { filter: None })

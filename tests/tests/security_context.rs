@@ -65,13 +65,7 @@ async fn run_to_exit(
 async fn assert_refused_cleanly(n: &mut Node, err: tonic::Status, needle: &str) {
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains(needle), "{err:?}");
-    let list =
-        n.c.runtime
-            .list_containers(cri::ListContainersRequest { filter: None })
-            .await
-            .unwrap()
-            .into_inner()
-            .containers;
+    let list = n.list_containers().await;
     assert!(list.is_empty(), "{list:?}");
     n.assert_no_containerd_objects();
 }

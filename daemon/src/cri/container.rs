@@ -684,11 +684,11 @@ pub async fn list(
             metadata: Some(metadata(&r)),
             image: Some(image_spec(&r)),
             image_ref: r.image_ref.clone(),
+            image_id: r.image_id.clone(),
             state: r.state.cri() as i32,
             created_at: r.created_at,
             labels: r.labels.clone().into_iter().collect(),
             annotations: r.annotations.clone().into_iter().collect(),
-            ..Default::default()
         })
         .collect();
     containers.sort_by_key(|c| std::cmp::Reverse(c.created_at));

@@ -48,13 +48,17 @@ fn u(v: Option<u64>) -> Option<cri::UInt64Value> {
 }
 
 /// Facts read once per RPC.
-struct Ctx {
-    hierarchies: Vec<cgroups::Hierarchy>,
-    ts: i64,
-    fs_mountpoint: String,
+pub struct Ctx {
+    /// The cgroup hierarchies.
+    pub hierarchies: Vec<cgroups::Hierarchy>,
+    /// The sample time, ns since the epoch.
+    pub ts: i64,
+    /// The writable layers' filesystem (ImageFsInfo's identifier).
+    pub fs_mountpoint: String,
 }
 
-async fn ctx(crid: &Crid) -> Result<Ctx> {
+/// Reads the facts every stats call needs.
+pub async fn ctx(crid: &Crid) -> Result<Ctx> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| Error::Internal(format!("reading mountinfo: {e}")))?;
     // The writable layers live on the snapshotter's filesystem: the same
@@ -132,27 +136,7 @@ pub fn container_cgroup(r: &ContainerRecord) -> Option<String> {
 async fn container_stats(crid: &Crid, c: &Ctx, r: &ContainerRecord) -> Result<cri::ContainerStats> {
     let cg = container_cgroup(r).unwrap_or_default();
     let s = stats::read(&RealCgroupFs, &c.hierarchies, &cg);
-    let usage = SnapshotsClient::new(crid.containerd.channel())
-        .usage(Session::plain(&crid.containerd).req(UsageRequest {
-            snapshotter: r.snapshotter.clone(),
-            key: r.snapshot_key.clone(),
-        }))
-        .await;
-    let writable_layer = match usage {
-        Ok(resp) => {
-            let usage = resp.into_inner();
-            Some(cri::FilesystemUsage {
-                timestamp: c.ts,
-                fs_id: Some(cri::FilesystemIdentifier {
-                    mountpoint: c.fs_mountpoint.clone(),
-                }),
-                used_bytes: u(Some(usage.size.max(0) as u64)),
-                inodes_used: u(Some(usage.inodes.max(0) as u64)),
-            })
-        }
-        Err(st) if st.code() == tonic::Code::NotFound => None,
-        Err(st) => return Err(cerr("snapshots.usage")(st)),
-    };
+    let writable_layer = writable_layer(crid, c, r).await?;
     Ok(cri::ContainerStats {
         attributes: Some(cri::ContainerAttributes {
             id: r.id.clone(),
@@ -169,6 +153,36 @@ async fn container_stats(crid: &Crid, c: &Ctx, r: &ContainerRecord) -> Result<cr
         swap: swap(c.ts, &s),
         io: io(c.ts, &s),
     })
+}
+
+/// The container's writable layer usage (containerd's snapshot usage);
+/// None once the snapshot is gone.
+pub async fn writable_layer(
+    crid: &Crid,
+    c: &Ctx,
+    r: &ContainerRecord,
+) -> Result<Option<cri::FilesystemUsage>> {
+    let usage = SnapshotsClient::new(crid.containerd.channel())
+        .usage(Session::plain(&crid.containerd).req(UsageRequest {
+            snapshotter: r.snapshotter.clone(),
+            key: r.snapshot_key.clone(),
+        }))
+        .await;
+    match usage {
+        Ok(resp) => {
+            let usage = resp.into_inner();
+            Ok(Some(cri::FilesystemUsage {
+                timestamp: c.ts,
+                fs_id: Some(cri::FilesystemIdentifier {
+                    mountpoint: c.fs_mountpoint.clone(),
+                }),
+                used_bytes: u(Some(usage.size.max(0) as u64)),
+                inodes_used: u(Some(usage.inodes.max(0) as u64)),
+            }))
+        }
+        Err(st) if st.code() == tonic::Code::NotFound => Ok(None),
+        Err(st) => Err(cerr("snapshots.usage")(st)),
+    }
 }
 
 /// `ContainerStats`: unknown → NotFound; a container not running has no
@@ -235,33 +249,27 @@ fn forget_gone(crid: &Crid) {
 async fn pod_stats(crid: &Crid, c: &Ctx, sb: &SandboxRecord) -> Result<cri::PodSandboxStats> {
     let cg = super::container::pod_cgroup(sb)?;
     let s = stats::read(&RealCgroupFs, &c.hierarchies, &cg);
-    // The helper lives in the pod's network namespace.
-    let network = match (sb.own_namespaces().net, sb.helper_pid) {
-        (true, Some(pid)) => std::fs::read_to_string(format!("/proc/{pid}/net/dev"))
-            .ok()
-            .map(|t| {
-                let ifs: Vec<cri::NetworkInterfaceUsage> = stats::parse_net_dev(&t)
-                    .into_iter()
-                    .map(|i| cri::NetworkInterfaceUsage {
-                        name: i.name,
-                        rx_bytes: u(Some(i.rx_bytes)),
-                        rx_errors: u(Some(i.rx_errors)),
-                        tx_bytes: u(Some(i.tx_bytes)),
-                        tx_errors: u(Some(i.tx_errors)),
-                    })
-                    .collect();
-                cri::NetworkUsage {
-                    timestamp: c.ts,
-                    default_interface: ifs
-                        .iter()
-                        .find(|i| i.name == "eth0")
-                        .or(ifs.first())
-                        .cloned(),
-                    interfaces: ifs,
-                }
-            }),
-        _ => None,
-    };
+    let network = pod_interfaces(sb).map(|all| {
+        let ifs: Vec<cri::NetworkInterfaceUsage> = all
+            .into_iter()
+            .map(|i| cri::NetworkInterfaceUsage {
+                name: i.name,
+                rx_bytes: u(Some(i.rx_bytes)),
+                rx_errors: u(Some(i.rx_errors)),
+                tx_bytes: u(Some(i.tx_bytes)),
+                tx_errors: u(Some(i.tx_errors)),
+            })
+            .collect();
+        cri::NetworkUsage {
+            timestamp: c.ts,
+            default_interface: ifs
+                .iter()
+                .find(|i| i.name == "eth0")
+                .or(ifs.first())
+                .cloned(),
+            interfaces: ifs,
+        }
+    });
     let mut containers = Vec::new();
     for r in crid.containers.of_sandbox(&sb.id) {
         if r.state == ContainerState::Running {
@@ -293,6 +301,14 @@ async fn pod_stats(crid: &Crid, c: &Ctx, sb: &SandboxRecord) -> Result<cri::PodS
         }),
         windows: None,
     })
+}
+
+/// The interfaces of the pod's own network namespace (its helper lives
+/// there); None for a host-network pod or without a helper.
+pub fn pod_interfaces(sb: &SandboxRecord) -> Option<Vec<stats::InterfaceStats>> {
+    let pid = sb.helper_pid.filter(|_| sb.own_namespaces().net)?;
+    let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).ok()?;
+    Some(stats::parse_net_dev(&text))
 }
 
 /// `PodSandboxStats`: unknown → NotFound.
