@@ -93,8 +93,27 @@ pub async fn serve<F>(config: Config, shutdown: F) -> Result<(), ServeError>
 where
     F: std::future::Future<Output = ()> + Send,
 {
+    // crid's own Prometheus endpoint, off unless configured; bound first so
+    // that a taken address leaves nothing behind.
+    let metrics_endpoint = match config.metrics.address.as_str() {
+        "" => None,
+        addr => Some(
+            crate::own_metrics::spawn(addr)
+                .await
+                .map_err(ServeError::Metrics)?
+                .1,
+        ),
+    };
     let socket = config.socket.clone();
-    let listener = bind_socket(&socket).await?;
+    let listener = match bind_socket(&socket).await {
+        Ok(l) => l,
+        Err(e) => {
+            if let Some(m) = metrics_endpoint {
+                m.abort();
+            }
+            return Err(e);
+        }
+    };
     let containerd = Containerd::new(&config.containerd);
     let health = containerd.spawn_health_watch();
     let sandboxes =
@@ -136,16 +155,7 @@ where
             }
         }));
     let stream_listener = bound.spawn(std::sync::Arc::clone(&svc.crid));
-    // crid's own Prometheus endpoint, off unless configured.
-    let metrics_endpoint = match svc.crid.config.metrics.address.as_str() {
-        "" => None,
-        addr => Some(
-            crate::own_metrics::spawn(addr)
-                .await
-                .map_err(ServeError::Metrics)?
-                .1,
-        ),
-    };
+
     // Container exits and OOM kills; reconciles missed ones on (re)subscribe.
     let events =
         crate::cri::container_lifecycle::spawn_event_loop(std::sync::Arc::clone(&svc.crid));

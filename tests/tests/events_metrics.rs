@@ -714,4 +714,27 @@ async fn the_prometheus_endpoint_serves_rpc_histograms_on_loopback() {
         .await
         .unwrap();
     assert_eq!(code, 404);
+
+    // A second crid asked for the same address does not start, and leaves
+    // no socket behind.
+    let mut cfg = n.crid.config.clone();
+    let dir = n.dir.path().join("second");
+    cfg.socket = dir.join("crid.sock");
+    cfg.state_dir = dir.join("state");
+    cfg.runtime_dir = dir.join("run");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("crid.toml"), toml::to_string(&cfg).unwrap()).unwrap();
+    let out = std::process::Command::new(crid_e2e::workspace_bin("crid"))
+        .arg("--config")
+        .arg(dir.join("crid.toml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        err.contains("metrics endpoint") || log.contains("metrics endpoint"),
+        "{err}{log}"
+    );
+    assert!(!cfg.socket.exists());
 }

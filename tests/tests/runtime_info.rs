@@ -208,6 +208,10 @@ fn bad_config_is_refused_at_start_naming_the_key() {
         ),
         ("cgroup_driver = \"systemd\"\n", "systemd"),
         ("[log]\nlevel = \"crid=[\"\n", "log.level"),
+        (
+            "[metrics]\naddress = \"localhost:9090\"\n",
+            "metrics.address",
+        ),
     ];
     for (text, key) in cases {
         let path = dir.path().join("bad.toml");
