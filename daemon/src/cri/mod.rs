@@ -37,6 +37,8 @@ pub struct Crid {
     pub pod_locks: pod_locks::PodLocks,
     /// Previous CPU samples, for the stats RPCs' CPU rates.
     pub cpu_samples: stats::CpuSamples,
+    /// Whether pods may have their own user namespace (probed once).
+    pub userns: crate::userns::Support,
 }
 
 /// The tonic service object for both CRI services; cheap to clone.
@@ -65,6 +67,7 @@ impl CriService {
                 streaming,
                 pod_locks: pod_locks::PodLocks::default(),
                 cpu_samples: stats::CpuSamples::default(),
+                userns: crate::userns::Support::default(),
             }),
         }
     }

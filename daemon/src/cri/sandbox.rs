@@ -22,6 +22,24 @@ pub async fn run(
     crid: &Crid,
     req: cri::RunPodSandboxRequest,
 ) -> Result<cri::RunPodSandboxResponse> {
+    let ns = req
+        .config
+        .as_ref()
+        .and_then(|c| c.linux.as_ref())
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.clone())
+        .unwrap_or_default();
+    // A malformed request is refused as such before asking about support.
+    if crate::userns::pod_userns(&ns)?.is_some() {
+        crid.userns
+            .check(&crid.containerd, &crid.config)
+            .await
+            .map_err(|why| {
+                Error::FailedPrecondition(format!(
+                    "user namespaces are not supported on this node: {why}"
+                ))
+            })?;
+    }
     let sb = Arc::clone(&crid.sandboxes);
     let id = blocking(move || sb.run(req)).await?;
     Ok(cri::RunPodSandboxResponse { pod_sandbox_id: id })
@@ -138,6 +156,7 @@ pub async fn status(
                         network: r.namespace_modes.network,
                         pid: r.namespace_modes.pid,
                         ipc: r.namespace_modes.ipc,
+                        userns_options: Some(crate::userns::to_cri(r.user_namespace.as_ref())),
                         ..Default::default()
                     }),
                 }),

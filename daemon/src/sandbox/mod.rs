@@ -156,6 +156,7 @@ impl Sandboxes {
             .as_ref()
             .and_then(|s| s.namespace_options.clone())
             .unwrap_or_default();
+        let user_namespace = crate::userns::pod_userns(&ns)?;
         let key: NameKey = (
             md.name.clone(),
             md.namespace.clone(),
@@ -216,6 +217,7 @@ impl Sandboxes {
             ips: Vec::new(),
             helper_pid: None,
             reaper_pid: None,
+            user_namespace,
         };
         let entry = Arc::new(Entry {
             rec: Mutex::new(rec),
@@ -412,8 +414,7 @@ impl Sandboxes {
     }
 
     fn readopt(&self, rec: &mut SandboxRecord) -> Result<std::process::Child> {
-        let own = rec.own_namespaces();
-        for (ns, wanted) in [("net", own.net), ("uts", own.net), ("ipc", own.ipc)] {
+        for (ns, wanted) in rec.pins() {
             if wanted && !is_ns_pin(&rec.ns_dir().join(ns)) {
                 return Err(Error::Internal(format!(
                     "the pod's {ns} namespace pin is gone"
@@ -464,7 +465,7 @@ impl Sandboxes {
                 errors.push(format!("CNI DEL: {e}"));
             }
         }
-        for ns in ["net", "uts", "ipc"] {
+        for (ns, _) in rec.pins() {
             let pin = rec.ns_dir().join(ns);
             if let Err(e) = self.os.unmount(&pin) {
                 errors.push(format!("unpinning {}: {e}", pin.display()));
@@ -552,8 +553,7 @@ impl Sandboxes {
     pub fn get(&self, id: &str) -> Option<SandboxRecord> {
         let mut rec = self.entry(id).map(|e| lock(&e.rec).clone())?;
         if rec.is_ready() {
-            let own = rec.own_namespaces();
-            for (ns, wanted) in [("net", own.net), ("ipc", own.ipc)] {
+            for (ns, wanted) in rec.pins() {
                 if wanted && !is_ns_pin(&rec.ns_dir().join(ns)) {
                     rec.state = SandboxState::NotReady(format!("the pod's {ns} namespace is gone"));
                 }
@@ -772,6 +772,7 @@ mod tests {
             ips: vec!["10.0.0.2".into()],
             helper_pid: Some(4242),
             reaper_pid: None,
+            user_namespace: None,
         }
     }
 
@@ -814,6 +815,7 @@ mod tests {
                 "umount net",
                 "umount uts",
                 "umount ipc",
+                "umount user",
                 "umount shm"
             ]
         );

@@ -95,6 +95,7 @@ impl Bundle {
             sandbox: &sandbox,
             host: &host_facts,
             target_pid_ns_path: None,
+            rootfs_path: None,
         };
         let spec = generate(&inputs, &SystemHost, &user::RootfsDir(self.rootfs())).unwrap();
         // The fake reading the same files must agree on the user.
