@@ -12,8 +12,8 @@
 //!    then sends `m`;
 //! 2. the pod root becomes uid/gid 0 of its namespace, sets the pod up from
 //!    inside (loopback, hostname, sysctls: IPC sysctls can only be written
-//!    by the namespace's own root) and closes its pipe, empty on success or
-//!    holding the error;
+//!    by the namespace's own root) and answers `ok` or the error before
+//!    closing its pipe (nothing at all: it died);
 //! 3. at the end of set-up the helper sends `c`; the pod root then becomes
 //!    the PID namespace's init (`crid-pod-init`), or exits when the pod has
 //!    no shared PID namespace (the pins keep the namespaces alive).
@@ -53,6 +53,10 @@ fn clone_flags(spec: &HelperSpec) -> CloneFlags {
     }
     flags
 }
+
+/// What the pod root says when its in-pod set-up worked (anything else
+/// is the error, and nothing at all means it died).
+const OK: &str = "ok";
 
 fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
@@ -104,10 +108,12 @@ impl PodRoot {
         self.from_child
             .read_to_string(&mut message)
             .map_err(os("reading the pod root's set-up result"))?;
-        if message.is_empty() {
-            Ok(())
-        } else {
-            Err(SetupError::InPod(message))
+        match message.as_str() {
+            OK => Ok(()),
+            "" => Err(SetupError::InPod(
+                "the pod root ended without a word".into(),
+            )),
+            _ => Err(SetupError::InPod(message)),
         }
     }
 
@@ -153,7 +159,9 @@ fn pod_root(
         let _ = to_helper.write_all(e.to_string().as_bytes());
         return 1;
     }
-    // An empty pipe is success.
+    if to_helper.write_all(OK.as_bytes()).is_err() {
+        return 1;
+    }
     let _ = nix::unistd::close(to_helper.as_raw_fd());
     if next_byte(from_helper) != Some(b'c') {
         return 1;

@@ -667,10 +667,32 @@ async fn user_namespaced_pods_survive_crid_and_helper_restarts() {
     let id = w.n.run(&pod_id, &cfg, sleeper).await;
 
     // crid restarts: the running container keeps its rootfs, exec works.
+    // What a crid that died in CreateContainer left (a runtime dir with a
+    // volume still attached, no record) is detached and removed at start,
+    // never removed through.
     let config = w.n.crid.config.clone();
     w.n.crid.stop();
+    let data = w.dir().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("keep"), "kept\n").unwrap();
+    let orphan = config.runtime_dir.join("containers").join("0".repeat(64));
+    let attached = orphan.join("volumes/0");
+    std::fs::create_dir_all(&attached).unwrap();
+    nix::mount::mount(
+        Some(&data),
+        &attached,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
     w.n.crid = CridProcess::start(config).await.unwrap();
     w.n.c = w.n.crid.clients().await.unwrap();
+    assert!(!orphan.exists(), "{} left", orphan.display());
+    assert_eq!(
+        std::fs::read_to_string(data.join("keep")).unwrap(),
+        "kept\n"
+    );
     let r = exec_sync(
         &mut w.n.c,
         &id,

@@ -330,8 +330,14 @@ pub fn unmount(runtime_dir: &Path, id: &str) -> Result<()> {
 
 /// [`unmount`], the volumes only if `volumes`.
 fn unmount_dirs(runtime_dir: &Path, id: &str, volumes: bool) -> Result<()> {
-    let target = target(runtime_dir, id);
-    unmount_all(&target).map_err(os(format!("unmounting {}", target.display())))?;
+    // The rootfs, and the image's /etc view a crid that died while
+    // creating the container may have left.
+    for p in [
+        target(runtime_dir, id),
+        crate::container::rootfs::view_dir(runtime_dir, id),
+    ] {
+        unmount_all(&p).map_err(os(format!("unmounting {}", p.display())))?;
+    }
     let mut dirs = vec![scratch(runtime_dir, id)];
     if volumes {
         dirs.push(super::volumes::dir(runtime_dir, id));
@@ -368,6 +374,29 @@ pub fn remove_container_dir(runtime_dir: &Path, id: &str) -> Result<()> {
             Err(Error::Internal(format!("removing {}: {e}", dir.display())))
         }
         _ => Ok(()),
+    }
+}
+
+/// At start: removes the runtime dirs of containers crid has no record of
+/// (a crid that died in CreateContainer), detaching what is mounted there
+/// first; `known` says whether a container id has a record.
+pub fn sweep_orphans(runtime_dir: &Path, known: impl Fn(&str) -> bool) {
+    let Ok(entries) = std::fs::read_dir(runtime_dir.join("containers")) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if known(&name) || crid_common::ids::check_component("container id", &name).is_err() {
+            continue;
+        }
+        match remove_container_dir(runtime_dir, &name) {
+            Ok(()) => {
+                tracing::info!(container = %name, "removed the runtime dir of an unrecorded container")
+            }
+            Err(e) => {
+                tracing::error!(container = %name, error = %e, "removing the runtime dir of an unrecorded container")
+            }
+        }
     }
 }
 
@@ -489,5 +518,12 @@ mod tests {
         remove_container_dir(d.path(), "c1").unwrap();
         assert!(!d.path().join("containers/c1").exists());
         remove_container_dir(d.path(), "c1").unwrap();
+        // Only unrecorded containers' dirs are swept.
+        for id in ["kept", "orphan"] {
+            std::fs::create_dir_all(scratch(d.path(), id)).unwrap();
+        }
+        sweep_orphans(d.path(), |id| id == "kept");
+        assert!(d.path().join("containers/kept").exists());
+        assert!(!d.path().join("containers/orphan").exists());
     }
 }
