@@ -409,6 +409,51 @@ pub struct HelperSpec {
     pub cni: Option<crate::cni_exec::CniInvocation>,
     /// Re-adopt existing pins (and the existing reaper) instead of creating.
     pub adopt: Option<Adopt>,
+    /// The pod's own user namespace (CRI mode POD), which then owns its
+    /// network, UTS, IPC and PID namespaces; None: the node's (mode NODE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userns: Option<UserNamespace>,
+}
+
+/// One range of an id mapping, as in `/proc/<pid>/uid_map`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMap {
+    /// First id inside the user namespace.
+    pub container_id: u32,
+    /// The host id it maps to.
+    pub host_id: u32,
+    /// How many consecutive ids are mapped.
+    pub length: u32,
+}
+
+/// A pod's user namespace: its uid and gid mappings (checked by crid:
+/// one range each, container id 0 mapped).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserNamespace {
+    /// uid mappings.
+    pub uids: Vec<IdMap>,
+    /// gid mappings.
+    pub gids: Vec<IdMap>,
+}
+
+impl UserNamespace {
+    /// The text written to `/proc/<pid>/uid_map` (`uid: true`) or `gid_map`.
+    pub fn map_text(&self, uid: bool) -> String {
+        let maps = if uid { &self.uids } else { &self.gids };
+        maps.iter()
+            .map(|m| format!("{} {} {}\n", m.container_id, m.host_id, m.length))
+            .collect()
+    }
+
+    /// The host uid and gid of the namespace's root (container id 0), if mapped.
+    pub fn host_root(&self) -> Option<(u32, u32)> {
+        fn host_of_zero(maps: &[IdMap]) -> Option<u32> {
+            maps.iter()
+                .find(|m| m.container_id == 0 && m.length > 0)
+                .map(|m| m.host_id)
+        }
+        Some((host_of_zero(&self.uids)?, host_of_zero(&self.gids)?))
+    }
 }
 
 /// What a restarted helper takes over from its dead predecessor.
@@ -543,6 +588,51 @@ mod tests {
         assert!(sock.exists());
         let _c = with_socket_path(&sock, |p| std::os::unix::net::UnixStream::connect(p)).unwrap();
         assert!(l.accept().is_ok());
+    }
+
+    #[test]
+    fn user_namespace_maps_and_old_specs_without_one() {
+        let m = IdMap {
+            container_id: 0,
+            host_id: 1000,
+            length: 100000,
+        };
+        let g = IdMap { host_id: 2000, ..m };
+        let u = UserNamespace {
+            uids: vec![m],
+            gids: vec![g],
+        };
+        assert_eq!(u.map_text(true), "0 1000 100000\n");
+        assert_eq!(u.map_text(false), "0 2000 100000\n");
+        assert_eq!(u.host_root(), Some((1000, 2000)));
+        let unmapped_root = UserNamespace {
+            uids: vec![IdMap {
+                container_id: 1,
+                ..m
+            }],
+            gids: vec![g],
+        };
+        assert_eq!(unmapped_root.host_root(), None);
+        // A spec written before user namespaces existed still reads.
+        let mut v = serde_json::to_value(HelperSpec {
+            version: PROTOCOL_VERSION,
+            sandbox_id: "s".into(),
+            cgroup_procs: vec![],
+            namespaces: OwnNamespaces::default(),
+            ns_dir: "/n".into(),
+            socket: "/s".into(),
+            hostname: String::new(),
+            sysctls: Default::default(),
+            cni: None,
+            adopt: None,
+            userns: Some(u.clone()),
+        })
+        .unwrap();
+        let back: HelperSpec = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(back.userns, Some(u));
+        v.as_object_mut().unwrap().remove("userns");
+        let old: HelperSpec = serde_json::from_value(v).unwrap();
+        assert_eq!(old.userns, None);
     }
 
     #[test]

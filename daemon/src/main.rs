@@ -20,6 +20,7 @@ mod streaming;
 #[allow(dead_code)]
 mod spec;
 mod stats;
+mod userns;
 
 use clap::Parser;
 use crid_common::config::{Config, DEFAULT_CONFIG_PATH};

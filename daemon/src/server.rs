@@ -120,6 +120,9 @@ where
         crate::sandbox::Sandboxes::open(&config).map_err(|e| ServeError::State(e.to_string()))?;
     let containers = crate::container::Containers::open(&config)
         .map_err(|e| ServeError::State(e.to_string()))?;
+    crate::userns::rootfs::sweep_orphans(&config.runtime_dir, |id| {
+        containers.get(id).is_some_and(|r| r.id == id)
+    });
     let bound = crate::streaming::listener::bind(&config.streaming)
         .await
         .map_err(ServeError::Streaming)?;

@@ -11,6 +11,7 @@ mod logs;
 mod serve;
 mod setup;
 mod sys;
+mod userns;
 
 use crid_common::protocol::{HelperSpec, SetupReport, PROTOCOL_VERSION};
 use std::io::Write;

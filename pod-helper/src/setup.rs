@@ -1,10 +1,12 @@
 //! Set-up of one pod, in the order the design requires: cgroup first, then
-//! namespaces (created and pinned, or re-adopted from the pins), loopback,
-//! hostname, sysctls, CNI ADD from the host netns, the PID-namespace reaper,
-//! the control socket, and finally dropping capabilities. Anything made
-//! before a failure is undone before the error is reported.
+//! namespaces (created and pinned, or re-adopted from the pins; in a user
+//! namespace made by the pod root, see `userns`), loopback, hostname,
+//! sysctls, CNI ADD from the host netns, the PID-namespace reaper, the
+//! control socket, and finally dropping capabilities. Anything made before a
+//! failure is undone before the error is reported.
 
 use crate::sys;
+use crate::userns::PodRoot;
 use crid_common::cni_exec::CniError;
 use crid_common::protocol::HelperSpec;
 use std::fs::File;
@@ -26,6 +28,9 @@ pub enum SetupError {
     /// CNI ADD failed (the plugin's error).
     #[error("{0}")]
     Cni(#[from] CniError),
+    /// Set-up inside the pod's user namespace failed (the pod root's report).
+    #[error("inside the pod's user namespace: {0}")]
+    InPod(String),
 }
 
 fn os(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SetupError {
@@ -98,6 +103,39 @@ fn wanted(spec: &HelperSpec, ns: &str) -> bool {
     }
 }
 
+/// Joins the pinned namespaces the pod has of its own.
+fn join_pins(spec: &HelperSpec) -> Result<(), SetupError> {
+    for (ns, flag) in PINNED {
+        if wanted(spec, ns) {
+            let pin = spec.ns_dir.join(ns);
+            let f = File::open(&pin).map_err(os(format!("opening pin {}", pin.display())))?;
+            nix::sched::setns(&f, flag)
+                .map_err(std::io::Error::from)
+                .map_err(os(format!("joining pinned {ns} namespace")))?;
+        }
+    }
+    Ok(())
+}
+
+/// What is set up from inside the pod's namespaces: loopback up, hostname,
+/// sysctls. Run by the helper itself, or by the pod root in a user
+/// namespace (whose IPC sysctls only the namespace's root may write).
+pub fn inside_pod(spec: &HelperSpec) -> Result<(), SetupError> {
+    if spec.namespaces.net {
+        sys::loopback_up().map_err(os("bringing lo up"))?;
+        if !spec.hostname.is_empty() {
+            nix::unistd::sethostname(&spec.hostname)
+                .map_err(std::io::Error::from)
+                .map_err(os("setting the hostname"))?;
+        }
+    }
+    for (key, value) in &spec.sysctls {
+        let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
+        std::fs::write(&path, value).map_err(os(format!("setting sysctl {key}={value}")))?;
+    }
+    Ok(())
+}
+
 /// Runs the whole set-up.
 pub fn set_up(spec: &HelperSpec) -> Result<Pod, SetupError> {
     // 1. Into the pod's cgroup before doing any work, so all of it is charged
@@ -123,52 +161,56 @@ pub fn set_up(spec: &HelperSpec) -> Result<Pod, SetupError> {
     std::fs::create_dir_all(&spec.ns_dir)
         .map_err(os(format!("creating {}", spec.ns_dir.display())))?;
     let mut cni_result = None;
+    let mut pod_root = None;
     let reaper_pid;
     if let Some(adopt) = &spec.adopt {
         // 3a. Re-adopt: join the pinned namespaces; nothing is recreated, so
         //     the pod keeps its IP.
-        for (ns, flag) in PINNED {
-            if wanted(spec, ns) {
-                let pin = spec.ns_dir.join(ns);
-                let f = File::open(&pin).map_err(os(format!("opening pin {}", pin.display())))?;
-                nix::sched::setns(&f, flag)
-                    .map_err(std::io::Error::from)
-                    .map_err(os(format!("joining pinned {ns} namespace")))?;
-            }
-        }
+        join_pins(spec)?;
         reaper_pid = adopt.reaper_pid;
         undo.armed = false;
     } else {
         // 3b. New namespaces, each pinned by a bind mount so it outlives us.
-        let mut flags = nix::sched::CloneFlags::empty();
-        for (ns, flag) in PINNED {
-            if wanted(spec, ns) {
-                flags |= flag;
+        if let Some(userns) = &spec.userns {
+            // Owned by the pod's user namespace: made by the pod root.
+            let mut root = PodRoot::start(spec).map_err(os("cloning the pod's user namespace"))?;
+            // Killed (and reaped) on undo, whatever it has become.
+            undo.reaper = Some(root.pid);
+            root.map(userns)
+                .map_err(os("writing the pod's uid and gid maps"))?;
+            for ns in std::iter::once("user").chain(PINNED.iter().map(|(ns, _)| *ns)) {
+                if ns == "user" || wanted(spec, ns) {
+                    let pin = spec.ns_dir.join(ns);
+                    sys::pin_from(&root.ns_path(ns), &pin)
+                        .map_err(os(format!("pinning {ns} at {}", pin.display())))?;
+                    undo.pins.push(pin);
+                }
             }
-        }
-        if !flags.is_empty() {
-            nix::sched::unshare(flags)
-                .map_err(std::io::Error::from)
-                .map_err(os("unsharing the pod namespaces"))?;
-        }
-        for (ns, _) in PINNED {
-            if wanted(spec, ns) {
-                let pin = spec.ns_dir.join(ns);
-                sys::pin(ns, &pin).map_err(os(format!("pinning {ns} at {}", pin.display())))?;
-                undo.pins.push(pin);
+            // The helper itself stays in the node's user namespace, and sits
+            // in the pod's other namespaces as without one.
+            join_pins(spec)?;
+            root.release()?;
+            pod_root = Some(root);
+        } else {
+            let mut flags = nix::sched::CloneFlags::empty();
+            for (ns, flag) in PINNED {
+                if wanted(spec, ns) {
+                    flags |= flag;
+                }
             }
-        }
-        if spec.namespaces.net {
-            sys::loopback_up().map_err(os("bringing lo up"))?;
-            if !spec.hostname.is_empty() {
-                nix::unistd::sethostname(&spec.hostname)
+            if !flags.is_empty() {
+                nix::sched::unshare(flags)
                     .map_err(std::io::Error::from)
-                    .map_err(os("setting the hostname"))?;
+                    .map_err(os("unsharing the pod namespaces"))?;
             }
-        }
-        for (key, value) in &spec.sysctls {
-            let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
-            std::fs::write(&path, value).map_err(os(format!("setting sysctl {key}={value}")))?;
+            for (ns, _) in PINNED {
+                if wanted(spec, ns) {
+                    let pin = spec.ns_dir.join(ns);
+                    sys::pin(ns, &pin).map_err(os(format!("pinning {ns} at {}", pin.display())))?;
+                    undo.pins.push(pin);
+                }
+            }
+            inside_pod(spec)?;
         }
         // 4. CNI ADD, plugins run in the host netns; on failure DEL releases
         //    whatever the plugins that ran had allocated.
@@ -190,13 +232,17 @@ pub fn set_up(spec: &HelperSpec) -> Result<Pod, SetupError> {
             }
         }
         // 5. The PID namespace's init, forked last so that CNI plugins are
-        //    not in the pod's PID namespace.
-        reaper_pid = if spec.namespaces.pid {
-            let pid = sys::start_reaper().map_err(os("starting the pod's PID-namespace init"))?;
-            undo.reaper = Some(pid);
-            Some(pid)
-        } else {
-            None
+        //    not in the pod's PID namespace (in a user namespace, the pod
+        //    root is that init).
+        reaper_pid = match &pod_root {
+            Some(root) => root.is_init.then_some(root.pid),
+            None if spec.namespaces.pid => {
+                let pid =
+                    sys::start_reaper().map_err(os("starting the pod's PID-namespace init"))?;
+                undo.reaper = Some(pid);
+                Some(pid)
+            }
+            None => None,
         };
     }
 
@@ -207,6 +253,10 @@ pub fn set_up(spec: &HelperSpec) -> Result<Pod, SetupError> {
 
     // 7. Only what later duties need stays.
     notes.extend(sys::drop_capabilities());
+    if let Some(root) = pod_root {
+        root.commit()
+            .map_err(os("handing the pod over to the pod root"))?;
+    }
     undo.armed = false;
     Ok(Pod {
         spec: spec.clone(),

@@ -12,10 +12,15 @@ pub const REAPER_NAME: &str = "crid-pod-init";
 
 /// Pins this thread's namespace `ns` by bind-mounting it onto `pin`.
 pub fn pin(ns: &str, pin: &Path) -> std::io::Result<()> {
+    pin_from(Path::new(&format!("/proc/thread-self/ns/{ns}")), pin)
+}
+
+/// Pins the namespace file `src` (e.g. `/proc/<pid>/ns/user`) by
+/// bind-mounting it onto `pin`, which keeps the namespace alive.
+pub fn pin_from(src: &Path, pin: &Path) -> std::io::Result<()> {
     File::create(pin)?;
-    let src = format!("/proc/thread-self/ns/{ns}");
     nix::mount::mount(
-        Some(src.as_str()),
+        Some(src),
         pin,
         None::<&str>,
         nix::mount::MsFlags::MS_BIND,
@@ -136,8 +141,35 @@ pub fn start_reaper() -> std::io::Result<u32> {
     Ok(child)
 }
 
+/// Clones a child that runs `body` in the new namespaces `flags`; returns
+/// its pid. With `CLONE_NEWUSER` the other new namespaces are owned by the
+/// new user namespace; with `CLONE_NEWPID` the child is pid 1 of a new PID
+/// namespace. Must be called while the helper is single-threaded.
+pub fn clone_child(
+    flags: nix::sched::CloneFlags,
+    body: &mut dyn FnMut() -> isize,
+) -> std::io::Result<u32> {
+    // The child runs on this buffer. Without CLONE_VM it gets its own copy
+    // of the address space, so the parent may free the buffer at once.
+    let mut stack = vec![0u8; 1 << 20];
+    // SAFETY: the helper has started no threads yet (connection threads
+    // come after set-up), so, as after fork(2), the child is a faithful
+    // single-threaded copy that may run arbitrary code; `body` and the
+    // stack outlive the call in the parent and are copies in the child.
+    let pid = unsafe { nix::sched::clone(Box::new(body), &mut stack, flags, Some(libc::SIGCHLD)) }?;
+    Ok(pid.as_raw() as u32)
+}
+
+/// Writes the uid and gid maps of the user namespace process `pid` is in.
+/// setgroups(2) stays allowed there: the writer is privileged, and the
+/// containers' runtime must set supplementary groups.
+pub fn write_id_maps(pid: u32, uid_map: &str, gid_map: &str) -> std::io::Result<()> {
+    std::fs::write(format!("/proc/{pid}/uid_map"), uid_map)?;
+    std::fs::write(format!("/proc/{pid}/gid_map"), gid_map)
+}
+
 /// pid 1 of the pod's PID namespace: reaps orphans until killed.
-fn reaper() -> ! {
+pub fn reaper() -> ! {
     use nix::sys::signal::{SigSet, SigmaskHow, Signal};
     use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
     let _ = nix::sys::prctl::set_name(&std::ffi::CString::new(REAPER_NAME).unwrap_or_default());

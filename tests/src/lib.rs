@@ -188,22 +188,11 @@ fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
 /// sandboxes recorded in crid's state dir `state_dir`. Stop crid first: its
 /// supervisor would restart the helpers.
 pub fn kill_leftover_pods(dir: &Path, state_dir: &Path) {
-    let needle = dir.to_string_lossy().into_owned();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        let cmd = String::from_utf8_lossy(&cmd);
-        // The pod helpers, and the containerd shims of this test's containerd.
-        if (cmd.contains("crid-pod-helper") || cmd.contains("containerd-shim"))
-            && cmd.contains(&needle)
-        {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
+    for (pid, _) in pod_processes(dir) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
     unmount_all_under(dir);
     let ids: Vec<String> = std::fs::read_dir(state_dir.join("sandboxes"))
@@ -242,6 +231,27 @@ pub fn kill_leftover_pods(dir: &Path, state_dir: &Path) {
     {
         let _ = std::fs::remove_dir(root.path().join("crid"));
     }
+}
+
+/// The pod processes of the test in `dir`: pod helpers (and their pod
+/// roots, which carry the helper's command line) and the containerd shims
+/// of its containerd, as (pid, command line). Zombies have none.
+pub fn pod_processes(dir: &Path) -> Vec<(i32, String)> {
+    let needle = dir.to_string_lossy().into_owned();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if (cmd.contains("crid-pod-helper") || cmd.contains("containerd-shim"))
+            && cmd.contains(&needle)
+        {
+            out.push((pid, cmd));
+        }
+    }
+    out
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal.

@@ -12,6 +12,7 @@ use crid_proto::containerd::services::v1::{
     CreateTaskRequest, DeleteTaskRequest, GetRequest, KillRequest, StartRequest, WaitRequest,
 };
 use crid_proto::containerd::types::v1::Status as TaskStatus;
+use crid_proto::containerd::types::Mount;
 
 /// How a task ended, as containerd reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,17 +64,13 @@ fn task_exit(exit_status: u32, exited_at: Option<&prost_types::Timestamp>) -> Ta
     }
 }
 
-/// Creates the task: the writable snapshot's mounts become its rootfs (the
-/// shim mounts them at the bundle's `rootfs`, where the spec's root points).
-/// Returns the pid of the created (not yet started) process.
-pub async fn create(
+/// The mounts of a container's writable snapshot.
+pub async fn snapshot_mounts(
     s: &Session,
-    id: &str,
     snapshotter: &str,
     snapshot_key: &str,
-    io: &TaskIo,
-) -> Result<u32> {
-    let mounts = SnapshotsClient::new(s.ctrd.channel())
+) -> Result<Vec<Mount>> {
+    Ok(SnapshotsClient::new(s.ctrd.channel())
         .mounts(s.req(MountsRequest {
             snapshotter: snapshotter.to_string(),
             key: snapshot_key.to_string(),
@@ -81,11 +78,18 @@ pub async fn create(
         .await
         .map_err(cerr("snapshots.mounts"))?
         .into_inner()
-        .mounts;
+        .mounts)
+}
+
+/// Creates the task: `rootfs` (the writable snapshot's mounts) is mounted
+/// by the shim at the bundle's `rootfs`, where the spec's root points; an
+/// empty `rootfs` leaves the spec's (absolute) root as it is. Returns the
+/// pid of the created (not yet started) process.
+pub async fn create(s: &Session, id: &str, rootfs: Vec<Mount>, io: &TaskIo) -> Result<u32> {
     let r = TasksClient::new(s.ctrd.channel())
         .create(s.req(CreateTaskRequest {
             container_id: id.to_string(),
-            rootfs: mounts,
+            rootfs,
             stdin: io.stdin.clone(),
             stdout: io.stdout.clone(),
             stderr: io.stderr.clone(),

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::image::session::Session;
 use crate::sandbox::record::SandboxRecord;
 use crate::sandbox::validate::MODE_NODE;
-use crate::spec::{self, validate as sv, SandboxFacts, SpecInputs};
+use crate::spec::{self, validate as sv, PodUserns, SandboxFacts, SpecInputs};
 use crid_proto::cri;
 use crid_proto::cri::ContainerEventType;
 use std::collections::{BTreeMap, HashMap};
@@ -69,7 +69,16 @@ pub fn sandbox_facts(sb: &SandboxRecord, node_hostname: &str) -> Result<SandboxF
         host_ipc: sb.namespace_modes.ipc == MODE_NODE,
         host_pid: sb.namespace_modes.pid == MODE_NODE,
         privileged: false,
+        userns: sb.user_namespace.clone().map(|ns| PodUserns {
+            path: ns_user_pin(sb),
+            ns,
+        }),
     })
+}
+
+/// Where the pod's user namespace is pinned.
+pub fn ns_user_pin(sb: &SandboxRecord) -> PathBuf {
+    sb.ns_dir().join("user")
 }
 
 /// The record of sandbox `id` (or unique prefix); NotFound otherwise.
@@ -134,7 +143,10 @@ async fn undo(
     if let Err(e) = containers.delete(id) {
         tracing::error!(container = %id, error = %e, "deleting the record of a failed CreateContainer");
     }
-    let _ = std::fs::remove_dir_all(runtime_dir.join("containers").join(id));
+    // Idmapped volumes may be attached there: never a blind recursive removal.
+    if let Err(e) = crate::userns::rootfs::remove_container_dir(runtime_dir, id) {
+        tracing::error!(container = %id, error = %e, "removing the runtime dir of a failed CreateContainer");
+    }
     s.release().await;
     containers.release(key, id);
 }
@@ -229,6 +241,14 @@ async fn create_inner(
         )));
     }
     let log_path = sv::log_path(&sb.log_directory, &config.log_path)?;
+    crate::userns::check_container(
+        config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.as_ref()),
+        sb.user_namespace.as_ref(),
+    )?;
 
     // Reserve the name before any work.
     let id = crid_common::ids::generate_id();
@@ -339,9 +359,18 @@ async fn create_steps(
     )
     .recursive_read_only;
     let view = rootfs::view_dir(&crid.config.runtime_dir, id);
+    // In a user namespace, crid mounts the idmapped rootfs there at start.
+    let rootfs_path = sb
+        .user_namespace
+        .is_some()
+        .then(|| crate::userns::rootfs::target(&crid.config.runtime_dir, id));
+    // The kubelet's idmapped volumes: crid attaches idmapped clones itself.
+    let mut cfg = config.clone();
+    let idmapped = crate::userns::volumes::take(&mut cfg, sb.user_namespace.as_ref())?;
+    let (runtime_dir, userns_pin) = (crid.config.runtime_dir.clone(), ns_user_pin(sb));
     let (cid, cfg, scfg, iname) = (
         id.to_string(),
-        config.clone(),
+        cfg,
         sandbox_config.clone(),
         image_name.to_string(),
     );
@@ -368,8 +397,11 @@ async fn create_steps(
             host: &host,
             target_pid_ns_path: target_pid_ns.as_deref(),
             recursive_read_only,
+            rootfs_path: rootfs_path.as_deref(),
         };
-        Ok(spec::generate(&inputs, &spec::SystemHost, &rootfs)?)
+        let mut spec = spec::generate(&inputs, &spec::SystemHost, &rootfs)?;
+        crate::userns::volumes::mount(&mut spec, &idmapped, &runtime_dir, &cid, &userns_pin)?;
+        Ok(spec)
     })
     .await
     .map_err(|e| Error::Internal(format!("spec generation task failed: {e}")))??;
@@ -515,14 +547,11 @@ pub async fn remove_record(crid: &Crid, rec: &ContainerRecord) -> Result<()> {
     // A task that never got Running recorded (crid died mid-start) goes too.
     crate::container::task::kill(&s, &rec.id, libc::SIGKILL as u32, true).await?;
     crate::container::task::delete(&s, &rec.id).await?;
+    // Before the snapshot under it goes, and before its dir is removed.
+    crate::userns::rootfs::unmount(&crid.config.runtime_dir, &rec.id)?;
     ctrd::remove_all(&s, &rec.id, &rec.snapshotter, &rec.snapshot_key).await?;
     image_volume::cleanup(&s, &rec.snapshotter, &crid.config.runtime_dir, &rec.id).await?;
-    let dir = crid.config.runtime_dir.join("containers").join(&rec.id);
-    if let Err(e) = std::fs::remove_dir_all(&dir) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            return Err(Error::Internal(format!("removing {}: {e}", dir.display())));
-        }
-    }
+    crate::userns::rootfs::remove_container_dir(&crid.config.runtime_dir, &rec.id)?;
     crid.containers.delete(&rec.id)?;
     super::events::container(crid, rec, ContainerEventType::ContainerDeletedEvent).await;
     Ok(())

@@ -128,18 +128,25 @@ async fn start_inner(crid: &Crid, id: &str) -> Result<()> {
 
     let s = Session::plain(&crid.containerd);
     let started = async {
-        task::create(&s, &rec.id, &rec.snapshotter, &rec.snapshot_key, &io).await?;
+        let mut mounts = task::snapshot_mounts(&s, &rec.snapshotter, &rec.snapshot_key).await?;
+        if sb.user_namespace.is_some() {
+            // crid mounts the idmapped rootfs where the spec's root points;
+            // the shim gets nothing to mount.
+            mount_idmapped_rootfs(crid, &sb, &rec.id, std::mem::take(&mut mounts)).await?;
+        }
+        task::create(&s, &rec.id, mounts, &io).await?;
         task::start(&s, &rec.id).await
     }
     .await;
     let pid = match started {
         Ok(pid) => pid,
         Err(e) => {
-            // Undo: the task (if created) and the helper's FIFOs.
+            // Undo: the task (if created), the rootfs, the helper's FIFOs.
             let _ = task::kill(&s, &rec.id, libc::SIGKILL as u32, true).await;
             if let Err(de) = task::delete(&s, &rec.id).await {
                 tracing::error!(error = %de, "deleting the task of a failed StartContainer");
             }
+            unmount_rootfs(crid, &rec.id).await;
             release_io(crid, &rec).await;
             return Err(e);
         }
@@ -153,6 +160,43 @@ async fn start_inner(crid: &Crid, id: &str) -> Result<()> {
     tracing::info!(pid, "container started");
     super::events::container(crid, &rec, ContainerEventType::ContainerStartedEvent).await;
     Ok(())
+}
+
+/// Mounts the idmapped rootfs of container `id` in `sb`'s user namespace.
+async fn mount_idmapped_rootfs(
+    crid: &Crid,
+    sb: &crate::sandbox::record::SandboxRecord,
+    id: &str,
+    mounts: Vec<crid_proto::containerd::types::Mount>,
+) -> Result<()> {
+    let ns = sb
+        .user_namespace
+        .clone()
+        .ok_or_else(|| Error::Internal(format!("pod sandbox {} has no user namespace", sb.id)))?;
+    let root = ns.host_root().ok_or_else(|| {
+        Error::Internal(format!(
+            "pod sandbox {}'s user namespace does not map root",
+            sb.id
+        ))
+    })?;
+    let (runtime_dir, id, pin) = (
+        crid.config.runtime_dir.clone(),
+        id.to_string(),
+        super::container::ns_user_pin(sb),
+    );
+    tokio::task::spawn_blocking(move || {
+        crate::userns::rootfs::mount(&runtime_dir, &id, &mounts, &pin, root)
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("rootfs mount task failed: {e}")))??;
+    Ok(())
+}
+
+/// Unmounts container `id`'s idmapped rootfs, if it has one; logged on failure.
+async fn unmount_rootfs(crid: &Crid, id: &str) {
+    if let Err(e) = crate::userns::rootfs::unmount(&crid.config.runtime_dir, id) {
+        tracing::error!(container = %id, error = %e, "unmounting the container's idmapped rootfs");
+    }
 }
 
 /// Asks the pod's helper to stop draining a container; a helper that is
@@ -188,6 +232,8 @@ pub async fn handle_exit(crid: &Crid, id: &str, hint: Option<TaskExit>) -> Resul
     }
     let s = Session::plain(&crid.containerd);
     let deleted = task::delete(&s, id).await?;
+    // The task is gone: nothing uses its rootfs any more.
+    unmount_rootfs(crid, id).await;
     let (code, at, reason) = match deleted.or(hint) {
         Some(e) => {
             let code = e.exit_status as i32;

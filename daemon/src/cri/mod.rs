@@ -45,6 +45,8 @@ pub struct Crid {
     /// Each runtime handler's optional features, probed once at start.
     pub handler_features:
         std::collections::BTreeMap<String, crate::runtime_handler::HandlerFeatures>,
+    /// Whether pods may have their own user namespace (probed once).
+    pub userns: crate::userns::Support,
 }
 
 /// The tonic service object for both CRI services; cheap to clone.
@@ -75,6 +77,7 @@ impl CriService {
                 pod_locks: pod_locks::PodLocks::default(),
                 cpu_samples: stats::CpuSamples::default(),
                 events: events::ContainerEvents::default(),
+                userns: crate::userns::Support::default(),
             }),
         }
     }

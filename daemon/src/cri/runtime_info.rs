@@ -49,8 +49,18 @@ pub async fn status(crid: &Crid, req: cri::StatusRequest) -> Result<cri::StatusR
             &format!("cni config load failed: {e}"),
         ),
     };
+    // Only asked once containerd answers (the probe needs its snapshotter).
+    let userns = match &containerd {
+        Ok(_) => crid.userns.check(&crid.containerd, &crid.config).await,
+        Err(_) => Err("containerd is not answering".to_string()),
+    };
     let mut info = HashMap::new();
     if req.verbose {
+        let userns_info = match &userns {
+            Ok(()) => serde_json::json!({"supported": true}),
+            Err(why) => serde_json::json!({"supported": false, "reason": why}),
+        };
+        info.insert("userNamespaces".to_string(), userns_info.to_string());
         info.insert(
             "config".to_string(),
             serde_json::to_string(&crid.config)
@@ -78,6 +88,8 @@ pub async fn status(crid: &Crid, req: cri::StatusRequest) -> Result<cri::StatusR
         }),
         info,
         // The runtime handlers reported are the ones RunPodSandbox accepts.
+        // User namespaces are crid's work (the pod root, idmapped rootfs),
+        // the same for every runc-compatible handler.
         runtime_handlers: crate::runtime_handler::names(&crid.config)
             .into_iter()
             .map(|name| {
@@ -90,7 +102,7 @@ pub async fn status(crid: &Crid, req: cri::StatusRequest) -> Result<cri::StatusR
                     name,
                     features: Some(cri::RuntimeHandlerFeatures {
                         recursive_read_only_mounts: f.recursive_read_only,
-                        user_namespaces: false,
+                        user_namespaces: userns.is_ok(),
                     }),
                 }
             })

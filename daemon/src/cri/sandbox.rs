@@ -23,6 +23,24 @@ pub async fn run(
     crid: &Crid,
     req: cri::RunPodSandboxRequest,
 ) -> Result<cri::RunPodSandboxResponse> {
+    let ns = req
+        .config
+        .as_ref()
+        .and_then(|c| c.linux.as_ref())
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.clone())
+        .unwrap_or_default();
+    // A malformed request is refused as such before asking about support.
+    if crate::userns::pod_userns(&ns)?.is_some() {
+        crid.userns
+            .check(&crid.containerd, &crid.config)
+            .await
+            .map_err(|why| {
+                Error::FailedPrecondition(format!(
+                    "user namespaces are not supported on this node: {why}"
+                ))
+            })?;
+    }
     let sb = Arc::clone(&crid.sandboxes);
     let (id, created) = blocking(move || sb.run(req)).await?;
     if created {
@@ -190,6 +208,7 @@ pub fn status_of(r: &SandboxRecord) -> cri::PodSandboxStatus {
                     network: r.namespace_modes.network,
                     pid: r.namespace_modes.pid,
                     ipc: r.namespace_modes.ipc,
+                    userns_options: Some(crate::userns::to_cri(r.user_namespace.as_ref())),
                     ..Default::default()
                 }),
             }),

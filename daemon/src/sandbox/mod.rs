@@ -170,6 +170,7 @@ impl Sandboxes {
             .as_ref()
             .and_then(|s| s.namespace_options.clone())
             .unwrap_or_default();
+        let user_namespace = crate::userns::pod_userns(&ns)?;
         let key: NameKey = (
             md.name.clone(),
             md.namespace.clone(),
@@ -234,6 +235,7 @@ impl Sandboxes {
                 overhead: linux.overhead.clone(),
                 resources: linux.resources.clone(),
             },
+            user_namespace,
         };
         let entry = Arc::new(Entry {
             rec: Mutex::new(rec),
@@ -438,8 +440,7 @@ impl Sandboxes {
     }
 
     fn readopt(&self, rec: &mut SandboxRecord) -> Result<std::process::Child> {
-        let own = rec.own_namespaces();
-        for (ns, wanted) in [("net", own.net), ("uts", own.net), ("ipc", own.ipc)] {
+        for (ns, wanted) in rec.pins() {
             if wanted && !is_ns_pin(&rec.ns_dir().join(ns)) {
                 return Err(Error::Internal(format!(
                     "the pod's {ns} namespace pin is gone"
@@ -490,7 +491,7 @@ impl Sandboxes {
                 errors.push(format!("CNI DEL: {e}"));
             }
         }
-        for ns in ["net", "uts", "ipc"] {
+        for (ns, _) in rec.pins() {
             let pin = rec.ns_dir().join(ns);
             if let Err(e) = self.os.unmount(&pin) {
                 errors.push(format!("unpinning {}: {e}", pin.display()));
@@ -622,8 +623,7 @@ pub struct Busy;
 /// `rec`, shown NotReady if it says Ready but a namespace pin is gone.
 fn checked_pins(mut rec: SandboxRecord) -> SandboxRecord {
     if rec.is_ready() {
-        let own = rec.own_namespaces();
-        for (ns, wanted) in [("net", own.net), ("ipc", own.ipc)] {
+        for (ns, wanted) in rec.pins() {
             if wanted && !is_ns_pin(&rec.ns_dir().join(ns)) {
                 rec.state = SandboxState::NotReady(format!("the pod's {ns} namespace is gone"));
             }
@@ -836,6 +836,7 @@ mod tests {
             helper_pid: Some(4242),
             reaper_pid: None,
             pod_resources: Default::default(),
+            user_namespace: None,
         }
     }
 
@@ -878,6 +879,7 @@ mod tests {
                 "umount net",
                 "umount uts",
                 "umount ipc",
+                "umount user",
                 "umount shm"
             ]
         );

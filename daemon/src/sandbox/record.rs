@@ -7,14 +7,15 @@
 //!      ▼ mid-creation           │     the pins (stays Ready)              (idempotent)
 //!   NotReady("...")             │                                       Remove ─▶ (record deleted)
 //! ```
-//! `torn_down` says whether every resource (helper, CNI, pins, /dev/shm,
+//! `torn_down` says whether every resource (helper, CNI, pins incl. the user
+//! namespace's, /dev/shm,
 //! cgroups) is released; a half-failed teardown leaves it false and the
 //! reason in the state, so a later Stop/Remove retries.
 
 use super::validate::MODE_NODE;
 use crate::cgroups::Placement;
 use crid_common::cni_exec::CniInvocation;
-use crid_common::protocol::{Adopt, HelperSpec, OwnNamespaces, PROTOCOL_VERSION};
+use crid_common::protocol::{Adopt, HelperSpec, OwnNamespaces, UserNamespace, PROTOCOL_VERSION};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -99,6 +100,10 @@ pub struct SandboxRecord {
     /// `linux.overhead`/`resources`, then UpdatePodSandboxResources).
     #[serde(default)]
     pub pod_resources: PodResources,
+    /// The pod's own user namespace (mode POD; pinned at `ns/user`), which
+    /// owns its other namespaces; None: the node's.
+    #[serde(default)]
+    pub user_namespace: Option<UserNamespace>,
 }
 
 /// Pod-level resources (the kubelet applies them to the pod cgroup itself).
@@ -155,7 +160,18 @@ impl SandboxRecord {
                 self.cni.clone()
             },
             adopt,
+            userns: self.user_namespace.clone(),
         }
+    }
+    /// The namespace pins the pod has: (kind, whether it must exist).
+    pub fn pins(&self) -> [(&'static str, bool); 4] {
+        let own = self.own_namespaces();
+        [
+            ("net", own.net),
+            ("uts", own.net),
+            ("ipc", own.ipc),
+            ("user", self.user_namespace.is_some()),
+        ]
     }
 }
 

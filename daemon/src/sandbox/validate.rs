@@ -59,6 +59,7 @@ pub fn config(
     for (k, v) in &sysctls {
         sysctl(k, v, modes.network == MODE_NODE, modes.ipc == MODE_NODE)?;
     }
+    crate::userns::pod_userns(&modes)?;
     for pm in &c.port_mappings {
         if !(0..=65535).contains(&pm.host_port) || !(1..=65535).contains(&pm.container_port) {
             return Err(Error::InvalidArgument(format!(

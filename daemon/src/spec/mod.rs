@@ -150,6 +150,17 @@ pub struct SandboxFacts {
     pub host_pid: bool,
     /// The pod sandbox was created privileged (required for privileged containers).
     pub privileged: bool,
+    /// The pod's own user namespace, joined by every container; None: the node's.
+    pub userns: Option<PodUserns>,
+}
+
+/// A pod's user namespace as its containers join it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodUserns {
+    /// Its pin (`<ns dir>/user`).
+    pub path: PathBuf,
+    /// Its uid and gid mappings (runc wants them beside the path).
+    pub ns: crid_common::protocol::UserNamespace,
 }
 
 /// Facts about the node, read once at start ([`host::read_host_facts`]).
@@ -238,6 +249,9 @@ pub struct SpecInputs<'a> {
     /// The pod's runtime handler can apply recursive read-only mounts
     /// ([`crate::runtime_handler::HandlerFeatures`]).
     pub recursive_read_only: bool,
+    /// Absolute path of the idmapped rootfs crid mounts itself in a pod with
+    /// a user namespace; None: the bundle's `rootfs`, mounted by the shim.
+    pub rootfs_path: Option<&'a Path>,
 }
 
 /// Builds the container's OCI runtime spec, following the kubelet's contract and
@@ -343,12 +357,17 @@ pub fn generate(
         linux.set_cgroups_path(Some(path));
     }
     linux.set_seccomp(seccomp);
+    if let Some(u) = &inputs.sandbox.userns {
+        // runc 1.1 wants the mappings of a user namespace it joins by path.
+        linux.set_uid_mappings(Some(namespaces::id_mappings(&u.ns.uids)));
+        linux.set_gid_mappings(Some(namespaces::id_mappings(&u.ns.gids)));
+    }
     // Pod sysctls are the sandbox's business (set once in the pod's namespaces):
     // containerd does not repeat them per container, nor do we.
     linux.set_sysctl(None);
 
     let root = RootBuilder::default()
-        .path(ROOTFS)
+        .path(inputs.rootfs_path.unwrap_or(Path::new(ROOTFS)))
         .readonly(sc.readonly_rootfs)
         .build()
         .map_err(|e| SpecError::InvalidArgument(format!("building the root: {e}")))?;

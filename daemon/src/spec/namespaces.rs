@@ -1,6 +1,6 @@
-//! The container's Linux namespaces: the pod's network, IPC and UTS namespaces
-//! joined by path, PID per the container's NamespaceMode, a fresh mount
-//! namespace, and a cgroup namespace on cgroup v2.
+//! The container's Linux namespaces: the pod's user (if it has one),
+//! network, IPC and UTS namespaces joined by path, PID per the container's
+//! NamespaceMode, a fresh mount namespace, and a cgroup namespace on cgroup v2.
 //!
 //! Mirrors containerd's `customopts.WithPodNamespaces` (CRI plugin 1.6/1.7) and
 //! its default namespace list (`oci.defaultUnixNamespaces`: pid, ipc, uts, mount,
@@ -9,8 +9,11 @@
 //! node is simply left out, so the container stays in the host's one.
 
 use super::{SandboxFacts, SpecError};
+use crid_common::protocol::IdMap;
 use crid_proto::cri::{LinuxContainerSecurityContext, NamespaceMode};
-use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType};
+use oci_spec::runtime::{
+    LinuxIdMapping, LinuxIdMappingBuilder, LinuxNamespace, LinuxNamespaceType,
+};
 use std::path::{Path, PathBuf};
 
 /// The namespace list, in containerd's order.
@@ -22,6 +25,12 @@ pub fn namespaces(
 ) -> Result<Vec<LinuxNamespace>, SpecError> {
     let opts = sc.namespace_options.clone().unwrap_or_default();
     let mut out = Vec::new();
+
+    // User: the pod's, which owns the pod's other namespaces (the node's
+    // when the pod has none).
+    if let Some(u) = &sandbox.userns {
+        out.push(ns(LinuxNamespaceType::User, Some(u.path.clone())));
+    }
 
     // PID: per the container's own mode (the kubelet sets it on every container).
     match NamespaceMode::try_from(opts.pid).unwrap_or(NamespaceMode::Pod) {
@@ -70,6 +79,21 @@ pub fn namespaces(
         out.push(ns(LinuxNamespaceType::Cgroup, None));
     }
     Ok(out)
+}
+
+/// CRI-checked id mappings in the spec's form.
+pub fn id_mappings(maps: &[IdMap]) -> Vec<LinuxIdMapping> {
+    maps.iter()
+        .map(|m| {
+            // Every field has a default, so the builder cannot fail.
+            LinuxIdMappingBuilder::default()
+                .container_id(m.container_id)
+                .host_id(m.host_id)
+                .size(m.length)
+                .build()
+                .unwrap_or_default()
+        })
+        .collect()
 }
 
 fn required(path: &Option<PathBuf>, kind: &str, what: &str) -> Result<PathBuf, SpecError> {
@@ -228,6 +252,44 @@ mod tests {
         priv_sc.privileged = true;
         let got = namespaces(&priv_sc, &pod(), true, None).unwrap();
         assert!(got.iter().all(|n| n.typ() != LinuxNamespaceType::Cgroup));
+    }
+
+    #[test]
+    fn a_pod_user_namespace_is_joined_first() {
+        let mut p = pod();
+        let m = IdMap {
+            container_id: 0,
+            host_id: 1000,
+            length: 100000,
+        };
+        p.userns = Some(crate::spec::PodUserns {
+            path: "/run/crid/sandboxes/p1/ns/user".into(),
+            ns: crid_common::protocol::UserNamespace {
+                uids: vec![m],
+                gids: vec![m],
+            },
+        });
+        let got = namespaces(&sc(NamespaceMode::Pod), &p, false, None).unwrap();
+        use LinuxNamespaceType::*;
+        assert_eq!(
+            pairs(&got),
+            vec![
+                (User, s("/run/crid/sandboxes/p1/ns/user")),
+                (Pid, s("/proc/11/ns/pid")),
+                (Ipc, s("/proc/10/ns/ipc")),
+                (Uts, s("/proc/10/ns/uts")),
+                (Mount, None),
+                (Network, s("/run/crid/netns/p1")),
+            ]
+        );
+        let maps = id_mappings(&[m]);
+        assert_eq!(
+            (maps[0].container_id(), maps[0].host_id(), maps[0].size()),
+            (0, 1000, 100000)
+        );
+        // Without one, no user namespace entry (the node's).
+        let got = namespaces(&sc(NamespaceMode::Pod), &pod(), false, None).unwrap();
+        assert!(got.iter().all(|n| n.typ() != User));
     }
 
     #[test]

@@ -96,6 +96,7 @@ impl Bundle {
             host: &host_facts,
             target_pid_ns_path: None,
             recursive_read_only: false,
+            rootfs_path: None,
         };
         let spec = generate(&inputs, &SystemHost, &user::RootfsDir(self.rootfs())).unwrap();
         // The fake reading the same files must agree on the user.

@@ -120,6 +120,7 @@ fn gen_on(
         host: host_facts,
         target_pid_ns_path: None,
         recursive_read_only: false,
+        rootfs_path: None,
     };
     generate(&inputs, host, &FakeRootfs::new(Some(PASSWD), Some(GROUP)))
 }
@@ -296,6 +297,7 @@ fn privileged_needs_a_privileged_pod() {
         host: &host_facts,
         target_pid_ns_path: None,
         recursive_read_only: false,
+        rootfs_path: None,
     };
     let host = FakeHost::default().with_host_devices(vec![devices::DeviceNode {
         path: "/dev/null".into(),
@@ -415,6 +417,7 @@ fn image_without_config_and_no_resources() {
         host: &host_facts,
         target_pid_ns_path: None,
         recursive_read_only: false,
+        rootfs_path: None,
     };
     let spec = generate(&inputs, &FakeHost::default(), &FakeRootfs::new(None, None)).unwrap();
     let p = spec.process().clone().unwrap();
@@ -534,4 +537,81 @@ fn seccomp_and_apparmor_land_in_the_spec() {
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
         assert!(status.message().contains("/gone.json"), "{status:?}");
     }
+}
+
+#[test]
+fn a_container_in_a_user_namespaced_pod() {
+    let m = crid_common::protocol::IdMap {
+        container_id: 0,
+        host_id: 1000,
+        length: 100000,
+    };
+    let g = crid_common::protocol::IdMap { host_id: 3000, ..m };
+    let mut sandbox = facts();
+    sandbox.userns = Some(PodUserns {
+        path: "/run/crid/sandboxes/sb1/ns/user".into(),
+        ns: crid_common::protocol::UserNamespace {
+            uids: vec![m],
+            gids: vec![g],
+        },
+    });
+    let pod = pod_config();
+    let img = image();
+    let host_facts = HostFacts::default();
+    let config = container(Default::default());
+    let rootfs = Path::new("/run/crid/containers/c1/rootfs");
+    let inputs = SpecInputs {
+        container_id: "c1",
+        config: &config,
+        sandbox_config: &pod,
+        image_config: Some(&img),
+        image_name: "registry.local/app:1",
+        sandbox: &sandbox,
+        host: &host_facts,
+        target_pid_ns_path: None,
+        recursive_read_only: false,
+        rootfs_path: Some(rootfs),
+    };
+    let spec = generate(
+        &inputs,
+        &FakeHost::default(),
+        &FakeRootfs::new(Some(PASSWD), Some(GROUP)),
+    )
+    .unwrap();
+    // The idmapped rootfs crid mounts, by absolute path.
+    assert_eq!(spec.root().as_ref().unwrap().path(), rootfs);
+    let linux = spec.linux().as_ref().unwrap();
+    let user = linux
+        .namespaces()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|n| n.typ() == LinuxNamespaceType::User)
+        .expect("a user namespace");
+    assert_eq!(
+        user.path().as_deref(),
+        Some(Path::new("/run/crid/sandboxes/sb1/ns/user"))
+    );
+    let ids = |v: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        v.as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| (m.container_id(), m.host_id(), m.size()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(linux.uid_mappings()), vec![(0, 1000, 100000)]);
+    assert_eq!(ids(linux.gid_mappings()), vec![(0, 3000, 100000)]);
+    // The JSON runc reads has the mappings in the runtime-spec's names.
+    let json = serde_json::to_value(&spec).unwrap();
+    assert_eq!(
+        json["linux"]["uidMappings"],
+        serde_json::json!([{"containerID": 0, "hostID": 1000, "size": 100000}])
+    );
+    assert_eq!(json["root"]["path"], "/run/crid/containers/c1/rootfs");
+
+    // Without a user namespace: none in the spec, the bundle's rootfs.
+    let spec = gen(&config, &facts(), &FakeHost::default()).unwrap();
+    assert_eq!(spec.root().as_ref().unwrap().path(), Path::new(ROOTFS));
+    let linux = spec.linux().as_ref().unwrap();
+    assert!(linux.uid_mappings().is_none() && linux.gid_mappings().is_none());
 }
