@@ -137,11 +137,14 @@ impl Sandboxes {
         }))
     }
 
-    fn entry(&self, id_or_prefix: &str) -> Option<Arc<Entry>> {
+    fn entry(&self, id_or_prefix: &str) -> Result<Option<Arc<Entry>>> {
         let inner = lock(&self.inner);
-        let id =
-            crid_common::ids::resolve_prefix(id_or_prefix, inner.by_id.keys().map(String::as_str))?;
-        inner.by_id.get(id).cloned()
+        let id = crid_common::ids::resolve_prefix(
+            "pod sandbox id",
+            id_or_prefix,
+            inner.by_id.keys().map(String::as_str),
+        )?;
+        Ok(id.and_then(|id| inner.by_id.get(id).cloned()))
     }
 
     /// RunPodSandbox.
@@ -505,11 +508,12 @@ impl Sandboxes {
         }
     }
 
-    /// StopPodSandbox: idempotent; an unknown id is NotFound like containerd.
+    /// StopPodSandbox: idempotent; an unknown id (e.g. removed meanwhile)
+    /// succeeds, as the CRI asks and containerd ≥ 1.6.35 does.
     pub fn stop(&self, id: &str) -> Result<()> {
-        let entry = self
-            .entry(id)
-            .ok_or_else(|| Error::NotFound(format!("pod sandbox {id} not found")))?;
+        let Some(entry) = self.entry(id)? else {
+            return Ok(());
+        };
         let mut rec = lock(&entry.rec);
         tracing::Span::current().record("pod", rec.id.as_str());
         self.teardown(&mut rec)
@@ -518,7 +522,7 @@ impl Sandboxes {
     /// RemovePodSandbox: stops if needed, removes files and the record; an
     /// unknown id succeeds.
     pub fn remove(&self, id: &str) -> Result<()> {
-        let Some(entry) = self.entry(id) else {
+        let Some(entry) = self.entry(id)? else {
             return Ok(());
         };
         let mut rec = lock(&entry.rec);
@@ -548,9 +552,12 @@ impl Sandboxes {
 
     /// A copy of a sandbox's record. A Ready sandbox whose namespace pins are
     /// gone (e.g. unmounted behind crid's back) is shown NotReady: Ready
-    /// must mean the namespaces really exist.
-    pub fn get(&self, id: &str) -> Option<SandboxRecord> {
-        let mut rec = self.entry(id).map(|e| lock(&e.rec).clone())?;
+    /// must mean the namespaces really exist. `Ok(None)`: no such sandbox;
+    /// an empty or ambiguous id is an error.
+    pub fn get(&self, id: &str) -> Result<Option<SandboxRecord>> {
+        let Some(mut rec) = self.entry(id)?.map(|e| lock(&e.rec).clone()) else {
+            return Ok(None);
+        };
         if rec.is_ready() {
             let own = rec.own_namespaces();
             for (ns, wanted) in [("net", own.net), ("ipc", own.ipc)] {
@@ -559,7 +566,7 @@ impl Sandboxes {
                 }
             }
         }
-        Some(rec)
+        Ok(Some(rec))
     }
 
     /// Copies of all records.
