@@ -89,28 +89,59 @@ fn fill_random(buf: &mut [u8]) {
     }
 }
 
-/// Resolves an id prefix against known ids the way the CRI tools do: an exact
-/// match wins, otherwise the unique id starting with `prefix`.
-pub fn resolve_prefix<'a, I>(prefix: &str, ids: I) -> Option<&'a str>
+/// Why an id (or id prefix) given in a request names no single object.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum PrefixError {
+    /// The id is empty.
+    #[error("{what} must not be empty")]
+    Empty {
+        /// What was looked up (e.g. "container id").
+        what: &'static str,
+    },
+    /// More than one id starts with the prefix.
+    #[error("{what} prefix {prefix:?} is ambiguous: it starts more than one id")]
+    Ambiguous {
+        /// What was looked up.
+        what: &'static str,
+        /// The prefix given.
+        prefix: String,
+    },
+}
+
+/// Resolves an id prefix against known ids the way the CRI tools and
+/// containerd's CRI plugin do: an exact match wins, otherwise the unique id
+/// starting with `prefix`. `Ok(None)`: no id matches (callers decide
+/// whether that is NotFound or, for stop/remove, success); an empty or
+/// ambiguous prefix is an error, never silently "not found".
+pub fn resolve_prefix<'a, I>(
+    what: &'static str,
+    prefix: &str,
+    ids: I,
+) -> Result<Option<&'a str>, PrefixError>
 where
     I: IntoIterator<Item = &'a str>,
 {
     if prefix.is_empty() {
-        return None;
+        return Err(PrefixError::Empty { what });
     }
     let mut found = None;
+    let mut ambiguous = false;
     for id in ids {
         if id == prefix {
-            return Some(id);
+            return Ok(Some(id));
         }
         if id.starts_with(prefix) {
-            if found.is_some() {
-                return None;
-            }
+            ambiguous |= found.is_some();
             found = Some(id);
         }
     }
-    found
+    if ambiguous {
+        return Err(PrefixError::Ambiguous {
+            what,
+            prefix: prefix.to_string(),
+        });
+    }
+    Ok(found)
 }
 
 #[cfg(test)]
@@ -145,11 +176,17 @@ mod tests {
 
     #[test]
     fn prefix_resolution() {
-        let ids = ["abc123", "abd456", "x"];
-        assert_eq!(resolve_prefix("abc", ids), Some("abc123"));
-        assert_eq!(resolve_prefix("ab", ids), None, "ambiguous");
-        assert_eq!(resolve_prefix("x", ids), Some("x"));
-        assert_eq!(resolve_prefix("zz", ids), None);
-        assert_eq!(resolve_prefix("", ids), None);
+        let ids = ["abc123", "abd456", "x", "xy"];
+        let r = |p| resolve_prefix("id", p, ids);
+        assert_eq!(r("abc"), Ok(Some("abc123")));
+        assert_eq!(r("abc123"), Ok(Some("abc123")));
+        assert!(matches!(r("ab"), Err(PrefixError::Ambiguous { .. })));
+        // An exact id wins even where it is also a prefix of another.
+        assert_eq!(r("x"), Ok(Some("x")));
+        assert_eq!(resolve_prefix("id", "x", ["xy", "x"]), Ok(Some("x")));
+        assert_eq!(r("zz"), Ok(None));
+        assert_eq!(r(""), Err(PrefixError::Empty { what: "id" }));
+        let msg = r("ab").unwrap_err().to_string();
+        assert!(msg.contains("\"ab\"") && msg.contains("ambiguous"), "{msg}");
     }
 }

@@ -53,6 +53,14 @@ impl From<crid_common::ids::IdError> for Error {
     }
 }
 
+impl From<crid_common::ids::PrefixError> for Error {
+    fn from(e: crid_common::ids::PrefixError) -> Self {
+        // An empty or ambiguous id is the caller's to fix; never "not
+        // found" (which stop/remove would answer with success).
+        Error::InvalidArgument(e.to_string())
+    }
+}
+
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
         use tonic::Code;
@@ -121,6 +129,17 @@ mod tests {
         for (err, code) in cases {
             assert_eq!(tonic::Status::from(err).code(), code);
         }
+    }
+
+    #[test]
+    fn an_ambiguous_id_is_invalid_argument() {
+        let e = crid_common::ids::PrefixError::Ambiguous {
+            what: "container id",
+            prefix: "ab".into(),
+        };
+        let s = tonic::Status::from(Error::from(e));
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert!(s.message().contains("\"ab\""), "{s:?}");
     }
 
     #[test]

@@ -121,7 +121,13 @@ where
     let containers = crate::container::Containers::open(&config)
         .map_err(|e| ServeError::State(e.to_string()))?;
     crate::userns::rootfs::sweep_orphans(&config.runtime_dir, |id| {
-        containers.get(id).is_some_and(|r| r.id == id)
+        // An id that cannot be resolved counts as known: never remove a
+        // directory crid might still own.
+        match containers.get(id) {
+            Ok(Some(r)) => r.id == id,
+            Ok(None) => false,
+            Err(_) => true,
+        }
     });
     let bound = crate::streaming::listener::bind(&config.streaming)
         .await

@@ -55,6 +55,32 @@ impl Drop for Node {
     }
 }
 
+/// A host-network pod config named `name` (own IPC and PID namespaces, no
+/// CNI) logging under `logs/<name>`.
+pub fn host_network_pod(logs: &std::path::Path, name: &str) -> cri::PodSandboxConfig {
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        log_directory: logs.join(name).display().to_string(),
+        linux: Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    network: cri::NamespaceMode::Node as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// A busybox container config running `sh -c script`.
 pub fn sh(name: &str, image: &str, script: &str) -> cri::ContainerConfig {
     cri::ContainerConfig {
@@ -193,27 +219,7 @@ impl Node {
 
     /// A host-network pod config (own IPC and PID namespaces, no CNI).
     pub fn pod_config(&self, name: &str) -> cri::PodSandboxConfig {
-        cri::PodSandboxConfig {
-            metadata: Some(cri::PodSandboxMetadata {
-                name: name.into(),
-                uid: format!("uid-{name}"),
-                namespace: "default".into(),
-                attempt: 0,
-            }),
-            hostname: name.into(),
-            log_directory: self.log_dir(name).display().to_string(),
-            linux: Some(cri::LinuxPodSandboxConfig {
-                security_context: Some(cri::LinuxSandboxSecurityContext {
-                    namespace_options: Some(cri::NamespaceOption {
-                        network: cri::NamespaceMode::Node as i32,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
+        host_network_pod(&self.dir.path().join("logs"), name)
     }
 
     /// Runs a pod from `cfg`; returns its id.
@@ -344,22 +350,55 @@ impl Node {
             .map(|_| ())
     }
 
-    /// StopPodSandbox + RemovePodSandbox.
-    pub async fn stop_remove_pod(&mut self, id: &str) {
+    /// RemoveContainer.
+    pub async fn remove_container(&mut self, id: &str) -> Result<(), tonic::Status> {
+        self.c
+            .runtime
+            .remove_container(cri::RemoveContainerRequest {
+                container_id: id.into(),
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// StopPodSandbox.
+    pub async fn stop_pod(&mut self, id: &str) -> Result<(), tonic::Status> {
         self.c
             .runtime
             .stop_pod_sandbox(cri::StopPodSandboxRequest {
                 pod_sandbox_id: id.into(),
             })
             .await
-            .unwrap();
+            .map(|_| ())
+    }
+
+    /// RemovePodSandbox.
+    pub async fn remove_pod(&mut self, id: &str) -> Result<(), tonic::Status> {
         self.c
             .runtime
             .remove_pod_sandbox(cri::RemovePodSandboxRequest {
                 pod_sandbox_id: id.into(),
             })
             .await
-            .unwrap();
+            .map(|_| ())
+    }
+
+    /// PodSandboxStatus (not verbose).
+    pub async fn pod_status(&mut self, id: &str) -> Result<cri::PodSandboxStatus, tonic::Status> {
+        self.c
+            .runtime
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: id.into(),
+                verbose: false,
+            })
+            .await
+            .map(|r| r.into_inner().status.unwrap_or_default())
+    }
+
+    /// StopPodSandbox + RemovePodSandbox.
+    pub async fn stop_remove_pod(&mut self, id: &str) {
+        self.stop_pod(id).await.unwrap();
+        self.remove_pod(id).await.unwrap();
     }
 
     /// `ctr` against this node's containerd.

@@ -122,9 +122,9 @@ async fn stop_signals_then_kills_after_the_timeout() {
     // Stopping a stopped container succeeds and changes nothing.
     n.stop_container(&polite, 0).await.unwrap();
     assert_eq!(n.status(&polite).await.unwrap(), s);
-    // Unknown id.
-    let e = n.stop_container("nope", 0).await.unwrap_err();
-    assert_eq!(e.code(), tonic::Code::NotFound);
+    // Unknown id: nothing to stop, so success (the CRI's idempotence;
+    // more in tests/tests/idempotence.rs).
+    n.stop_container("nope", 0).await.unwrap();
 
     n.stop_remove_pod(&pod).await;
 }

@@ -141,11 +141,16 @@ impl Containers {
         Ok(())
     }
 
-    /// The record of `id` or of the one id `id` is a unique prefix of.
-    pub fn get(&self, id: &str) -> Option<ContainerRecord> {
+    /// The record of `id` or of the one id `id` is a unique prefix of;
+    /// `Ok(None)` if there is none, an error for an empty or ambiguous id.
+    pub fn get(&self, id: &str) -> Result<Option<ContainerRecord>> {
         let inner = lock(&self.inner);
-        let full = crid_common::ids::resolve_prefix(id, inner.by_id.keys().map(String::as_str))?;
-        inner.by_id.get(full).cloned()
+        let full = crid_common::ids::resolve_prefix(
+            "container id",
+            id,
+            inner.by_id.keys().map(String::as_str),
+        )?;
+        Ok(full.and_then(|f| inner.by_id.get(f).cloned()))
     }
 
     /// Copies of all records.
@@ -198,11 +203,11 @@ mod tests {
         c.put(rec("c3", "other", "web")).unwrap();
         // A restarted crid knows the records and their names.
         let again = Containers::open(&cfg).unwrap();
-        assert_eq!(again.get("c1").unwrap().name, "web");
+        assert_eq!(again.get("c1").unwrap().unwrap().name, "web");
         assert!(again.reserve(key.clone(), "c2").is_err());
         assert_eq!(again.of_sandbox("sb").len(), 1);
         again.delete("c1").unwrap();
-        assert!(again.get("c1").is_none());
+        assert!(again.get("c1").unwrap().is_none());
         again.reserve(key, "c2").unwrap();
         assert_eq!(Containers::open(&cfg).unwrap().all().len(), 1);
     }

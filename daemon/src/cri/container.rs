@@ -87,7 +87,7 @@ pub async fn sandbox_of(crid: &Crid, id: &str) -> Result<SandboxRecord> {
     let key = id.to_string();
     tokio::task::spawn_blocking(move || sandboxes.get(&key))
         .await
-        .map_err(|e| Error::Internal(format!("reading the sandbox: {e}")))?
+        .map_err(|e| Error::Internal(format!("reading the sandbox: {e}")))??
         .ok_or_else(|| Error::NotFound(format!("pod sandbox {id} not found")))
 }
 
@@ -290,7 +290,7 @@ async fn create_inner(
             let mut guard = guard;
             guard.armed = false;
             session.release().await;
-            if let Some(rec) = crid.containers.get(&id) {
+            if let Ok(Some(rec)) = crid.containers.get(&id) {
                 super::events::container(&crid, &rec, ContainerEventType::ContainerCreatedEvent)
                     .await;
             }
@@ -562,7 +562,7 @@ pub async fn remove(
     crid: &Crid,
     req: cri::RemoveContainerRequest,
 ) -> Result<cri::RemoveContainerResponse> {
-    if let Some(rec) = crid.containers.get(&req.container_id) {
+    if let Some(rec) = crid.containers.get(&req.container_id)? {
         tracing::Span::current().record("container", rec.id.as_str());
         tracing::Span::current().record("pod", rec.sandbox_id.as_str());
         remove_record(crid, &rec).await?;
@@ -599,7 +599,7 @@ pub async fn status(
 ) -> Result<cri::ContainerStatusResponse> {
     let r = crid
         .containers
-        .get(&req.container_id)
+        .get(&req.container_id)?
         .ok_or_else(|| Error::NotFound(format!("container {} not found", req.container_id)))?;
     tracing::Span::current().record("container", r.id.as_str());
     let mut info = HashMap::new();

@@ -43,7 +43,7 @@ fn now_ns() -> i64 {
 fn get(crid: &Crid, id: &str) -> Result<ContainerRecord> {
     let rec = crid
         .containers
-        .get(id)
+        .get(id)?
         .ok_or_else(|| Error::NotFound(format!("container {id} not found")))?;
     tracing::Span::current().record("container", rec.id.as_str());
     tracing::Span::current().record("pod", rec.sandbox_id.as_str());
@@ -202,7 +202,7 @@ async fn unmount_rootfs(crid: &Crid, id: &str) {
 /// Asks the pod's helper to stop draining a container; a helper that is
 /// gone (pod stopped) has nothing left to release.
 async fn release_io(crid: &Crid, rec: &ContainerRecord) {
-    let Some(sb) = crid.sandboxes.get(&rec.sandbox_id) else {
+    let Ok(Some(sb)) = crid.sandboxes.get(&rec.sandbox_id) else {
         return;
     };
     if sb.helper_pid.is_none() {
@@ -224,7 +224,7 @@ async fn release_io(crid: &Crid, rec: &ContainerRecord) {
 pub async fn handle_exit(crid: &Crid, id: &str, hint: Option<TaskExit>) -> Result<()> {
     let lock = crid.containers.op_lock(id);
     let _held = lock.lock().await;
-    let Some(rec) = crid.containers.get(id) else {
+    let Some(rec) = crid.containers.get(id)? else {
         return Ok(());
     };
     if rec.state != ContainerState::Running {
@@ -257,12 +257,20 @@ pub async fn handle_exit(crid: &Crid, id: &str, hint: Option<TaskExit>) -> Resul
 }
 
 /// `StopContainer`: the image's StopSignal, SIGKILL after `timeout` seconds
-/// (at once for 0). A container that is not running is left as it is.
+/// (at once for 0). A container that is not running is left as it is; an
+/// unknown id succeeds (the CRI: idempotent, "must not return an error if
+/// the container has already been stopped"; containerd ≥ 1.6.35 does the
+/// same), an empty or ambiguous id prefix is InvalidArgument.
 pub async fn stop(
     crid: &Crid,
     req: cri::StopContainerRequest,
 ) -> Result<cri::StopContainerResponse> {
-    let rec = get(crid, &req.container_id)?;
+    let Some(rec) = crid.containers.get(&req.container_id)? else {
+        tracing::debug!(container = %req.container_id, "StopContainer of an unknown container: nothing to do");
+        return Ok(cri::StopContainerResponse {});
+    };
+    tracing::Span::current().record("container", rec.id.as_str());
+    tracing::Span::current().record("pod", rec.sandbox_id.as_str());
     stop_record(crid, &rec, req.timeout.max(0) as u64).await?;
     Ok(cri::StopContainerResponse {})
 }
@@ -345,7 +353,7 @@ pub async fn reopen_log(
     }
     let sb = crid
         .sandboxes
-        .get(&rec.sandbox_id)
+        .get(&rec.sandbox_id)?
         .ok_or_else(|| Error::NotFound(format!("pod sandbox {} not found", rec.sandbox_id)))?;
     let socket = sb.socket();
     let id = rec.id.clone();

@@ -28,7 +28,7 @@ pub async fn update_resources(
 ) -> Result<cri::UpdateContainerResourcesResponse> {
     let rec = crid
         .containers
-        .get(&req.container_id)
+        .get(&req.container_id)?
         .ok_or_else(|| Error::NotFound(format!("container {} not found", req.container_id)))?;
     let span = tracing::Span::current();
     span.record("container", rec.id.as_str());
@@ -57,7 +57,7 @@ pub async fn update_resources(
     // start). The state is read under the op lock, so it cannot change now.
     let live = crid
         .containers
-        .get(&rec.id)
+        .get(&rec.id)?
         .is_some_and(|r| r.state == ContainerState::Running);
     if live {
         let applied = spec_ctrd::update_task(&s, &rec.id, update::resources_any(&new)?).await;
@@ -110,7 +110,7 @@ pub async fn target_pid_ns(
     }
     let target = crid
         .containers
-        .get(&opts.target_id)
+        .get(&opts.target_id)?
         .ok_or_else(|| Error::NotFound(format!("target container {} not found", opts.target_id)))?;
     if target.sandbox_id != sandbox_id {
         return Err(Error::InvalidArgument(format!(

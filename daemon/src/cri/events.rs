@@ -122,6 +122,7 @@ async fn publish(
                     tokio::task::spawn_blocking(move || sandboxes.get(&id))
                         .await
                         .ok()
+                        .and_then(|r| r.ok())
                         .flatten()
                 }
             },

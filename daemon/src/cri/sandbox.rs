@@ -49,7 +49,10 @@ pub async fn run(
     Ok(cri::RunPodSandboxResponse { pod_sandbox_id: id })
 }
 
-/// `StopPodSandbox`.
+/// `StopPodSandbox`: idempotent; an unknown id succeeds (the CRI: "must
+/// not return an error if all relevant resources have already been
+/// reclaimed"; the kubelet retries stops after a restart). An empty or
+/// ambiguous id prefix is InvalidArgument.
 pub async fn stop(
     crid: &Crid,
     req: cri::StopPodSandboxRequest,
@@ -58,11 +61,9 @@ pub async fn stop(
     // once their tasks are deleted); then the pod itself is torn down.
     let sb = Arc::clone(&crid.sandboxes);
     let id = req.pod_sandbox_id.clone();
-    let Some(rec) = blocking(move || Ok(sb.get(&id))).await? else {
-        return Err(Error::NotFound(format!(
-            "pod sandbox {} not found",
-            req.pod_sandbox_id
-        )));
+    let Some(rec) = blocking(move || sb.get(&id)).await? else {
+        tracing::debug!(pod = %req.pod_sandbox_id, "StopPodSandbox of an unknown pod: nothing to do");
+        return Ok(cri::StopPodSandboxResponse {});
     };
     // Waits for container work in the pod and keeps new work out.
     let _pod = crid.pod_locks.exclusive(&rec.id).await;
@@ -76,14 +77,14 @@ pub async fn stop(
     Ok(cri::StopPodSandboxResponse {})
 }
 
-/// `RemovePodSandbox`.
+/// `RemovePodSandbox`: idempotent like [`stop`] (unknown id: success).
 pub async fn remove(
     crid: &Crid,
     req: cri::RemovePodSandboxRequest,
 ) -> Result<cri::RemovePodSandboxResponse> {
     let sb = Arc::clone(&crid.sandboxes);
     let id = req.pod_sandbox_id.clone();
-    let Some(rec) = blocking(move || Ok(sb.get(&id))).await? else {
+    let Some(rec) = blocking(move || sb.get(&id)).await? else {
         return Ok(cri::RemovePodSandboxResponse {});
     };
     let _pod = crid.pod_locks.exclusive(&rec.id).await;
@@ -146,7 +147,8 @@ fn metadata(r: &SandboxRecord) -> cri::PodSandboxMetadata {
     }
 }
 
-/// `PodSandboxStatus`.
+/// `PodSandboxStatus`: an unknown id is NotFound (the CRI: "If the
+/// PodSandbox is not present, returns an error").
 pub async fn status(
     crid: &Crid,
     req: cri::PodSandboxStatusRequest,
@@ -155,7 +157,7 @@ pub async fn status(
     let sb = Arc::clone(&crid.sandboxes);
     let id = req.pod_sandbox_id.clone();
     let r = blocking(move || {
-        sb.get(&id)
+        sb.get(&id)?
             .ok_or_else(|| Error::NotFound(format!("pod sandbox {id} not found")))
     })
     .await?;

@@ -193,7 +193,7 @@ pub async fn container(
 ) -> Result<cri::ContainerStatsResponse> {
     let r = crid
         .containers
-        .get(&req.container_id)
+        .get(&req.container_id)?
         .ok_or_else(|| Error::NotFound(format!("container {} not found", req.container_id)))?;
     tracing::Span::current().record("container", r.id.as_str());
     let c = ctx(crid).await?;

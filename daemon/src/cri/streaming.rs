@@ -17,7 +17,7 @@ fn running_container(crid: &Crid, id: &str) -> Result<ContainerRecord> {
     }
     let rec = crid
         .containers
-        .get(id)
+        .get(id)?
         .ok_or_else(|| Error::NotFound(format!("container {id} not found")))?;
     tracing::Span::current().record("container", rec.id.as_str());
     tracing::Span::current().record("pod", rec.sandbox_id.as_str());
@@ -35,7 +35,7 @@ async fn sandbox(crid: &Arc<Crid>, id: &str) -> Result<Option<SandboxRecord>> {
     let id = id.to_string();
     tokio::task::spawn_blocking(move || sandboxes.get(&id))
         .await
-        .map_err(|e| Error::Internal(format!("reading the sandbox: {e}")))
+        .map_err(|e| Error::Internal(format!("reading the sandbox: {e}")))?
 }
 
 fn url(crid: &Crid, grant: Grant) -> Result<String> {

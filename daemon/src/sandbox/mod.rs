@@ -144,11 +144,14 @@ impl Sandboxes {
         }))
     }
 
-    fn entry(&self, id_or_prefix: &str) -> Option<Arc<Entry>> {
+    fn entry(&self, id_or_prefix: &str) -> Result<Option<Arc<Entry>>> {
         let inner = lock(&self.inner);
-        let id =
-            crid_common::ids::resolve_prefix(id_or_prefix, inner.by_id.keys().map(String::as_str))?;
-        inner.by_id.get(id).cloned()
+        let id = crid_common::ids::resolve_prefix(
+            "pod sandbox id",
+            id_or_prefix,
+            inner.by_id.keys().map(String::as_str),
+        )?;
+        Ok(id.and_then(|id| inner.by_id.get(id).cloned()))
     }
 
     /// Calls `hook` with the id of each Ready sandbox that turns NotReady
@@ -532,11 +535,12 @@ impl Sandboxes {
         }
     }
 
-    /// StopPodSandbox: idempotent; an unknown id is NotFound like containerd.
+    /// StopPodSandbox: idempotent; an unknown id (e.g. removed meanwhile)
+    /// succeeds, as the CRI asks and containerd ≥ 1.6.35 does.
     pub fn stop(&self, id: &str) -> Result<()> {
-        let entry = self
-            .entry(id)
-            .ok_or_else(|| Error::NotFound(format!("pod sandbox {id} not found")))?;
+        let Some(entry) = self.entry(id)? else {
+            return Ok(());
+        };
         let mut rec = lock(&entry.rec);
         tracing::Span::current().record("pod", rec.id.as_str());
         self.teardown(&mut rec)
@@ -545,7 +549,7 @@ impl Sandboxes {
     /// RemovePodSandbox: stops if needed, removes files and the record; an
     /// unknown id succeeds.
     pub fn remove(&self, id: &str) -> Result<()> {
-        let Some(entry) = self.entry(id) else {
+        let Some(entry) = self.entry(id)? else {
             return Ok(());
         };
         let mut rec = lock(&entry.rec);
@@ -575,16 +579,17 @@ impl Sandboxes {
 
     /// A copy of a sandbox's record. A Ready sandbox whose namespace pins are
     /// gone (e.g. unmounted behind crid's back) is shown NotReady: Ready
-    /// must mean the namespaces really exist.
-    pub fn get(&self, id: &str) -> Option<SandboxRecord> {
-        let rec = self.entry(id).map(|e| lock(&e.rec).clone())?;
-        Some(checked_pins(rec))
+    /// must mean the namespaces really exist. `Ok(None)`: no such sandbox;
+    /// an empty or ambiguous id is an error.
+    pub fn get(&self, id: &str) -> Result<Option<SandboxRecord>> {
+        Ok(self.entry(id)?.map(|e| checked_pins(lock(&e.rec).clone())))
     }
 
     /// Like [`Sandboxes::get`] without waiting: `Err(Busy)` while an
-    /// operation (Run, Stop, Remove, a helper restart) holds the sandbox.
+    /// operation (Run, Stop, Remove, a helper restart) holds the sandbox;
+    /// an unknown, empty or ambiguous id is `Ok(None)`.
     pub fn try_get(&self, id: &str) -> std::result::Result<Option<SandboxRecord>, Busy> {
-        let Some(entry) = self.entry(id) else {
+        let Ok(Some(entry)) = self.entry(id) else {
             return Ok(None);
         };
         let rec = match entry.rec.try_lock() {
@@ -599,7 +604,7 @@ impl Sandboxes {
     /// (persisted); NotFound for an unknown sandbox.
     pub fn set_pod_resources(&self, id: &str, res: record::PodResources) -> Result<()> {
         let entry = self
-            .entry(id)
+            .entry(id)?
             .ok_or_else(|| Error::NotFound(format!("pod sandbox {id} not found")))?;
         let mut rec = lock(&entry.rec);
         let mut next = rec.clone();

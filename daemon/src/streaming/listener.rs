@@ -268,8 +268,9 @@ async fn hand_off<W: AsyncWrite + Unpin>(
     let sent = tokio::task::spawn_blocking(move || {
         // The sandbox lock may be held by a running RunPodSandbox: blocking pool.
         let r = match sandboxes.get(&sandbox_id) {
-            Some(sb) => crate::helper_client::hand_off_stream(&sb.socket(), &handoff, &fd),
-            None => Err("the pod sandbox is gone".to_string()),
+            Ok(Some(sb)) => crate::helper_client::hand_off_stream(&sb.socket(), &handoff, &fd),
+            Ok(None) => Err("the pod sandbox is gone".to_string()),
+            Err(e) => Err(e.to_string()),
         };
         (r, fd)
     })

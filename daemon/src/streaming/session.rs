@@ -86,7 +86,7 @@ pub(crate) async fn start_process(
     cmd: &[String],
     io: &ExecStdio,
 ) -> crate::error::Result<tokio::task::JoinHandle<crate::error::Result<i32>>> {
-    let rec = crid.containers.get(container_id).ok_or_else(|| {
+    let rec = crid.containers.get(container_id)?.ok_or_else(|| {
         crate::error::Error::NotFound(format!("container {container_id} not found"))
     })?;
     let spec = exec::process_spec(&rec.spec, cmd, io.terminal)?;
