@@ -32,6 +32,15 @@ async fn node() -> Node {
     Node::start(user_entries()).await
 }
 
+/// `Status` (not verbose): the features crid advertises.
+async fn runtime_status(n: &mut Node) -> cri::StatusResponse {
+    n.c.runtime
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// Where the kubelet would find the log of container `name` of the pod.
 fn log_file(pod_cfg: &cri::PodSandboxConfig, name: &str) -> std::path::PathBuf {
     Path::new(&pod_cfg.log_directory).join(format!("{name}.log"))
@@ -170,12 +179,7 @@ impl Drop for NestedMount {
 #[tokio::test(flavor = "multi_thread")]
 async fn recursive_read_only_mounts_make_submounts_read_only() {
     let mut n = node().await;
-    let status =
-        n.c.runtime
-            .status(cri::StatusRequest { verbose: false })
-            .await
-            .unwrap()
-            .into_inner();
+    let status = runtime_status(&mut n).await;
     // runc 1.1's `features` lists `rro` and the kernel has mount_setattr.
     for h in &status.runtime_handlers {
         assert!(
@@ -262,12 +266,7 @@ fn groups_config(
 #[tokio::test(flavor = "multi_thread")]
 async fn supplemental_groups_policy_and_the_reported_container_user() {
     let mut n = node().await;
-    let status =
-        n.c.runtime
-            .status(cri::StatusRequest { verbose: false })
-            .await
-            .unwrap()
-            .into_inner();
+    let status = runtime_status(&mut n).await;
     assert!(
         status
             .features
