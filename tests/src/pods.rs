@@ -453,6 +453,13 @@ impl Node {
 
 /// Waits until the log file at `path` contains `needle`; panics after `timeout`.
 pub async fn wait_log_contains(path: &std::path::Path, needle: &str, timeout: Duration) {
+    if !log_contains(path, needle, timeout).await {
+        panic!("{} never contained {needle:?}", path.display());
+    }
+}
+
+/// Whether the log file at `path` contains `needle` within `timeout`.
+pub async fn log_contains(path: &std::path::Path, needle: &str, timeout: Duration) -> bool {
     let p = path.to_path_buf();
     crate::wait_for(timeout, || {
         let p = p.clone();
@@ -464,7 +471,7 @@ pub async fn wait_log_contains(path: &std::path::Path, needle: &str, timeout: Du
         }
     })
     .await
-    .unwrap_or_else(|| panic!("{} never contained {needle:?}", path.display()));
+    .is_some()
 }
 
 /// The content of every CRI log line of `log` (`<ts> <stream> <tag> <msg>`),

@@ -12,6 +12,18 @@
 //! A record is written only once the containerd container exists, so a
 //! record always names a snapshot and a containerd container that
 //! RemoveContainer must delete (both deletions are idempotent).
+//!
+//! Every transition happens under the container's op lock and is written
+//! through `Containers::update` (the store's one atomic write). `Running →
+//! Exited` happens once, in the exit handler (`cri::container_lifecycle::
+//! handle_exit`), whichever noticed the end first: the `/tasks/exit`
+//! event, StopContainer's Wait (answered, or cut short by the task's
+//! deletion or its shim's end), StopPodSandbox/RemoveContainer killing it,
+//! or reconciliation finding the task stopped or gone. It records the
+//! exit status Tasks.Delete reports (the shim's own record), else the one
+//! the event or Wait carried, else 255 `Unknown` (the task vanished with
+//! its shim); later callers find `Exited` and change nothing, except that
+//! an OOM event may still turn the reason into `OOMKilled`.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

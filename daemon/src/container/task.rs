@@ -1,7 +1,16 @@
 //! crid's containerd calls for a container's task (its main process): create
 //! with the snapshot's mounts and the helper's FIFOs as stdio, start, kill,
-//! wait, delete, get. Calls that find nothing treat NotFound as done where
-//! the caller wants idempotence.
+//! wait, delete, get.
+//!
+//! Kill, Wait and Delete treat a task that has exited as done, whoever
+//! noticed first. A call can fail *because* the task ended: containerd 1.6
+//! closes its ttrpc connection of a task as it deletes the task (crid's exit
+//! handler does that on the TaskExit event), and a Kill or Wait in flight on
+//! that connection fails with "ttrpc: closed" (code Unknown), as does one to
+//! a shim that went away; a call that arrives after the deletion gets
+//! NotFound. So a failed call asks containerd for the task's state before
+//! it counts as a failure (the order of events is described in
+//! `cri/container_lifecycle.rs`).
 
 use crate::error::{Error, Result};
 use crate::image::session::{cerr, Session};
@@ -113,8 +122,21 @@ pub async fn start(s: &Session, id: &str) -> Result<u32> {
     Ok(r.into_inner().pid)
 }
 
+/// After a failed call on task `id`: the task's exit if it has exited
+/// (`Some` while containerd still holds the stopped task, `None` once it is
+/// gone); `err` if it still runs or its state cannot be read.
+async fn exited_anyway(s: &Session, id: &str, err: Error) -> Result<Option<TaskExit>> {
+    let exited = match state(s, id).await {
+        Ok(TaskState::Stopped(x)) => Some(x),
+        Ok(TaskState::Absent) => None,
+        Ok(TaskState::Alive { .. }) | Err(_) => return Err(err),
+    };
+    tracing::debug!(container = %id, error = %err, ?exited, "call failed on a task that has ended");
+    Ok(exited)
+}
+
 /// Sends `signal` to the task's main process (`all`: every process of the
-/// container). A task that is gone or already stopped is fine.
+/// container). A task that is gone or has exited is fine (nothing to kill).
 pub async fn kill(s: &Session, id: &str, signal: u32, all: bool) -> Result<()> {
     let r = TasksClient::new(s.ctrd.channel())
         .kill(s.req(KillRequest {
@@ -126,14 +148,17 @@ pub async fn kill(s: &Session, id: &str, signal: u32, all: bool) -> Result<()> {
         .await;
     match r {
         Ok(_) => Ok(()),
-        // NotFound: no task / process already reaped.
+        // NotFound: no task, or the shim's "process already finished".
         Err(st) if st.code() == tonic::Code::NotFound => Ok(()),
-        Err(st) => Err(cerr("tasks.kill")(st)),
+        Err(st) => exited_anyway(s, id, cerr("tasks.kill")(st))
+            .await
+            .map(|_| ()),
     }
 }
 
-/// Waits until the task's main process has exited. A task that is gone
-/// answers at once with `None`.
+/// Waits until the task's main process has exited; its exit, or `None`
+/// when the task is gone (deleted meanwhile, or never there). A Wait cut
+/// short by the task's deletion or its shim's end counts as the exit.
 pub async fn wait(s: &Session, id: &str) -> Result<Option<TaskExit>> {
     let r = TasksClient::new(s.ctrd.channel())
         .wait(s.req(WaitRequest {
@@ -147,12 +172,13 @@ pub async fn wait(s: &Session, id: &str) -> Result<Option<TaskExit>> {
             Ok(Some(task_exit(r.exit_status, r.exited_at.as_ref())))
         }
         Err(st) if st.code() == tonic::Code::NotFound => Ok(None),
-        Err(st) => Err(cerr("tasks.wait")(st)),
+        Err(st) => exited_anyway(s, id, cerr("tasks.wait")(st)).await,
     }
 }
 
 /// Deletes the (exited) task and returns how it ended; `None` if there was
-/// no task. Deleting the pod's last task lets the shared shim exit.
+/// no task (or it went while the call failed: a shim gone mid-delete).
+/// Deleting the pod's last task lets the shared shim exit.
 pub async fn delete(s: &Session, id: &str) -> Result<Option<TaskExit>> {
     let r = TasksClient::new(s.ctrd.channel())
         .delete(s.req(DeleteTaskRequest {
@@ -165,7 +191,13 @@ pub async fn delete(s: &Session, id: &str) -> Result<Option<TaskExit>> {
             Ok(Some(task_exit(r.exit_status, r.exited_at.as_ref())))
         }
         Err(st) if st.code() == tonic::Code::NotFound => Ok(None),
-        Err(st) => Err(cerr("tasks.delete")(st)),
+        Err(st) => {
+            let err = cerr("tasks.delete")(st);
+            match state(s, id).await {
+                Ok(TaskState::Absent) => Ok(None),
+                _ => Err(err),
+            }
+        }
     }
 }
 
