@@ -468,6 +468,22 @@ mod tests {
         .unwrap()
     }
 
+    /// The plan for a container with just `mounts`, in the default pod.
+    fn plan_mounts(mounts: Vec<CriMount>, rro_supported: bool) -> Result<MountPlan, SpecError> {
+        let config = ContainerConfig {
+            mounts,
+            ..Default::default()
+        };
+        plan(
+            &config,
+            &Default::default(),
+            &pod(),
+            false,
+            rro_supported,
+            &FakeHost::default(),
+        )
+    }
+
     fn plan_for(config: &ContainerConfig, sc: &LinuxContainerSecurityContext) -> MountPlan {
         plan(config, sc, &pod(), false, false, &FakeHost::default()).unwrap()
     }
@@ -692,19 +708,7 @@ mod tests {
             (rro, false),
             (image, true),
         ] {
-            let config = ContainerConfig {
-                mounts: vec![m.clone()],
-                ..Default::default()
-            };
-            let err = plan(
-                &config,
-                &Default::default(),
-                &pod(),
-                false,
-                false,
-                &FakeHost::default(),
-            )
-            .unwrap_err();
+            let err = plan_mounts(vec![m.clone()], false).unwrap_err();
             if unsupported {
                 assert!(matches!(err, SpecError::Unsupported(_)), "{m:?}: {err}");
             } else {
@@ -718,12 +722,7 @@ mod tests {
         let mut m = cri("/data", "/srv/data");
         m.readonly = true;
         m.recursive_read_only = true;
-        let config = ContainerConfig {
-            mounts: vec![m.clone()],
-            ..Default::default()
-        };
-        let host = FakeHost::default();
-        let p = plan(&config, &Default::default(), &pod(), false, true, &host).unwrap();
+        let p = plan_mounts(vec![m.clone()], true).unwrap();
         assert_eq!(
             opts(find(&p, "/data")),
             vec!["rbind", "rprivate", "ro", "rro"]
@@ -736,19 +735,7 @@ mod tests {
         let mut shared = m.clone();
         shared.propagation = MountPropagation::PropagationBidirectional as i32;
         for (bad, supported) in [(rw, true), (slave, true), (shared, true), (m, false)] {
-            let config = ContainerConfig {
-                mounts: vec![bad],
-                ..Default::default()
-            };
-            let err = plan(
-                &config,
-                &Default::default(),
-                &pod(),
-                false,
-                supported,
-                &host,
-            )
-            .unwrap_err();
+            let err = plan_mounts(vec![bad], supported).unwrap_err();
             assert!(
                 matches!(&err, SpecError::InvalidArgument(msg) if msg.contains("/data")),
                 "{err}"
