@@ -19,8 +19,11 @@ const WRITE_CHUNK: usize = 1 << 20;
 /// Largest manifest, index or config blob read into memory.
 pub const MAX_SMALL_BLOB: i64 = 8 << 20;
 
-/// The blob's info, or None if containerd does not have it.
+/// The blob's info, or None if containerd does not have it. In a pull's
+/// session the blob is first added to the pull's lease, so a blob found
+/// here stays until the image record references it.
 pub async fn info(s: &Session, digest: &str) -> Result<Option<Info>, Error> {
+    s.hold("content", digest).await?;
     let r = ContentClient::new(s.ctrd.channel())
         .info(s.req(InfoRequest {
             digest: digest.to_string(),

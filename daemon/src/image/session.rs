@@ -7,7 +7,9 @@
 use crate::containerd::Containerd;
 use crate::error::{ContainerdError, Error};
 use crid_proto::containerd::services::v1::leases_client::LeasesClient;
-use crid_proto::containerd::services::v1::{CreateRequest, DeleteRequest};
+use crid_proto::containerd::services::v1::{
+    AddResourceRequest, CreateRequest, DeleteRequest, Resource,
+};
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -76,6 +78,27 @@ impl Session {
             r.metadata_mut().insert(LEASE_HEADER, v);
         }
         r
+    }
+
+    /// Adds an existing object (`kind` = `content` or `snapshots/<snapshotter>`)
+    /// to the pull's lease before the pull relies on it: a blob or layer
+    /// that an earlier, failed pull left unreferenced may otherwise be
+    /// collected between our lookup and its use. No-op without a lease.
+    pub async fn hold(&self, kind: &str, id: &str) -> Result<(), Error> {
+        let Some(lease) = &self.lease else {
+            return Ok(());
+        };
+        LeasesClient::new(self.ctrd.channel())
+            .add_resource(self.ctrd.request(AddResourceRequest {
+                id: lease.clone(),
+                resource: Some(Resource {
+                    id: id.to_string(),
+                    r#type: kind.to_string(),
+                }),
+            }))
+            .await
+            .map_err(cerr("leases.add_resource"))?;
+        Ok(())
     }
 
     /// Deletes the lease: what the image record references stays, the rest

@@ -36,8 +36,11 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
     out
 }
 
-/// True if the snapshotter has `key` (committed or active).
+/// True if the snapshotter has `key` (committed or active). In a pull's
+/// session the snapshot is added to the lease first, so a layer found here
+/// cannot be collected before the next layer is prepared on top of it.
 pub async fn snapshot_exists(s: &Session, snapshotter: &str, key: &str) -> Result<bool, Error> {
+    s.hold(&format!("snapshots/{snapshotter}"), key).await?;
     let r = SnapshotsClient::new(s.ctrd.channel())
         .stat(s.req(StatSnapshotRequest {
             snapshotter: snapshotter.to_string(),
