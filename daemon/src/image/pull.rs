@@ -7,12 +7,13 @@
 
 use super::content;
 use super::hosts::hosts_for;
+use super::index::ImageIndex;
 use super::manifest::{self, Parsed};
 use super::progress::Progress;
 use super::reference::ImageRef;
 use super::registry::{Credentials, Registry};
 use super::session::Session;
-use super::store::ImageStore;
+use super::store::{ImageMeta, ImageStore};
 use super::unpack::{chain_ids, unpack_layer};
 use crate::containerd::Containerd;
 use crate::error::Error;
@@ -29,6 +30,8 @@ pub struct PullContext {
     pub ctrd: Containerd,
     /// Image records.
     pub store: Arc<ImageStore>,
+    /// The in-memory index, updated before the pull answers.
+    pub index: Arc<ImageIndex>,
     /// Registry settings.
     pub registry: RegistryConfig,
     /// Snapshotter to unpack into.
@@ -322,7 +325,22 @@ async fn pull_under_lease(
     cx.store.put(&s, &name, target.clone()).await?;
     let digest_name = image.digest_name(&target.digest);
     if digest_name != name {
-        cx.store.put(&s, &digest_name, target).await?;
+        cx.store.put(&s, &digest_name, target.clone()).await?;
     }
+    // The index learns the image from what the pull has in hand (no
+    // content reads); containerd's events for the records follow.
+    let mut size = top_bytes.len() as u64 + config.size.max(0) as u64;
+    if index.is_some() {
+        size += manifest_bytes.len() as u64;
+    }
+    size += layers.iter().map(|l| l.size.max(0) as u64).sum::<u64>();
+    let meta = Arc::new(ImageMeta::new(
+        manifest_digest,
+        &config.digest,
+        config_bytes,
+        size,
+    )?);
+    cx.index.put(&name, &target.digest, Arc::clone(&meta))?;
+    cx.index.put(&digest_name, &target.digest, meta)?;
     Ok(config.digest)
 }
