@@ -166,6 +166,7 @@ pub async fn exec_sync(
     use crid_common::protocol::{read_frame, write_frame, StreamControl, StreamEvent};
     use tokio::io::AsyncReadExt;
 
+    let mut phases = crate::timing::Phases::new();
     let rec = running_container(crid, &req.container_id)?;
     if req.cmd.is_empty() {
         return Err(Error::InvalidArgument("cmd is empty".into()));
@@ -203,6 +204,7 @@ pub async fn exec_sync(
             )))
         }
     };
+    phases.mark("helper_fifos");
     let wait = match crate::streaming::session::start_process(
         crid, &rec.id, &exec_id, &req.cmd, &io,
     )
@@ -230,6 +232,7 @@ pub async fn exec_sync(
             return Err(e);
         }
     };
+    phases.mark("exec_create_start");
     write_frame(&mut ctl, &StreamControl::Started)
         .await
         .map_err(helper_err)?;
@@ -252,7 +255,15 @@ pub async fn exec_sync(
     } else {
         wait.await
     };
-    let _ = exec::delete(&crid.containerd, &rec.id, &exec_id).await;
+    phases.mark("wait_exit");
+    // The exited process is deleted from containerd after the answer: the
+    // exit code is known, and the shim's delete is not on the probe's path.
+    let (ctrd, cid, eid) = (crid.containerd.clone(), rec.id.clone(), exec_id.clone());
+    tokio::spawn(async move {
+        if let Err(e) = exec::delete(&ctrd, &cid, &eid).await {
+            tracing::debug!(error = %e, exec_id = %eid, "deleting an ExecSync process");
+        }
+    });
     let exit_code = exit.map_err(|e| Error::Internal(format!("exec wait: {e}")))??;
     write_frame(&mut ctl, &StreamControl::Exited { exit_code })
         .await
@@ -282,6 +293,8 @@ pub async fn exec_sync(
         .await
         .map_err(|e| Error::Internal(format!("pod helper: {e}")))?;
     let (stdout, stderr) = fit_outputs(stdout, stderr);
+    phases.mark("output");
+    tracing::debug!(exec_id = %exec_id, phases = %phases.summary(), "ExecSync timings");
     Ok(cri::ExecSyncResponse {
         stdout,
         stderr,

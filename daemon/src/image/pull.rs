@@ -132,8 +132,10 @@ pub async fn pull(
         server_address,
         cx.registry.max_concurrent_downloads,
     )?;
+    let mut phases = crate::timing::Phases::new();
     let (top_bytes, top_digest) = reg.resolve().await?;
     progress.mark(0);
+    phases.mark("resolve");
     if let Some(want) = &image.digest {
         if &sha256(&top_bytes) != want {
             return Err(Error::Internal(format!(
@@ -143,14 +145,28 @@ pub async fn pull(
         }
     }
     let s = Session::leased(&cx.ctrd, lease_id(&image.name())).await?;
-    let result = pull_under_lease(cx, image, &reg, &s, top_bytes, top_digest, progress).await;
+    phases.mark("lease");
+    let result = pull_under_lease(
+        cx,
+        image,
+        &reg,
+        &s,
+        top_bytes,
+        top_digest,
+        progress,
+        &mut phases,
+    )
+    .await;
     s.release().await;
+    phases.mark("release");
     let id = result?;
+    tracing::debug!(image = %image.name(), phases = %phases.summary(), "PullImage timings");
     tracing::info!(image = %image.name(), id = %id, bytes = progress.bytes(), "pulled image");
     Ok(id)
 }
 
 /// The part of [`pull`] that writes content and records under the lease `s`.
+#[allow(clippy::too_many_arguments)]
 async fn pull_under_lease(
     cx: &PullContext,
     image: &ImageRef,
@@ -159,6 +175,7 @@ async fn pull_under_lease(
     top_bytes: Vec<u8>,
     top_digest: String,
     progress: &Progress,
+    phases: &mut crate::timing::Phases,
 ) -> Result<String, Error> {
     let s = s.clone();
     let top = manifest::parse(&top_bytes, &top_digest)?;
@@ -230,6 +247,7 @@ async fn pull_under_lease(
             diff_ids.len()
         )));
     }
+    phases.mark("manifest_config");
     let chains = chain_ids(&diff_ids);
     let layer_descs: Vec<Descriptor> = layers
         .iter()
@@ -286,6 +304,7 @@ async fn pull_under_lease(
         Ok::<(), Error>(())
     };
     tokio::try_join!(downloads, unpacks)?;
+    phases.mark("layers");
 
     // Config, manifest and index, each labelled with what it keeps alive.
     let mut config_labels = HashMap::new();
@@ -321,6 +340,7 @@ async fn pull_under_lease(
         size: top_bytes.len() as i64,
         ..Default::default()
     };
+    phases.mark("blobs");
     let name = image.name();
     cx.store.put(&s, &name, target.clone()).await?;
     let digest_name = image.digest_name(&target.digest);
@@ -342,5 +362,6 @@ async fn pull_under_lease(
     )?);
     cx.index.put(&name, &target.digest, Arc::clone(&meta))?;
     cx.index.put(&digest_name, &target.digest, meta)?;
+    phases.mark("records");
     Ok(config.digest)
 }
