@@ -135,6 +135,8 @@ impl Images {
                             tracing::warn!(image = %image.name(), error = %e, "pull failed");
                         }
                         crate::own_metrics::get().pull(r.is_ok(), progress.bytes());
+                        // The pull's buffers are free now: give them back.
+                        crate::alloc::trim_soon();
                         // Forget the pull before publishing, so a pull started
                         // after this one's result starts afresh.
                         if let Ok(mut map) = inflight.lock() {

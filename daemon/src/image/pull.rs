@@ -62,30 +62,31 @@ fn lease_id(name: &str) -> String {
     format!("crid-pull-{}", &sha256(name.as_bytes())[7..23])
 }
 
-/// Writes a blob held in memory, or only labels it if containerd has it.
+/// Writes a blob held in memory, or, if containerd has it, holds it in the
+/// pull's lease and labels it. Written straight away: a new blob (the
+/// common case) costs one call, no lookup first.
 async fn put_small(
     s: &Session,
     bytes: &[u8],
     labels: HashMap<String, String>,
 ) -> Result<(), Error> {
     let digest = sha256(bytes);
-    if content::info(s, &digest).await?.is_none() {
-        let body = futures_util::stream::iter([Ok::<_, std::io::Error>(
-            bytes::Bytes::copy_from_slice(bytes),
-        )]);
-        if content::write(
-            s,
-            &digest,
-            bytes.len() as i64,
-            labels.clone(),
-            body,
-            &|_| {},
-        )
-        .await?
-        {
-            return Ok(());
-        }
+    let body = futures_util::stream::iter([Ok::<_, std::io::Error>(
+        bytes::Bytes::copy_from_slice(bytes),
+    )]);
+    if content::write(
+        s,
+        &digest,
+        bytes.len() as i64,
+        labels.clone(),
+        body,
+        &|_| {},
+    )
+    .await?
+    {
+        return Ok(());
     }
+    s.hold("content", &digest).await?;
     content::set_labels(s, &digest, &labels).await
 }
 
@@ -112,6 +113,8 @@ async fn ensure_layer(
         {
             return Ok(());
         }
+        // Another pull committed it meanwhile: hold it like a found one.
+        s.hold("content", &layer.digest).await?;
     }
     content::set_labels(s, &layer.digest, &labels).await
 }
@@ -342,10 +345,14 @@ async fn pull_under_lease(
     };
     phases.mark("blobs");
     let name = image.name();
-    cx.store.put(&s, &name, target.clone()).await?;
     let digest_name = image.digest_name(&target.digest);
     if digest_name != name {
-        cx.store.put(&s, &digest_name, target.clone()).await?;
+        tokio::try_join!(
+            cx.store.put(&s, &name, target.clone()),
+            cx.store.put(&s, &digest_name, target.clone())
+        )?;
+    } else {
+        cx.store.put(&s, &name, target.clone()).await?;
     }
     // The index learns the image from what the pull has in hand (no
     // content reads); containerd's events for the records follow.
