@@ -175,17 +175,14 @@ pub async fn exec_sync(
         .await?
         .ok_or_else(|| Error::NotFound(format!("pod sandbox {} not found", rec.sandbox_id)))?;
     let exec_id = crate::streaming::session::new_exec_id().map_err(Error::Internal)?;
-    let (socket, cid, eid) = (sb.socket(), rec.id.clone(), exec_id.clone());
-    let ctl = tokio::task::spawn_blocking(move || {
-        crate::helper_client::exec_sync_channel(&socket, &cid, &eid, EXEC_SYNC_MAX_OUTPUT)
-    })
+    let mut ctl = crate::helper_client::exec_sync_channel(
+        &sb.socket(),
+        &rec.id,
+        &exec_id,
+        EXEC_SYNC_MAX_OUTPUT,
+    )
     .await
-    .map_err(|e| Error::Internal(e.to_string()))?
     .map_err(|e| Error::Internal(format!("pod helper: {e}")))?;
-    ctl.set_nonblocking(true)
-        .map_err(|e| Error::Internal(e.to_string()))?;
-    let mut ctl =
-        tokio::net::UnixStream::from_std(ctl).map_err(|e| Error::Internal(e.to_string()))?;
     let helper_err =
         |e: crid_common::protocol::FrameError| Error::Internal(format!("pod helper: {e}"));
     let io = match read_frame::<_, StreamEvent>(&mut ctl)
@@ -232,7 +229,7 @@ pub async fn exec_sync(
             return Err(e);
         }
     };
-    phases.mark("exec_create_start");
+    phases.mark("exec_start");
     write_frame(&mut ctl, &StreamControl::Started)
         .await
         .map_err(helper_err)?;
