@@ -210,27 +210,45 @@ pub fn hand_off_stream(
 
 /// Opens an ExecSync output channel with the pod's helper (revision ≥ 2):
 /// [`Request::ExecSyncIo`]; the connection is then that exec's channel.
-pub fn exec_sync_channel(
+/// Async, and the request goes out right behind the hello (the helper reads
+/// it after answering the hello): one exchange with the helper instead of
+/// two, on the path of every probe. A helper that predates exec gets a
+/// request it cannot serve and is refused after its hello.
+pub async fn exec_sync_channel(
     socket: &Path,
     container_id: &str,
     exec_id: &str,
     max_output: usize,
-) -> Result<UnixStream, String> {
-    let (mut s, peer) = connect_with_hello(socket, Duration::from_secs(5))?;
+) -> Result<tokio::net::UnixStream, String> {
+    use crid_common::protocol::{read_frame, write_frame};
+    // A local connect does not wait for the helper: it only queues on its
+    // listen backlog.
+    let s = crid_common::protocol::with_socket_path(socket, |p| UnixStream::connect(p))
+        .map_err(|e| format!("{}: {e}", socket.display()))?;
+    s.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let mut s = tokio::net::UnixStream::from_std(s).map_err(|e| e.to_string())?;
+    let req = Request::ExecSyncIo {
+        container_id: container_id.to_string(),
+        exec_id: exec_id.to_string(),
+        max_output,
+    };
+    let exchange = async {
+        write_frame(&mut s, &Hello::ours()).await?;
+        write_frame(&mut s, &req).await?;
+        read_frame::<_, Hello>(&mut s).await
+    };
+    let peer = tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .map_err(|_| format!("{}: no hello from the pod helper", socket.display()))?
+        .map_err(|e| e.to_string())?
+        .ok_or("helper closed the connection")?;
+    check_hello(&peer).map_err(|e| e.to_string())?;
     if peer.revision < 2 {
         return Err(format!(
             "pod helper {} (protocol revision {}) predates exec; restart the sandbox",
             peer.build, peer.revision
         ));
     }
-    let req = Request::ExecSyncIo {
-        container_id: container_id.to_string(),
-        exec_id: exec_id.to_string(),
-        max_output,
-    };
-    write_frame_sync(&mut s, &req).map_err(|e| e.to_string())?;
-    s.set_read_timeout(None).map_err(|e| e.to_string())?;
-    s.set_write_timeout(None).map_err(|e| e.to_string())?;
     Ok(s)
 }
 

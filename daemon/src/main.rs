@@ -1,5 +1,6 @@
 //! crid: a Kubernetes CRI v1 runtime on containerd.
 
+mod alloc;
 mod cgroups;
 mod container;
 mod containerd;
@@ -16,6 +17,7 @@ mod sandbox;
 mod server;
 mod store;
 mod streaming;
+mod timing;
 // CreateContainer (issue 5) wires the spec generator; until then only its tests use it.
 #[allow(dead_code)]
 mod spec;
@@ -69,7 +71,9 @@ fn main() -> ExitCode {
         eprintln!("crid: {e}");
         return ExitCode::from(2);
     }
+    alloc::tune();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads())
         .enable_all()
         .build()
     {
@@ -87,6 +91,20 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// Async worker threads: one per core, at most [`MAX_WORKERS`]. crid's
+/// async work is short (gRPC calls, record updates); anything that blocks
+/// runs on the blocking pool, so more workers only add idle threads, stacks
+/// and malloc state.
+fn worker_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1)
+        .clamp(1, MAX_WORKERS)
+}
+
+/// Upper bound of [`worker_threads`].
+const MAX_WORKERS: usize = 4;
 
 /// The config file, then the flags over it, validated once more.
 fn load_config(args: &Args) -> Result<Config, crid_common::config::ConfigError> {

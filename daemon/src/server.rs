@@ -164,6 +164,12 @@ where
             }
         }));
     let stream_listener = bound.spawn(std::sync::Arc::clone(&svc.crid));
+    // The image index: loaded now, then kept current by containerd's events.
+    let idle_trim = crate::alloc::spawn_idle_trim();
+    let image_events = svc.crid.images.index().spawn_watch(
+        svc.crid.containerd.clone(),
+        svc.crid.config.containerd.namespace.clone(),
+    );
 
     // Container exits and OOM kills; reconciles missed ones on (re)subscribe.
     let events =
@@ -211,6 +217,8 @@ where
 
     health.abort();
     stream_listener.abort();
+    image_events.abort();
+    idle_trim.abort();
     events.abort();
     if let Some(m) = metrics_endpoint {
         m.abort();

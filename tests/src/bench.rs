@@ -151,7 +151,9 @@ impl BenchWorld {
         let crid_dir = dir.path().join("crid");
         let ctrd = PrivateContainerd::start(&crid_dir.join("containerd")).await?;
         let mut config = CridProcess::test_config(&crid_dir, &ctrd.socket());
-        config.log.level = "info".into();
+        // CRID_BENCH_LOG (e.g. `crid=debug`) shows crid's phase timings in
+        // its log (kept under the run's dir); the figures are taken at info.
+        config.log.level = std::env::var("CRID_BENCH_LOG").unwrap_or_else(|_| "info".into());
         config.cni.bin_dirs = vec!["/usr/lib/cni".into()];
         std::fs::create_dir_all(&config.cni.conf_dir)?;
         let bridge = "crid-cbench".to_string();
@@ -278,4 +280,34 @@ pub fn ratio(a: Option<f64>, b: Option<f64>) -> String {
         (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
         _ => "-".into(),
     }
+}
+
+/// A benchmark's `main`: the release binaries beside it (see
+/// [`default_bin_dir`]), then `run` on a multi-threaded runtime.
+pub fn main_with<F>(run: impl FnOnce() -> F) -> Result<(), BoxError>
+where
+    F: std::future::Future<Output = Result<(), BoxError>>,
+{
+    default_bin_dir();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+/// Milliseconds, for printing.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// The benchmark's numeric arguments; `defaults` fills those not given.
+pub fn numeric_args<const N: usize>(defaults: [usize; N]) -> Result<[usize; N], BoxError> {
+    let mut out = defaults;
+    for (i, a) in std::env::args().skip(1).enumerate() {
+        let v: usize = a.parse()?;
+        if let Some(slot) = out.get_mut(i) {
+            *slot = v;
+        }
+    }
+    Ok(out)
 }

@@ -847,9 +847,18 @@ async fn image_with_missing_content_is_absent_removable_and_pulled_again() {
     assert_eq!(w.pull(&name, None).await.unwrap(), img.id());
     assert!(w.status(&name).await.is_some());
 
-    // Someone deletes the config blob behind crid's back.
+    // Someone deletes the config blob behind crid's back: crid's image
+    // index learns it from containerd's /content/delete event (handled
+    // asynchronously, hence the bounded wait).
     w.ctr(&["content", "rm", img.id()]);
-    assert!(w.status(&name).await.is_none());
+    let gone = crid_e2e::wait_for(std::time::Duration::from_secs(5), || async {
+        w.status(&name).await.is_none().then_some(())
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "an image without its config is still reported"
+    );
     assert!(w.list().await.is_empty());
     // Pulling again repairs it.
     assert_eq!(w.pull(&name, None).await.unwrap(), img.id());
@@ -973,4 +982,73 @@ async fn identity_token_falls_back_to_the_get_token_request() {
     );
     // Both pulls tried the POST first.
     assert_eq!(fake.token_posts().len(), 2);
+}
+
+/// Images changed with `ctr` behind crid's back (pull, tag, remove) are seen
+/// by ImageStatus and ListImages: crid's index follows containerd's image
+/// events. The changes are applied asynchronously, so each is awaited with a
+/// bound; a change crid misses fails the test.
+#[tokio::test(flavor = "multi_thread")]
+async fn images_changed_with_ctr_are_seen() {
+    use std::time::Duration;
+    let reg = Registry::start(RegistryOptions::default()).unwrap();
+    let img = ImageBuilder::new()
+        .random_layer("c", 2000, 31)
+        .build()
+        .unwrap();
+    img.push(&reg.target(), "ctr/app", &["1"]).unwrap();
+    let w = World::start(|_| {}).await;
+    let name = format!("{}/ctr/app:1", reg.host());
+    // Loaded and followed: crid has seen its (empty) store.
+    assert!(w.list().await.is_empty());
+    assert!(w.status(&name).await.is_none());
+
+    w.ctr(&["images", "pull", "--plain-http", &name]);
+    let seen = crid_e2e::wait_for(Duration::from_secs(5), || async { w.status(&name).await })
+        .await
+        .expect("an image pulled with ctr is never seen");
+    assert_eq!(seen.id, img.id());
+    assert_eq!(seen.repo_tags, vec![name.clone()]);
+    assert_eq!(w.list().await.len(), 1);
+
+    // A second name for the same image joins it.
+    let alias = format!("{}/ctr/alias:2", reg.host());
+    w.ctr(&["images", "tag", &name, &alias]);
+    let both = crid_e2e::wait_for(Duration::from_secs(5), || async {
+        let s = w.status(img.id()).await?;
+        (s.repo_tags.len() == 2).then_some(s.repo_tags)
+    })
+    .await
+    .expect("a tag added with ctr is never seen");
+    assert_eq!(sorted(both), sorted(vec![name.clone(), alias.clone()]));
+
+    // Removing both names with ctr removes the image.
+    w.ctr(&["images", "rm", &name]);
+    let one = crid_e2e::wait_for(Duration::from_secs(5), || async {
+        let s = w.status(img.id()).await?;
+        (s.repo_tags.len() == 1).then_some(s.repo_tags)
+    })
+    .await
+    .expect("a name removed with ctr is still reported");
+    assert_eq!(one, vec![alias.clone()]);
+    assert!(w.status(&name).await.is_none());
+    w.ctr(&["images", "rm", &alias]);
+    let gone = crid_e2e::wait_for(Duration::from_secs(5), || async {
+        w.list().await.is_empty().then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "an image removed with ctr is still listed");
+    assert!(w.status(img.id()).await.is_none());
+
+    // After a restart crid loads the store afresh: an image added while it
+    // was down is there at once.
+    let mut w = w;
+    w.crid.stop();
+    w.ctr(&["images", "pull", "--plain-http", &name]);
+    let config = w.crid.config.clone();
+    w.crid = CridProcess::start(config).await.unwrap();
+    assert_eq!(
+        w.status(&name).await.map(|s| s.id),
+        Some(img.id().to_string())
+    );
 }

@@ -316,7 +316,7 @@ async fn create_steps(
 ) -> Result<()> {
     let group = crid
         .images
-        .store()
+        .index()
         .find(image_name)
         .await?
         .ok_or_else(|| ctrd::image_not_found(image_name))?;
@@ -504,7 +504,7 @@ async fn resolve_image_volumes(
         };
         let group = crid
             .images
-            .store()
+            .index()
             .find(&image.image)
             .await?
             .ok_or_else(|| ctrd::image_not_found(&image.image))?;

@@ -29,7 +29,7 @@ fn to_cri(g: &ImageGroup) -> cri::Image {
             image: g.meta.id.clone(),
             ..Default::default()
         }),
-        pinned: false,
+        pinned: g.pinned,
     }
 }
 
@@ -59,8 +59,8 @@ pub async fn list(crid: &Crid, req: cri::ListImagesRequest) -> Result<cri::ListI
         .map(|s| s.image)
         .filter(|s| !s.is_empty());
     let groups = match wanted {
-        Some(r) => crid.images.store().find(&r).await?.into_iter().collect(),
-        None => crid.images.store().groups().await?,
+        Some(r) => crid.images.index().find(&r).await?.into_iter().collect(),
+        None => crid.images.index().groups().await?,
     };
     Ok(cri::ListImagesResponse {
         images: groups.iter().map(to_cri).collect(),
@@ -71,7 +71,7 @@ pub async fn list(crid: &Crid, req: cri::ListImagesRequest) -> Result<cri::ListI
 pub async fn status(crid: &Crid, req: cri::ImageStatusRequest) -> Result<cri::ImageStatusResponse> {
     let name = image_name(req.image.as_ref())?;
     span_image(name);
-    let Some(g) = crid.images.store().find(name).await? else {
+    let Some(g) = crid.images.index().find(name).await? else {
         return Ok(cri::ImageStatusResponse::default());
     };
     let mut info = std::collections::HashMap::new();
@@ -91,35 +91,30 @@ pub async fn status(crid: &Crid, req: cri::ImageStatusRequest) -> Result<cri::Im
     })
 }
 
-/// RemoveImage by id, tag or digest: removes every name of the image;
-/// removing an absent image succeeds. containerd's garbage collector then
-/// releases content and snapshots no longer referenced.
+/// RemoveImage by id, tag or digest: removes every name of the image
+/// (including a record named by the id), the last one synchronously so that
+/// containerd's garbage collector has released content and snapshots no
+/// longer referenced when the call returns, as containerd's CRI plugin
+/// does. Removing an absent image succeeds.
 pub async fn remove(crid: &Crid, req: cri::RemoveImageRequest) -> Result<cri::RemoveImageResponse> {
     let name = image_name(req.image.as_ref())?;
     span_image(name);
-    let store = crid.images.store();
-    let Some(g) = store.find(name).await? else {
+    let (store, index) = (crid.images.store(), crid.images.index());
+    let Some(g) = index.find(name).await? else {
         // Not a usable image, but a record of that name may still exist
         // (incomplete content): remove it too.
         if let Ok(r) = ImageRef::parse(name) {
-            store.delete(&r.name(), true).await?;
+            let n = r.name();
+            store.delete(&n, true).await?;
+            index.forget(&n)?;
         }
         return Ok(cri::RemoveImageResponse {});
     };
-    // Every record pointing at this id, including one named by the id itself.
-    let mut names = Vec::new();
-    for rec in store.records().await? {
-        let Some(target) = &rec.target else { continue };
-        if let Ok(m) = store.meta(target).await {
-            if m.id == g.meta.id {
-                names.push(rec.name.clone());
-            }
-        }
-    }
+    let names = index.names_of(&g.meta.id).await?;
     let last = names.len().saturating_sub(1);
     for (i, n) in names.iter().enumerate() {
-        // The last deletion waits for garbage collection, so the space is free on return.
         store.delete(n, i == last).await?;
+        index.forget(n)?;
     }
     tracing::info!(image = %g.meta.id, names = ?names, "removed image");
     Ok(cri::RemoveImageResponse {})

@@ -166,6 +166,7 @@ pub async fn exec_sync(
     use crid_common::protocol::{read_frame, write_frame, StreamControl, StreamEvent};
     use tokio::io::AsyncReadExt;
 
+    let mut phases = crate::timing::Phases::new();
     let rec = running_container(crid, &req.container_id)?;
     if req.cmd.is_empty() {
         return Err(Error::InvalidArgument("cmd is empty".into()));
@@ -174,17 +175,14 @@ pub async fn exec_sync(
         .await?
         .ok_or_else(|| Error::NotFound(format!("pod sandbox {} not found", rec.sandbox_id)))?;
     let exec_id = crate::streaming::session::new_exec_id().map_err(Error::Internal)?;
-    let (socket, cid, eid) = (sb.socket(), rec.id.clone(), exec_id.clone());
-    let ctl = tokio::task::spawn_blocking(move || {
-        crate::helper_client::exec_sync_channel(&socket, &cid, &eid, EXEC_SYNC_MAX_OUTPUT)
-    })
+    let mut ctl = crate::helper_client::exec_sync_channel(
+        &sb.socket(),
+        &rec.id,
+        &exec_id,
+        EXEC_SYNC_MAX_OUTPUT,
+    )
     .await
-    .map_err(|e| Error::Internal(e.to_string()))?
     .map_err(|e| Error::Internal(format!("pod helper: {e}")))?;
-    ctl.set_nonblocking(true)
-        .map_err(|e| Error::Internal(e.to_string()))?;
-    let mut ctl =
-        tokio::net::UnixStream::from_std(ctl).map_err(|e| Error::Internal(e.to_string()))?;
     let helper_err =
         |e: crid_common::protocol::FrameError| Error::Internal(format!("pod helper: {e}"));
     let io = match read_frame::<_, StreamEvent>(&mut ctl)
@@ -203,6 +201,7 @@ pub async fn exec_sync(
             )))
         }
     };
+    phases.mark("helper_fifos");
     let wait = match crate::streaming::session::start_process(
         crid, &rec.id, &exec_id, &req.cmd, &io,
     )
@@ -230,6 +229,7 @@ pub async fn exec_sync(
             return Err(e);
         }
     };
+    phases.mark("exec_start");
     write_frame(&mut ctl, &StreamControl::Started)
         .await
         .map_err(helper_err)?;
@@ -252,7 +252,15 @@ pub async fn exec_sync(
     } else {
         wait.await
     };
-    let _ = exec::delete(&crid.containerd, &rec.id, &exec_id).await;
+    phases.mark("wait_exit");
+    // The exited process is deleted from containerd after the answer: the
+    // exit code is known, and the shim's delete is not on the probe's path.
+    let (ctrd, cid, eid) = (crid.containerd.clone(), rec.id.clone(), exec_id.clone());
+    tokio::spawn(async move {
+        if let Err(e) = exec::delete(&ctrd, &cid, &eid).await {
+            tracing::debug!(error = %e, exec_id = %eid, "deleting an ExecSync process");
+        }
+    });
     let exit_code = exit.map_err(|e| Error::Internal(format!("exec wait: {e}")))??;
     write_frame(&mut ctl, &StreamControl::Exited { exit_code })
         .await
@@ -282,6 +290,8 @@ pub async fn exec_sync(
         .await
         .map_err(|e| Error::Internal(format!("pod helper: {e}")))?;
     let (stdout, stderr) = fit_outputs(stdout, stderr);
+    phases.mark("output");
+    tracing::debug!(exec_id = %exec_id, phases = %phases.summary(), "ExecSync timings");
     Ok(cri::ExecSyncResponse {
         stdout,
         stderr,

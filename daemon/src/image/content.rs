@@ -20,10 +20,20 @@ const WRITE_CHUNK: usize = 1 << 20;
 pub const MAX_SMALL_BLOB: i64 = 8 << 20;
 
 /// The blob's info, or None if containerd does not have it. In a pull's
-/// session the blob is first added to the pull's lease, so a blob found
-/// here stays until the image record references it.
+/// session a blob found here is added to the pull's lease and looked up
+/// again, so a blob reported present stays until the image record
+/// references it. (A missing blob, the common case of a pull, costs one
+/// call; holding first would cost two.)
 pub async fn info(s: &Session, digest: &str) -> Result<Option<Info>, Error> {
+    let found = lookup(s, digest).await?;
+    if found.is_none() || !s.is_leased() {
+        return Ok(found);
+    }
     s.hold("content", digest).await?;
+    lookup(s, digest).await
+}
+
+async fn lookup(s: &Session, digest: &str) -> Result<Option<Info>, Error> {
     let r = ContentClient::new(s.ctrd.channel())
         .info(s.req(InfoRequest {
             digest: digest.to_string(),
@@ -104,6 +114,33 @@ where
     E: std::fmt::Display,
 {
     let reference = format!("crid-{digest}-{}", unique());
+    // A blob that fits one message (configs, manifests, small layers) is
+    // verified here and sent as one Commit carrying its data: one round
+    // trip instead of open, write and commit.
+    let mut first = Vec::with_capacity(WRITE_CHUNK.min(size.max(0) as usize));
+    let mut ended = false;
+    while first.len() < WRITE_CHUNK {
+        match body.next().await {
+            Some(chunk) => {
+                let chunk =
+                    chunk.map_err(|e| Error::Internal(format!("fetching {digest}: {e}")))?;
+                on_bytes(chunk.len());
+                first.extend_from_slice(&chunk);
+                if first.len() as i64 > size {
+                    return Err(Error::Internal(format!(
+                        "blob {digest}: registry sent more than the {size} bytes announced"
+                    )));
+                }
+            }
+            None => {
+                ended = true;
+                break;
+            }
+        }
+    }
+    if ended {
+        return write_whole(s, digest, size, labels, first, reference).await;
+    }
     let (tx, rx) = tokio::sync::mpsc::channel::<WriteContentRequest>(2);
     let open = WriteContentRequest {
         action: WriteAction::Stat as i32,
@@ -126,7 +163,8 @@ where
         next(&mut responses).await?;
         let mut hasher = Sha256::new();
         let mut offset: i64 = 0;
-        let mut buf = Vec::with_capacity(WRITE_CHUNK);
+        hasher.update(&first);
+        let mut buf = first;
         let send = |data: Vec<u8>, offset: i64| {
             let tx = tx.clone();
             let reference = reference.clone();
@@ -188,9 +226,14 @@ where
     }
     .await;
     drop(tx);
+    finish(s, result, reference).await
+}
+
+/// A write's outcome: committed (true), already there (false: another pull
+/// committed the same blob meanwhile), or failed with the ingest aborted.
+async fn finish(s: &Session, result: Result<(), Error>, reference: String) -> Result<bool, Error> {
     match result {
         Ok(()) => Ok(true),
-        // Another pull committed the same blob meanwhile: fine.
         Err(Error::Containerd(c)) if c.status.code() == tonic::Code::AlreadyExists => Ok(false),
         Err(e) => {
             let _ = ContentClient::new(s.ctrd.channel())
@@ -199,6 +242,41 @@ where
             Err(e)
         }
     }
+}
+
+/// [`write`] of a blob held whole: checked, then one Commit message.
+async fn write_whole(
+    s: &Session,
+    digest: &str,
+    size: i64,
+    labels: HashMap<String, String>,
+    data: Vec<u8>,
+    reference: String,
+) -> Result<bool, Error> {
+    let got = format!("sha256:{}", hex::encode(Sha256::digest(&data)));
+    if data.len() as i64 != size || got != digest {
+        return Err(Error::Internal(format!(
+            "blob {digest} failed verification: received {} of {size} bytes with digest {got}; nothing committed",
+            data.len()
+        )));
+    }
+    let msg = WriteContentRequest {
+        action: WriteAction::Commit as i32,
+        r#ref: reference.clone(),
+        total: size,
+        expected: digest.to_string(),
+        offset: 0,
+        data,
+        labels,
+    };
+    let mut client = ContentClient::new(s.ctrd.channel());
+    let mut responses = match client.write(s.req(futures_util::stream::iter([msg]))).await {
+        Ok(r) => r.into_inner(),
+        Err(st) if st.code() == tonic::Code::AlreadyExists => return Ok(false),
+        Err(st) => return Err(cerr("content.write")(st)),
+    };
+    let result = next(&mut responses).await;
+    finish(s, result, reference).await
 }
 
 async fn next(

@@ -10,7 +10,9 @@
 //! - `session`: containerd calls carrying namespace and pull lease.
 //! - `content`: content store reads, label updates, verifying writer.
 //! - `unpack`: layers into chain-ID snapshots through the Diff service.
-//! - `store`: image records grouped by image id, metadata cache.
+//! - `store`: image records and their metadata, read from containerd.
+//! - `index`: the in-memory index the CRI queries are answered from, kept
+//!   current by crid's own changes and containerd's image events.
 //! - `pull`: one pull, end to end.
 //! - `progress`: the no-progress watchdog.
 //! - `fsinfo`: ImageFsInfo.
@@ -21,6 +23,7 @@
 pub mod content;
 pub mod fsinfo;
 pub mod hosts;
+pub mod index;
 pub mod manifest;
 pub mod oauth;
 pub mod progress;
@@ -35,6 +38,7 @@ use crate::containerd::Containerd;
 use crate::error::Error;
 use crid_common::config::Config;
 use crid_proto::cri::AuthConfig;
+use index::ImageIndex;
 use progress::Progress;
 use pull::PullContext;
 use reference::ImageRef;
@@ -58,9 +62,11 @@ pub struct Images {
 impl Images {
     /// The service for `config`, on `ctrd`.
     pub fn new(config: &Config, ctrd: Containerd) -> Images {
+        let store = Arc::new(ImageStore::new(ctrd.clone()));
         Images {
             cx: Arc::new(PullContext {
-                store: Arc::new(ImageStore::new(ctrd.clone())),
+                index: Arc::new(ImageIndex::new(Arc::clone(&store))),
+                store,
                 ctrd,
                 registry: config.registry.clone(),
                 snapshotter: config.containerd.snapshotter.clone(),
@@ -73,6 +79,11 @@ impl Images {
     /// The image store.
     pub fn store(&self) -> &ImageStore {
         &self.cx.store
+    }
+
+    /// The in-memory image index (CRI queries are answered from it).
+    pub fn index(&self) -> &Arc<ImageIndex> {
+        &self.cx.index
     }
 
     /// containerd.
@@ -124,6 +135,8 @@ impl Images {
                             tracing::warn!(image = %image.name(), error = %e, "pull failed");
                         }
                         crate::own_metrics::get().pull(r.is_ok(), progress.bytes());
+                        // The pull's buffers are free now: give them back.
+                        crate::alloc::trim_soon();
                         // Forget the pull before publishing, so a pull started
                         // after this one's result starts afresh.
                         if let Ok(mut map) = inflight.lock() {

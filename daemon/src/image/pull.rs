@@ -7,12 +7,13 @@
 
 use super::content;
 use super::hosts::hosts_for;
+use super::index::ImageIndex;
 use super::manifest::{self, Parsed};
 use super::progress::Progress;
 use super::reference::ImageRef;
 use super::registry::{Credentials, Registry};
 use super::session::Session;
-use super::store::ImageStore;
+use super::store::{ImageMeta, ImageStore};
 use super::unpack::{chain_ids, unpack_layer};
 use crate::containerd::Containerd;
 use crate::error::Error;
@@ -29,6 +30,8 @@ pub struct PullContext {
     pub ctrd: Containerd,
     /// Image records.
     pub store: Arc<ImageStore>,
+    /// The in-memory index, updated before the pull answers.
+    pub index: Arc<ImageIndex>,
     /// Registry settings.
     pub registry: RegistryConfig,
     /// Snapshotter to unpack into.
@@ -59,30 +62,31 @@ fn lease_id(name: &str) -> String {
     format!("crid-pull-{}", &sha256(name.as_bytes())[7..23])
 }
 
-/// Writes a blob held in memory, or only labels it if containerd has it.
+/// Writes a blob held in memory, or, if containerd has it, holds it in the
+/// pull's lease and labels it. Written straight away: a new blob (the
+/// common case) costs one call, no lookup first.
 async fn put_small(
     s: &Session,
     bytes: &[u8],
     labels: HashMap<String, String>,
 ) -> Result<(), Error> {
     let digest = sha256(bytes);
-    if content::info(s, &digest).await?.is_none() {
-        let body = futures_util::stream::iter([Ok::<_, std::io::Error>(
-            bytes::Bytes::copy_from_slice(bytes),
-        )]);
-        if content::write(
-            s,
-            &digest,
-            bytes.len() as i64,
-            labels.clone(),
-            body,
-            &|_| {},
-        )
-        .await?
-        {
-            return Ok(());
-        }
+    let body = futures_util::stream::iter([Ok::<_, std::io::Error>(
+        bytes::Bytes::copy_from_slice(bytes),
+    )]);
+    if content::write(
+        s,
+        &digest,
+        bytes.len() as i64,
+        labels.clone(),
+        body,
+        &|_| {},
+    )
+    .await?
+    {
+        return Ok(());
     }
+    s.hold("content", &digest).await?;
     content::set_labels(s, &digest, &labels).await
 }
 
@@ -109,6 +113,8 @@ async fn ensure_layer(
         {
             return Ok(());
         }
+        // Another pull committed it meanwhile: hold it like a found one.
+        s.hold("content", &layer.digest).await?;
     }
     content::set_labels(s, &layer.digest, &labels).await
 }
@@ -129,8 +135,10 @@ pub async fn pull(
         server_address,
         cx.registry.max_concurrent_downloads,
     )?;
+    let mut phases = crate::timing::Phases::new();
     let (top_bytes, top_digest) = reg.resolve().await?;
     progress.mark(0);
+    phases.mark("resolve");
     if let Some(want) = &image.digest {
         if &sha256(&top_bytes) != want {
             return Err(Error::Internal(format!(
@@ -140,14 +148,28 @@ pub async fn pull(
         }
     }
     let s = Session::leased(&cx.ctrd, lease_id(&image.name())).await?;
-    let result = pull_under_lease(cx, image, &reg, &s, top_bytes, top_digest, progress).await;
+    phases.mark("lease");
+    let result = pull_under_lease(
+        cx,
+        image,
+        &reg,
+        &s,
+        top_bytes,
+        top_digest,
+        progress,
+        &mut phases,
+    )
+    .await;
     s.release().await;
+    phases.mark("release");
     let id = result?;
+    tracing::debug!(image = %image.name(), phases = %phases.summary(), "PullImage timings");
     tracing::info!(image = %image.name(), id = %id, bytes = progress.bytes(), "pulled image");
     Ok(id)
 }
 
 /// The part of [`pull`] that writes content and records under the lease `s`.
+#[allow(clippy::too_many_arguments)]
 async fn pull_under_lease(
     cx: &PullContext,
     image: &ImageRef,
@@ -156,6 +178,7 @@ async fn pull_under_lease(
     top_bytes: Vec<u8>,
     top_digest: String,
     progress: &Progress,
+    phases: &mut crate::timing::Phases,
 ) -> Result<String, Error> {
     let s = s.clone();
     let top = manifest::parse(&top_bytes, &top_digest)?;
@@ -227,6 +250,7 @@ async fn pull_under_lease(
             diff_ids.len()
         )));
     }
+    phases.mark("manifest_config");
     let chains = chain_ids(&diff_ids);
     let layer_descs: Vec<Descriptor> = layers
         .iter()
@@ -283,6 +307,7 @@ async fn pull_under_lease(
         Ok::<(), Error>(())
     };
     tokio::try_join!(downloads, unpacks)?;
+    phases.mark("layers");
 
     // Config, manifest and index, each labelled with what it keeps alive.
     let mut config_labels = HashMap::new();
@@ -318,11 +343,32 @@ async fn pull_under_lease(
         size: top_bytes.len() as i64,
         ..Default::default()
     };
+    phases.mark("blobs");
     let name = image.name();
-    cx.store.put(&s, &name, target.clone()).await?;
     let digest_name = image.digest_name(&target.digest);
     if digest_name != name {
-        cx.store.put(&s, &digest_name, target).await?;
+        tokio::try_join!(
+            cx.store.put(&s, &name, target.clone()),
+            cx.store.put(&s, &digest_name, target.clone())
+        )?;
+    } else {
+        cx.store.put(&s, &name, target.clone()).await?;
     }
+    // The index learns the image from what the pull has in hand (no
+    // content reads); containerd's events for the records follow.
+    let mut size = top_bytes.len() as u64 + config.size.max(0) as u64;
+    if index.is_some() {
+        size += manifest_bytes.len() as u64;
+    }
+    size += layers.iter().map(|l| l.size.max(0) as u64).sum::<u64>();
+    let meta = Arc::new(ImageMeta::new(
+        manifest_digest,
+        &config.digest,
+        config_bytes,
+        size,
+    )?);
+    cx.index.put(&name, &target.digest, Arc::clone(&meta))?;
+    cx.index.put(&digest_name, &target.digest, meta)?;
+    phases.mark("records");
     Ok(config.digest)
 }

@@ -71,6 +71,11 @@ impl Session {
         })
     }
 
+    /// True if calls carry a pull's lease.
+    pub fn is_leased(&self) -> bool {
+        self.lease.is_some()
+    }
+
     /// Wraps `msg` with namespace and lease headers.
     pub fn req<T>(&self, msg: T) -> tonic::Request<T> {
         let mut r = self.ctrd.request(msg);

@@ -1,11 +1,11 @@
 //! containerd's image store as the CRI sees it: records (names → target
-//! descriptor) grouped by image id (the config digest), each image's
-//! metadata resolved from the content store for the node's platform and
-//! cached by target digest (content is immutable).
+//! descriptor) and each image's metadata resolved from the content store
+//! for the node's platform. Grouping by image id and caching live in the
+//! in-memory index (`index.rs`), which answers the CRI's queries.
 
 use super::content;
 use super::manifest::{self, Parsed};
-use super::reference::{is_bare_hex_id, is_digest, ImageRef};
+use super::reference::is_digest;
 use super::session::{cerr, Session};
 use super::unpack::chain_ids;
 use crate::containerd::Containerd;
@@ -16,8 +16,8 @@ use crid_proto::containerd::services::v1::{
     UpdateImageRequest,
 };
 use crid_proto::containerd::types::Descriptor;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Label marking image records crid created.
 pub const MANAGED_LABEL: &str = "io.crid.image";
@@ -35,6 +35,8 @@ pub struct ImageMeta {
     pub user: Option<String>,
     /// Chain ID of the top layer: the snapshot a container's rootfs is prepared from.
     pub chain_id: Option<String>,
+    /// Digest of the platform's manifest (the target itself unless it is an index).
+    pub manifest: String,
 }
 
 /// One image id with all names pointing at it.
@@ -44,6 +46,9 @@ pub struct ImageGroup {
     pub meta: Arc<ImageMeta>,
     /// Record names, sorted.
     pub names: Vec<String>,
+    /// A record of the image carries containerd's CRI "pinned" label
+    /// (never garbage-collected by the kubelet).
+    pub pinned: bool,
 }
 
 impl ImageGroup {
@@ -66,19 +71,15 @@ impl ImageGroup {
     }
 }
 
-/// The image store client with its metadata cache.
+/// The image store client.
 pub struct ImageStore {
     ctrd: Containerd,
-    cache: Mutex<HashMap<String, Arc<ImageMeta>>>,
 }
 
 impl ImageStore {
     /// A store on `ctrd`.
     pub fn new(ctrd: Containerd) -> ImageStore {
-        ImageStore {
-            ctrd,
-            cache: Mutex::new(HashMap::new()),
-        }
+        ImageStore { ctrd }
     }
 
     fn session(&self) -> Session {
@@ -159,23 +160,12 @@ impl ImageStore {
         }
     }
 
-    /// Metadata of the image a record targets (cached).
-    pub async fn meta(&self, target: &Descriptor) -> Result<Arc<ImageMeta>, Error> {
+    /// Metadata of the image a record targets, read from the content store
+    /// (target, platform manifest, config). Not cached here: the index
+    /// keeps one per target digest.
+    #[tracing::instrument(level = "debug", skip_all, fields(target = %target.digest))]
+    pub async fn resolve(&self, target: &Descriptor) -> Result<ImageMeta, Error> {
         let s = self.session();
-        if let Some(m) = self.cache_get(&target.digest) {
-            // Content is immutable but can be deleted behind crid's back:
-            // one cheap check that the config is still there.
-            if content::info(&s, &m.id).await?.is_some() {
-                return Ok(m);
-            }
-            if let Ok(mut c) = self.cache.lock() {
-                c.remove(&target.digest);
-            }
-            return Err(Error::NotFound(format!(
-                "image {}: config {} is gone from the content store",
-                target.digest, m.id
-            )));
-        }
         let mut size = 0u64;
         let mut desc_digest = target.digest.clone();
         let mut desc_size = target.size;
@@ -196,21 +186,13 @@ impl ImageStore {
                 }
                 Parsed::Manifest { config, layers, .. } => {
                     let config_raw = content::read_small(&s, &config.digest).await?;
-                    let cfg = manifest::parse_config(&config_raw, &config.digest)?;
-                    size += config.size.max(0) as u64;
-                    size += layers.iter().map(|l| l.size.max(0) as u64).sum::<u64>();
-                    let diff_ids = cfg.rootfs.map(|r| r.diff_ids).unwrap_or_default();
-                    let meta = Arc::new(ImageMeta {
-                        id: config.digest.clone(),
-                        size,
-                        user: cfg.config.and_then(|c| c.user).filter(|u| !u.is_empty()),
-                        chain_id: chain_ids(&diff_ids).pop(),
+                    let layers: u64 = layers.iter().map(|l| l.size.max(0) as u64).sum();
+                    return ImageMeta::new(
+                        desc_digest,
+                        &config.digest,
                         config_raw,
-                    });
-                    if let Ok(mut c) = self.cache.lock() {
-                        c.insert(target.digest.clone(), meta.clone());
-                    }
-                    return Ok(meta);
+                        size + config.size.max(0) as u64 + layers,
+                    );
                 }
             }
         }
@@ -219,76 +201,27 @@ impl ImageStore {
             target.digest
         )))
     }
+}
 
-    fn cache_get(&self, digest: &str) -> Option<Arc<ImageMeta>> {
-        self.cache.lock().ok()?.get(digest).cloned()
-    }
-
-    /// All images, grouped by id. Records whose content is incomplete (e.g. a
-    /// foreign half-pulled image) are skipped with a log line.
-    pub async fn groups(&self) -> Result<Vec<ImageGroup>, Error> {
-        let mut by_id: BTreeMap<String, ImageGroup> = BTreeMap::new();
-        for rec in self.records().await? {
-            let Some(target) = &rec.target else { continue };
-            let meta = match self.meta(target).await {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::debug!(image = %rec.name, error = %e, "skipping image record");
-                    continue;
-                }
-            };
-            let g = by_id.entry(meta.id.clone()).or_insert_with(|| ImageGroup {
-                meta: meta.clone(),
-                names: vec![],
-            });
-            // containerd's CRI plugin keeps a record named by the id itself; it is not a name.
-            if rec.name != meta.id {
-                g.names.push(rec.name.clone());
-            }
-        }
-        Ok(by_id
-            .into_values()
-            .map(|mut g| {
-                g.names.sort();
-                g
-            })
-            .collect())
-    }
-
-    /// The image a CRI image reference names: an id (`sha256:…` or bare hex),
-    /// or a name (normalised). None if there is no such image.
-    pub async fn find(&self, reference: &str) -> Result<Option<ImageGroup>, Error> {
-        let id = if is_digest(reference) {
-            Some(reference.to_string())
-        } else if is_bare_hex_id(reference) {
-            Some(format!("sha256:{reference}"))
-        } else {
-            None
-        };
-        if let Some(id) = id {
-            return Ok(self.groups().await?.into_iter().find(|g| g.meta.id == id));
-        }
-        let name = ImageRef::parse(reference)?.name();
-        let Some(rec) = self.record(&name).await? else {
-            return Ok(None);
-        };
-        let Some(target) = rec.target else {
-            return Ok(None);
-        };
-        // A record whose content is incomplete (e.g. GC'd under a foreign
-        // record) is no usable image: report it absent so the kubelet pulls.
-        let meta = match self.meta(&target).await {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(image = %name, error = %e, "image record without complete content");
-                return Ok(None);
-            }
-        };
-        Ok(self
-            .groups()
-            .await?
-            .into_iter()
-            .find(|g| g.meta.id == meta.id))
+impl ImageMeta {
+    /// Metadata from a platform manifest's digest, the config (digest and
+    /// bytes) and the image's total size (index, manifest, config, layers).
+    pub fn new(
+        manifest: String,
+        config_digest: &str,
+        config_raw: Vec<u8>,
+        size: u64,
+    ) -> Result<ImageMeta, Error> {
+        let cfg = manifest::parse_config(&config_raw, config_digest)?;
+        let diff_ids = cfg.rootfs.map(|r| r.diff_ids).unwrap_or_default();
+        Ok(ImageMeta {
+            id: config_digest.to_string(),
+            size,
+            user: cfg.config.and_then(|c| c.user).filter(|u| !u.is_empty()),
+            chain_id: chain_ids(&diff_ids).pop(),
+            config_raw,
+            manifest,
+        })
     }
 }
 
@@ -305,7 +238,9 @@ mod tests {
                 config_raw: vec![],
                 user: None,
                 chain_id: None,
+                manifest: String::new(),
             }),
+            pinned: false,
             names: vec![
                 "docker.io/library/a:1".into(),
                 "docker.io/library/a@sha256:0123".into(),

@@ -37,10 +37,19 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
 }
 
 /// True if the snapshotter has `key` (committed or active). In a pull's
-/// session the snapshot is added to the lease first, so a layer found here
-/// cannot be collected before the next layer is prepared on top of it.
+/// session a snapshot found is added to the lease and looked up again, so a
+/// layer reported here cannot be collected before the next layer is
+/// prepared on top of it (a missing one, the common case, costs one call).
 pub async fn snapshot_exists(s: &Session, snapshotter: &str, key: &str) -> Result<bool, Error> {
+    let found = stat(s, snapshotter, key).await?;
+    if !found || !s.is_leased() {
+        return Ok(found);
+    }
     s.hold(&format!("snapshots/{snapshotter}"), key).await?;
+    stat(s, snapshotter, key).await
+}
+
+async fn stat(s: &Session, snapshotter: &str, key: &str) -> Result<bool, Error> {
     let r = SnapshotsClient::new(s.ctrd.channel())
         .stat(s.req(StatSnapshotRequest {
             snapshotter: snapshotter.to_string(),

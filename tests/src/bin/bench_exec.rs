@@ -15,7 +15,7 @@
 //!
 //! Usage (as root): `bench_exec [N] [MIB] [ROUNDS]` (defaults 100 64 3).
 
-use crid_e2e::bench::{ratio, BenchWorld, Which};
+use crid_e2e::bench::{ms, ratio, BenchWorld, Which};
 use crid_e2e::images::random_bytes;
 use crid_e2e::stream_client::SpdyClient;
 use crid_e2e::workload::{self, percentile, unimplemented};
@@ -24,15 +24,7 @@ use crid_proto::cri;
 use std::time::{Duration, Instant};
 
 fn main() -> Result<(), BoxError> {
-    crid_e2e::bench::default_bin_dir();
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(run())
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
+    crid_e2e::bench::main_with(run)
 }
 
 /// One streamed exec of cat; returns the time from Exec to the end of stdout.
@@ -96,13 +88,7 @@ struct Side {
 }
 
 async fn run() -> Result<(), BoxError> {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse())
-        .collect::<Result<_, _>>()?;
-    let n = *args.first().unwrap_or(&100);
-    let mib = *args.get(1).unwrap_or(&64);
-    let rounds = *args.get(2).unwrap_or(&3);
+    let [n, mib, rounds] = crid_e2e::bench::numeric_args([100, 64, 3])?;
     let payload = random_bytes(mib * 1024 * 1024, 7);
     let world = BenchWorld::start().await?;
     let mut failed = false;

@@ -36,11 +36,7 @@ struct Round {
 }
 
 fn main() -> Result<(), BoxError> {
-    crid_e2e::bench::default_bin_dir();
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(run())
+    crid_e2e::bench::main_with(run)
 }
 
 fn cpu_of(pids: &[u32]) -> f64 {

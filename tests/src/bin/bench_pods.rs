@@ -11,7 +11,7 @@
 //! Usage (as root): `bench_pods [PODS]`; uses the release `crid` and
 //! `crid-pod-helper` beside it unless `CRID_BIN_DIR` says otherwise.
 
-use crid_e2e::bench::{helper_pid, ratio, sandbox_pid, BenchWorld, Which};
+use crid_e2e::bench::{helper_pid, ms, ratio, sandbox_pid, BenchWorld, Which};
 use crid_e2e::workload::{self, percentile, rollup_kb, unimplemented};
 use crid_e2e::BoxError;
 use crid_proto::cri;
@@ -29,16 +29,8 @@ struct Side {
     mem: Vec<(String, f64, f64)>,
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
 fn main() -> Result<(), BoxError> {
-    crid_e2e::bench::default_bin_dir();
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(run())
+    crid_e2e::bench::main_with(run)
 }
 
 async fn run() -> Result<(), BoxError> {
