@@ -138,13 +138,7 @@ async fn publish(
     } else {
         last.insert(sandbox_id.to_string(), record.clone());
     }
-    let mut containers: Vec<cri::ContainerStatus> = crid
-        .containers
-        .of_sandbox(&record.id)
-        .iter()
-        .map(super::container::status_of)
-        .collect();
-    containers.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+    let containers = container_statuses(crid, &record.id);
     let n = crid
         .events
         .hub
@@ -157,6 +151,19 @@ async fn publish(
         }));
     crate::own_metrics::get().container_event();
     tracing::debug!(container = %container_id, ?kind, subscribers = n, "container event");
+}
+
+/// The statuses of every container of sandbox `sandbox_id`, oldest first
+/// (container events, PodSandboxStatus).
+pub fn container_statuses(crid: &Crid, sandbox_id: &str) -> Vec<cri::ContainerStatus> {
+    let mut containers: Vec<cri::ContainerStatus> = crid
+        .containers
+        .of_sandbox(sandbox_id)
+        .iter()
+        .map(super::container::status_of)
+        .collect();
+    containers.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+    containers
 }
 
 /// The stream `GetContainerEvents` answers with.
