@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs a real kubelet standalone (no API server, static pods) on crid, as root:
 #   tests/kubelet/run.sh [/path/to/kubelet]
-# The kubelet binary (built from the kubernetes source's ./cmd/kubelet; this
+# $KUBELET_FEATURE_GATES (e.g. PodAndContainerStatsFromCRI=true) adds kubelet
+# feature gates to EventedPLEG=true. The kubelet binary (built from the kubernetes source's ./cmd/kubelet; this
 # repo does not build it) comes from the first argument, else $KUBELET.
 # Without one it prints "kubelet: not run" and exits 0; tests/run.sh and CI
 # do not run it.
@@ -32,4 +33,4 @@ install_packages
 target=${CARGO_TARGET_DIR:-$PWD/target}
 cargo build -q -p crid -p crid-pod-helper -p crid-e2e --bin crid-testenv
 "$kubelet" --version
-CRID_BIN_DIR=$target/debug "$target/debug/crid-testenv" kubelet "$(realpath "$kubelet")" "$target/kubelet/out"
+CRID_BIN_DIR=$target/debug "$target/debug/crid-testenv" kubelet "$(realpath "$kubelet")" "$target/kubelet/out" "${KUBELET_FEATURE_GATES:-}"

@@ -48,6 +48,27 @@ pub struct RunOptions {
     pub kubelet: PathBuf,
     /// Where the kubelet's, crid's and containerd's logs are kept.
     pub out_dir: PathBuf,
+    /// Feature gates set besides `EventedPLEG=true` (e.g.
+    /// `PodAndContainerStatsFromCRI=true`: stats and `/metrics/cadvisor`
+    /// from crid's CRI stats and metrics instead of cAdvisor).
+    pub feature_gates: Vec<(String, bool)>,
+}
+
+/// Parses `A=true,B=false` (the kubelet's `--feature-gates` syntax).
+pub fn parse_feature_gates(text: &str) -> Result<Vec<(String, bool)>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+        .map(|g| {
+            let (name, value) = g
+                .split_once('=')
+                .ok_or_else(|| format!("feature gate {g:?} is not NAME=true|false"))?;
+            let value = value
+                .parse()
+                .map_err(|_| format!("feature gate {g:?}: {value:?} is not true or false"))?;
+            Ok((name.to_string(), value))
+        })
+        .collect()
 }
 
 /// Ports the kubelet listens on, all on 127.0.0.1.
@@ -65,8 +86,19 @@ pub struct Ports {
 /// ports on 127.0.0.1, static pods from `manifests`, pod logs in `pod_logs`,
 /// eviction and image GC thresholds low enough that a busy shared disk does
 /// not evict the test's pods.
-pub fn kubelet_config(socket: &Path, manifests: &Path, pod_logs: &Path, ports: Ports) -> Value {
+pub fn kubelet_config(
+    socket: &Path,
+    manifests: &Path,
+    pod_logs: &Path,
+    ports: Ports,
+    gates: &[(String, bool)],
+) -> Value {
     let endpoint = format!("unix://{}", socket.display());
+    let mut feature_gates = serde_json::Map::new();
+    feature_gates.insert("EventedPLEG".into(), Value::Bool(true));
+    for (name, on) in gates {
+        feature_gates.insert(name.clone(), Value::Bool(*on));
+    }
     json!({
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
@@ -77,7 +109,7 @@ pub fn kubelet_config(socket: &Path, manifests: &Path, pod_logs: &Path, ports: P
         "failSwapOn": false,
         "failCgroupV1": false,
         "protectKernelDefaults": true,
-        "featureGates": {"EventedPLEG": true},
+        "featureGates": feature_gates,
         "staticPodPath": manifests,
         "fileCheckFrequency": "5s",
         "podLogsDir": pod_logs,
@@ -363,7 +395,12 @@ struct Kubelet {
 
 impl Kubelet {
     /// Starts `bin` with its root dir, config and static pods under `dir`.
-    fn start(bin: &Path, dir: &Path, crid_socket: &Path) -> Result<Kubelet, BoxError> {
+    fn start(
+        bin: &Path,
+        dir: &Path,
+        crid_socket: &Path,
+        gates: &[(String, bool)],
+    ) -> Result<Kubelet, BoxError> {
         let root = dir.join("root");
         let manifests = dir.join("manifests");
         let pod_logs = dir.join("pod-logs");
@@ -379,7 +416,13 @@ impl Kubelet {
         let config = dir.join("config.json");
         std::fs::write(
             &config,
-            serde_json::to_vec_pretty(&kubelet_config(crid_socket, &manifests, &pod_logs, ports))?,
+            serde_json::to_vec_pretty(&kubelet_config(
+                crid_socket,
+                &manifests,
+                &pod_logs,
+                ports,
+                gates,
+            ))?,
         )?;
         // The tunables' files, bound over /proc/sys in the kubelet's own mount
         // namespace: it reads what it wants and writes nothing.
@@ -491,17 +534,31 @@ pub async fn run(opts: &RunOptions) -> Result<Outcome, BoxError> {
     let net = TestNet::new(NET, &mut config, None);
     let mut crid = Some(CridProcess::start(config.clone()).await?);
     let kdir = dir.path().join("kubelet");
-    let mut kubelet = Kubelet::start(&opts.kubelet, &kdir, &config.socket)?;
+    let mut kubelet = Kubelet::start(&opts.kubelet, &kdir, &config.socket, &opts.feature_gates)?;
     println!(
-        "kubelet: {} on crid {} (node {NODE}, ports {:?}, logs in {})",
+        "kubelet: {} on crid {} (node {NODE}, ports {:?}, feature gates EventedPLEG=true {:?}, \
+         logs in {})",
         opts.kubelet.display(),
         config.socket.display(),
         kubelet.ports,
+        opts.feature_gates,
         opts.out_dir.display()
     );
+    let stats_from_cri = opts
+        .feature_gates
+        .iter()
+        .any(|(g, on)| g == "PodAndContainerStatsFromCRI" && *on);
 
     let mut outcome = Outcome::default();
-    let result = scenario(&mut outcome, &mut kubelet, &mut crid, &config, &image).await;
+    let result = scenario(
+        &mut outcome,
+        &mut kubelet,
+        &mut crid,
+        &config,
+        &image,
+        stats_from_cri,
+    )
+    .await;
     if let Err(e) = &result {
         outcome.check("scenario ran to the end", false, e.to_string());
     }
@@ -626,6 +683,7 @@ async fn scenario(
     crid: &mut Option<CridProcess>,
     config: &crid_common::config::Config,
     image: &str,
+    stats_from_cri: bool,
 ) -> Result<(), BoxError> {
     let healthz = format!("http://127.0.0.1:{}/healthz", kubelet.ports.healthz);
     let up = poll(Duration::from_secs(60), || {
@@ -706,7 +764,7 @@ async fn scenario(
     );
 
     check_logs(out, kubelet, "before the crid restart").await;
-    check_stats(out, kubelet, &uid).await;
+    check_stats(out, kubelet, &uid, stats_from_cri).await;
 
     // crid restarts under the running pods.
     let ids_before: Vec<String> = now.containers.iter().map(|c| c.id.clone()).collect();
@@ -816,8 +874,10 @@ async fn check_logs(out: &mut Outcome, kubelet: &Kubelet, when: &str) {
 }
 
 /// The probed pod's CPU and memory in `/stats/summary` and
-/// `/metrics/cadvisor`.
-async fn check_stats(out: &mut Outcome, kubelet: &Kubelet, uid: &str) {
+/// `/metrics/cadvisor`; with `from_cri` (PodAndContainerStatsFromCRI) the
+/// metrics come from crid's ListPodSandboxMetrics and every container's
+/// series must carry its pod and container labels.
+async fn check_stats(out: &mut Outcome, kubelet: &Kubelet, uid: &str, from_cri: bool) {
     let pod = format!("probed-{NODE}");
     let summary = poll(Duration::from_secs(60), || async {
         let text = http_get(kubelet.read_only("/stats/summary")).await.ok()?;
@@ -851,14 +911,38 @@ async fn check_stats(out: &mut Outcome, kubelet: &Kubelet, uid: &str) {
     ] {
         let samples = metric_samples(&metrics, metric, &by_uid);
         let labelled = metric_samples(&metrics, metric, &format!("pod=\"{pod}\""));
+        // Values of the pod's (`container=""`) or a container's series.
+        let of = |name: &str| -> Vec<f64> {
+            labelled
+                .iter()
+                .filter(|(l, _)| l.contains(&format!("container=\"{name}\"")))
+                .map(|(_, v)| *v)
+                .collect()
+        };
+        let ok = if from_cri {
+            // The CRI's metric values are unsigned integers: CPU seconds are
+            // whole seconds, and a container that used less than one shows
+            // 0. Memory is in bytes.
+            let positive = |name: &str| of(name).iter().any(|v| *v > 0.0);
+            !of("server").is_empty()
+                && !of("worker").is_empty()
+                && (metric.contains("cpu") || (positive("server") && positive("worker")))
+                && positive("")
+        } else {
+            samples.iter().any(|(_, v)| *v > 0.0)
+        };
         out.check(
             &format!("/metrics/cadvisor has {metric} for the pod"),
-            samples.iter().any(|(_, v)| *v > 0.0),
+            ok,
             format!(
-                "{} series with the pod UID, {} with pod=\"{pod}\"; first: {:?}",
+                "{} series with the pod UID, {} with pod=\"{pod}\" (values: pod {:?}, \
+                 server {:?}, worker {:?}); first: {:?}",
                 samples.len(),
                 labelled.len(),
-                samples.first()
+                of(""),
+                of("server"),
+                of("worker"),
+                labelled.first().or(samples.first())
             ),
         );
     }
@@ -947,14 +1031,27 @@ mod tests {
                 read_only: 2,
                 healthz: 3,
             },
+            &[("PodAndContainerStatsFromCRI".into(), true)],
         );
         assert_eq!(c["containerRuntimeEndpoint"], "unix:///x/crid.sock");
         assert_eq!(c["address"], "127.0.0.1");
         assert_eq!(c["healthzBindAddress"], "127.0.0.1");
         assert_eq!(c["protectKernelDefaults"], true);
         assert_eq!(c["featureGates"]["EventedPLEG"], true);
+        assert_eq!(c["featureGates"]["PodAndContainerStatsFromCRI"], true);
         assert_eq!(c["cgroupDriver"], "cgroupfs");
         assert_eq!(c["failSwapOn"], false);
+    }
+
+    #[test]
+    fn feature_gates_parse_like_the_kubelets_flag() {
+        assert_eq!(
+            parse_feature_gates("A=true, B=false,").unwrap(),
+            vec![("A".to_string(), true), ("B".to_string(), false)]
+        );
+        assert_eq!(parse_feature_gates("").unwrap(), vec![]);
+        assert!(parse_feature_gates("A").is_err());
+        assert!(parse_feature_gates("A=yes").is_err());
     }
 
     #[test]

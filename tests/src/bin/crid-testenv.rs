@@ -13,10 +13,11 @@
 //!   private node (see `crid_e2e::critest`; tests/critest/run.sh calls it),
 //!   prints each failure and unexpected skip and `critest: N passed, N
 //!   failed, N skipped`, and fails unless nothing failed or skipped unexpectedly;
-//! - `crid-testenv kubelet KUBELET OUT_DIR`: runs a real kubelet binary
+//! - `crid-testenv kubelet KUBELET OUT_DIR [GATES]`: runs a real kubelet binary
 //!   standalone on a private node with crid (see `crid_e2e::kubelet`;
 //!   tests/kubelet/run.sh calls it), prints each check and `kubelet: N
-//!   passed, N failed`, and fails unless every check passed.
+//!   passed, N failed`, and fails unless every check passed; GATES
+//!   (`Name=true,...`) are further kubelet feature gates.
 
 use crid_e2e::images::Format;
 use crid_e2e::{ImageBuilder, PushTarget};
@@ -36,11 +37,12 @@ fn main() -> ExitCode {
         ["critest", critest, debroot, skips, out, rest @ ..] => {
             critest_run(critest, debroot, skips, out, rest)
         }
-        ["kubelet", kubelet, out] => kubelet_run(kubelet, out),
+        ["kubelet", kubelet, out] => kubelet_run(kubelet, out, ""),
+        ["kubelet", kubelet, out, gates] => kubelet_run(kubelet, out, gates),
         _ => Err(
             "usage: crid-testenv push-images HOST:PORT | cri-status SOCKET | smoke SOCKET IMAGE \
              | critest CRITEST DEBROOT EXPECTED_SKIPS OUT_DIR [CRITEST_ARGS...] \
-             | kubelet KUBELET OUT_DIR"
+             | kubelet KUBELET OUT_DIR [GATES]"
                 .into(),
         ),
     };
@@ -274,10 +276,11 @@ fn critest_run(
     }
 }
 
-fn kubelet_run(kubelet: &str, out: &str) -> Result<(), crid_e2e::BoxError> {
+fn kubelet_run(kubelet: &str, out: &str, gates: &str) -> Result<(), crid_e2e::BoxError> {
     let opts = crid_e2e::kubelet::RunOptions {
         kubelet: std::path::PathBuf::from(kubelet),
         out_dir: std::path::PathBuf::from(out),
+        feature_gates: crid_e2e::kubelet::parse_feature_gates(gates)?,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
