@@ -899,53 +899,77 @@ async fn check_stats(out: &mut Outcome, kubelet: &Kubelet, uid: &str, from_cri: 
             None => "no pod entry with non-zero CPU and memory within 60 s".into(),
         },
     );
-    let metrics = http_get(kubelet.read_only("/metrics/cadvisor"))
-        .await
-        .unwrap_or_default();
-    // cAdvisor names a pod's cgroup by its UID; whether the series also
-    // carry pod/container labels depends on cAdvisor knowing the runtime.
-    let by_uid = uid.to_string();
     for metric in [
         "container_cpu_usage_seconds_total",
         "container_memory_working_set_bytes",
     ] {
-        let samples = metric_samples(&metrics, metric, &by_uid);
-        let labelled = metric_samples(&metrics, metric, &format!("pod=\"{pod}\""));
-        // Values of the pod's (`container=""`) or a container's series.
-        let of = |name: &str| -> Vec<f64> {
-            labelled
-                .iter()
-                .filter(|(l, _)| l.contains(&format!("container=\"{name}\"")))
-                .map(|(_, v)| *v)
-                .collect()
-        };
-        let ok = if from_cri {
-            // The CRI's metric values are unsigned integers: CPU seconds are
-            // whole seconds, and a container that used less than one shows
-            // 0. Memory is in bytes.
-            let positive = |name: &str| of(name).iter().any(|v| *v > 0.0);
-            !of("server").is_empty()
-                && !of("worker").is_empty()
-                && (metric.contains("cpu") || (positive("server") && positive("worker")))
-                && positive("")
-        } else {
-            samples.iter().any(|(_, v)| *v > 0.0)
-        };
+        // Polled: in CRI mode the pod's CPU shows once it has used a whole
+        // second.
+        let mut last = (false, String::new());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let text = http_get(kubelet.read_only("/metrics/cadvisor"))
+                .await
+                .unwrap_or_default();
+            last = metric_verdict(&text, metric, uid, &pod, from_cri);
+            if last.0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
         out.check(
             &format!("/metrics/cadvisor has {metric} for the pod"),
-            ok,
-            format!(
-                "{} series with the pod UID, {} with pod=\"{pod}\" (values: pod {:?}, \
-                 server {:?}, worker {:?}); first: {:?}",
-                samples.len(),
-                labelled.len(),
-                of(""),
-                of("server"),
-                of("worker"),
-                labelled.first().or(samples.first())
-            ),
+            last.0,
+            last.1,
         );
     }
+}
+
+/// Whether `/metrics/cadvisor` (`text`) shows `metric` for the pod with
+/// UID `uid` named `pod`, and what it shows. From cAdvisor: a non-zero
+/// series of the pod's cgroup (named by UID; pod/container labels depend on
+/// cAdvisor knowing the runtime). From the CRI (`from_cri`): series for the
+/// pod and both containers with their labels, the pod's non-zero.
+pub fn metric_verdict(
+    text: &str,
+    metric: &str,
+    uid: &str,
+    pod: &str,
+    from_cri: bool,
+) -> (bool, String) {
+    let samples = metric_samples(text, metric, uid);
+    let labelled = metric_samples(text, metric, &format!("pod=\"{pod}\""));
+    // Values of the pod's (`container=""`) or a container's series.
+    let of = |name: &str| -> Vec<f64> {
+        labelled
+            .iter()
+            .filter(|(l, _)| l.contains(&format!("container=\"{name}\"")))
+            .map(|(_, v)| *v)
+            .collect()
+    };
+    let positive = |name: &str| of(name).iter().any(|v| *v > 0.0);
+    let ok = if from_cri {
+        // The CRI's metric values are unsigned integers: CPU seconds are
+        // whole seconds, so a container that used less than one shows 0.
+        // Memory is in bytes.
+        !of("server").is_empty()
+            && !of("worker").is_empty()
+            && (metric.contains("cpu") || (positive("server") && positive("worker")))
+            && positive("")
+    } else {
+        samples.iter().any(|(_, v)| *v > 0.0)
+    };
+    let detail = format!(
+        "{} series with the pod UID, {} with pod=\"{pod}\" (values: pod {:?}, server {:?}, \
+         worker {:?}); first: {:?}",
+        samples.len(),
+        labelled.len(),
+        of(""),
+        of("server"),
+        of("worker"),
+        labelled.first().or(samples.first())
+    );
+    (ok, detail)
 }
 
 #[cfg(test)]
@@ -1018,6 +1042,47 @@ mod tests {
             metric_samples(text, "container_memory_working_set_bytes", ""),
             vec![(String::new(), 3.0)]
         );
+    }
+
+    #[test]
+    fn metric_verdict_wants_labelled_series_from_the_cri_and_a_pod_series_from_cadvisor() {
+        let cadvisor = "container_cpu_usage_seconds_total{container=\"\",id=\"/kubepods/podU\",pod=\"p\"} 0.5\n";
+        assert!(
+            metric_verdict(
+                cadvisor,
+                "container_cpu_usage_seconds_total",
+                "U",
+                "p",
+                false
+            )
+            .0
+        );
+        assert!(
+            !metric_verdict(
+                cadvisor,
+                "container_cpu_usage_seconds_total",
+                "U",
+                "p",
+                true
+            )
+            .0
+        );
+        let cri = "cpu_s{container=\"\",pod=\"p\",id=\"/k/podU\"} 1\n\
+                   cpu_s{container=\"server\",pod=\"p\",id=\"/k/podU/a\"} 0\n\
+                   cpu_s{container=\"worker\",pod=\"p\",id=\"/k/podU/b\"} 0\n";
+        assert!(metric_verdict(cri, "cpu_s", "U", "p", true).0);
+        let idle = cri.replace("} 1", "} 0");
+        assert!(
+            !metric_verdict(&idle, "cpu_s", "U", "p", true).0,
+            "the pod's own series must count"
+        );
+        assert!(!metric_verdict(cri, "cpu_s", "U", "other", true).0);
+        // Memory: every container's series must be non-zero too.
+        let mem = cri.replace("cpu_s", "mem");
+        assert!(!metric_verdict(&mem, "mem", "U", "p", true).0);
+        let mem = mem.replace("} 0", "} 7");
+        assert!(metric_verdict(&mem, "mem", "U", "p", true).0);
+        assert!(!metric_verdict("", "m", "U", "p", false).0);
     }
 
     #[test]
