@@ -4,8 +4,8 @@
 # $KUBELET_FEATURE_GATES (e.g. PodAndContainerStatsFromCRI=true) adds kubelet
 # feature gates to EventedPLEG=true. The kubelet binary (built from the kubernetes source's ./cmd/kubelet; this
 # repo does not build it) comes from the first argument, else $KUBELET.
-# Without one it prints "kubelet: not run" and exits 0; tests/run.sh and CI
-# do not run it.
+# Without one it prints "kubelet: not run" and exits 0 (tests/run.sh calls
+# it; CI has no kubelet).
 #
 # crid-testenv does the work (tests/src/kubelet.rs): a loopback registry
 # with a busybox-static image, a private containerd, crid on its own socket
