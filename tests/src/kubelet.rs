@@ -41,6 +41,20 @@ pub const KERNEL_TUNABLES: [(&str, i64); 6] = [
     ("kernel/keys/root_maxbytes", 25_000_000),
 ];
 
+/// Host paths a kubelet writes whatever its root dir (the device plugin
+/// socket under /var/lib/kubelet, the flexvolume dir); the check leaves none
+/// it did not find.
+pub const KUBELET_HOST_PATHS: [&str; 4] = [
+    "/var/lib/kubelet",
+    "/usr/libexec/kubernetes",
+    "/var/log/pods",
+    "/etc/kubernetes",
+];
+
+/// The hard-wired kubelet dir whose contents the kubelet's mount namespace
+/// redirects to the test's dir.
+const VAR_LIB_KUBELET: &str = "/var/lib/kubelet";
+
 /// How to run the check.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -113,6 +127,7 @@ pub fn kubelet_config(
         "staticPodPath": manifests,
         "fileCheckFrequency": "5s",
         "podLogsDir": pod_logs,
+        "volumePluginDir": pod_logs.with_file_name("volume-plugins"),
         "address": "127.0.0.1",
         "port": ports.main,
         "readOnlyPort": ports.read_only,
@@ -391,6 +406,8 @@ struct Kubelet {
     ports: Ports,
     log_path: PathBuf,
     manifests: PathBuf,
+    /// This run created the (empty) mount point /var/lib/kubelet.
+    made_var_lib_kubelet: bool,
 }
 
 impl Kubelet {
@@ -435,6 +452,19 @@ impl Kubelet {
                 file.display()
             ));
         }
+        // The device plugin manager's socket dir is /var/lib/kubelet whatever
+        // --root-dir says: bind the test's own dir over it (over an empty
+        // mount point made here if the host has none, removed afterwards).
+        let var_lib = dir.join("var-lib-kubelet");
+        std::fs::create_dir_all(&var_lib)?;
+        let made_var_lib_kubelet = !Path::new(VAR_LIB_KUBELET).exists();
+        if made_var_lib_kubelet {
+            std::fs::create_dir(VAR_LIB_KUBELET)?;
+        }
+        script.push_str(&format!(
+            "mount --bind '{}' {VAR_LIB_KUBELET}\n",
+            var_lib.display()
+        ));
         script.push_str("exec \"$@\"\n");
         let log_path = dir.join("kubelet.log");
         let log = std::fs::File::create(&log_path)?;
@@ -445,6 +475,7 @@ impl Kubelet {
             .arg(bin)
             .arg(format!("--config={}", config.display()))
             .arg(format!("--root-dir={}", root.display()))
+            .arg(format!("--cert-dir={}", root.join("pki").display()))
             .arg(format!("--hostname-override={NODE}"))
             // 4: the evented PLEG's "Received Container ... Event" lines.
             .arg("--v=4")
@@ -452,12 +483,18 @@ impl Kubelet {
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .map_err(|e| format!("starting the kubelet under unshare: {e}"))?;
+            .map_err(|e| {
+                if made_var_lib_kubelet {
+                    let _ = std::fs::remove_dir(VAR_LIB_KUBELET);
+                }
+                format!("starting the kubelet under unshare: {e}")
+            })?;
         Ok(Kubelet {
             child: Some(child),
             ports,
             log_path,
             manifests,
+            made_var_lib_kubelet,
         })
     }
 
@@ -487,6 +524,10 @@ impl Kubelet {
     fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             crate::crid::terminate(&mut c, Duration::from_secs(10));
+        }
+        if std::mem::take(&mut self.made_var_lib_kubelet) {
+            // Empty on the host: the kubelet wrote through the bind mount.
+            let _ = std::fs::remove_dir(VAR_LIB_KUBELET);
         }
     }
 }
@@ -533,6 +574,10 @@ pub async fn run(opts: &RunOptions) -> Result<Outcome, BoxError> {
     config.log.level = "debug,h2=info,tower=info,hyper=info".into();
     let net = TestNet::new(NET, &mut config, None);
     let mut crid = Some(CridProcess::start(config.clone()).await?);
+    let host_paths_before: Vec<bool> = KUBELET_HOST_PATHS
+        .iter()
+        .map(|p| Path::new(p).exists())
+        .collect();
     let kdir = dir.path().join("kubelet");
     let mut kubelet = Kubelet::start(&opts.kubelet, &kdir, &config.socket, &opts.feature_gates)?;
     println!(
@@ -655,6 +700,13 @@ pub async fn run(opts: &RunOptions) -> Result<Outcome, BoxError> {
             outcome.leftovers.push(format!("mount {}", m.display()));
         }
     }
+    for (p, before) in KUBELET_HOST_PATHS.iter().zip(&host_paths_before) {
+        if !before && Path::new(p).exists() {
+            outcome
+                .leftovers
+                .push(format!("host path {p} (not there before)"));
+        }
+    }
     // The kubelet's QoS cgroups (cgroupRoot /): nothing else on this
     // machine uses `kubepods`.
     for left in crate::remove_cgroup_everywhere("kubepods") {
@@ -665,7 +717,7 @@ pub async fn run(opts: &RunOptions) -> Result<Outcome, BoxError> {
     drop(reg);
     drop(dir);
     outcome.check(
-        "clean-up left nothing (pods, pod processes, mounts, kubepods cgroups)",
+        "clean-up left nothing (pods, pod processes, mounts, kubepods cgroups, kubelet host paths)",
         outcome.leftovers.is_empty(),
         if outcome.leftovers.is_empty() {
             "none".to_string()
