@@ -24,8 +24,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The CNI network number (bridge `crid-t171`, 10.244.171.0/24) of the node.
-const NET: u8 = 171;
+/// The CNI network number (bridge `crid-t193`, 10.244.193.0/24) of the
+/// node; no other test uses it (two tests on one number share a bridge and
+/// hand out the same addresses: probes then reach the other test's pods).
+const NET: u8 = 193;
 
 /// The node name (`--hostname-override`); static pods are named `<pod>-<node>`.
 pub const NODE: &str = "crid-kubelet";

@@ -790,26 +790,52 @@ async fn pod_sandbox_status_lists_the_pods_containers_with_a_timestamp() {
         states,
         vec![
             (
-                running.clone(),
-                cri::ContainerState::ContainerRunning as i32
-            ),
-            (
                 created.clone(),
                 cri::ContainerState::ContainerCreated as i32
             ),
+            (
+                running.clone(),
+                cri::ContainerState::ContainerRunning as i32
+            ),
         ],
-        "oldest first, current states"
+        "newest first (the kubelet takes the first status of a name), current states"
     );
     // The same statuses ContainerStatus gives (what the kubelet would
     // otherwise ask for one by one).
     let direct = n.status(&running).await.unwrap();
-    assert_eq!(r.containers_statuses[0], direct);
+    assert_eq!(r.containers_statuses[1], direct);
 
     n.stop_container(&running, 10).await.unwrap();
     let r = status(&mut n).await;
     assert_eq!(
-        r.containers_statuses[0].state,
+        r.containers_statuses[1].state,
         cri::ContainerState::ContainerExited as i32
+    );
+
+    // A restarted container, as the kubelet makes one: the same name, the
+    // next attempt. The running instance must come before the exited one.
+    let mut again = sh("running", &n.image, "exec sleep 1000");
+    again.metadata.as_mut().unwrap().attempt = 1;
+    n.c.runtime
+        .remove_container(cri::RemoveContainerRequest {
+            container_id: created.clone(),
+        })
+        .await
+        .unwrap();
+    let second = n.create(&pod, &pod_cfg, again).await.unwrap();
+    n.start_container(&second).await.unwrap();
+    let r = status(&mut n).await;
+    let order: Vec<(String, i32)> = r
+        .containers_statuses
+        .iter()
+        .map(|c| (c.id.clone(), c.state))
+        .collect();
+    assert_eq!(
+        order,
+        vec![
+            (second.clone(), cri::ContainerState::ContainerRunning as i32),
+            (running.clone(), cri::ContainerState::ContainerExited as i32),
+        ]
     );
     n.stop_remove_pod(&pod).await;
 }
