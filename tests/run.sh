@@ -4,7 +4,8 @@
 # (tests/env/up.sh), runs unit and end-to-end tests against real containerd,
 # runc, CNI plugins and a local registry, runs the CRI validation suite
 # (tests/critest/run.sh) when a critest binary is available ($CRITEST or
-# target/critest/critest), tears the environment down and fails if anything
+# target/critest/critest) and a real kubelet on crid (tests/kubelet/run.sh)
+# when $KUBELET names a kubelet binary, tears the environment down and fails if anything
 # leaked (mounts, network namespaces, helper processes, test dirs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +37,8 @@ log "interop: our SPDY/3.1 server against Go's spdystream (kubectl's library)"
 cargo test -p crid-pod-helper -- --ignored spdystream 2>&1 | tee -a "$results" || status=1
 log "critest: the CRI validation suite, where a critest binary is available"
 bash tests/critest/run.sh || status=1
+log "kubelet: a real kubelet on crid, where \$KUBELET names one"
+bash tests/kubelet/run.sh || status=1
 read -r passed failed < <(awk '/^test result:/ {
   for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i }
 } END { print p + 0, f + 0 }' "$results")

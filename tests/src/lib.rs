@@ -10,6 +10,7 @@ pub mod crid;
 pub mod critest;
 pub mod fake_registry;
 pub mod images;
+pub mod kubelet;
 pub mod net;
 pub mod pods;
 pub mod registry;
@@ -77,7 +78,16 @@ pub fn workspace_bin(name: &str) -> PathBuf {
 }
 
 /// Polls `f` every 50 ms until it returns `Some` or `timeout` passes.
-pub async fn wait_for<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
+pub async fn wait_for<T, F, Fut>(timeout: Duration, f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    poll_every(timeout, Duration::from_millis(50), f).await
+}
+
+/// Polls `f` every `every` until it returns `Some` or `timeout` passes.
+pub async fn poll_every<T, F, Fut>(timeout: Duration, every: Duration, mut f: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -90,7 +100,7 @@ where
         if Instant::now() >= deadline {
             return None;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(every).await;
     }
 }
 

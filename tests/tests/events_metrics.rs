@@ -738,3 +738,104 @@ async fn the_prometheus_endpoint_serves_rpc_histograms_on_loopback() {
     );
     assert!(!cfg.socket.exists());
 }
+
+/// With the evented PLEG on, the kubelet takes a pod's container statuses
+/// from PodSandboxStatus whenever its timestamp is set: every container of
+/// the pod must be there, with its current state, and the timestamp must
+/// not claim more than the statuses hold (found by a real kubelet, which
+/// restarted every container of every pod without this).
+#[tokio::test(flavor = "multi_thread")]
+async fn pod_sandbox_status_lists_the_pods_containers_with_a_timestamp() {
+    let mut n = Node::start(vec![]).await;
+    let pod_cfg = n.pod_config("sbstatus");
+    let pod = n.run_pod(&pod_cfg).await;
+    let status = |n: &mut Node| {
+        let mut rt = n.c.runtime.clone();
+        let pod = pod.clone();
+        async move {
+            rt.pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: pod,
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+    let empty = status(&mut n).await;
+    assert!(empty.timestamp > 0);
+    assert!(empty.containers_statuses.is_empty());
+
+    let running = n
+        .create(&pod, &pod_cfg, sh("running", &n.image, "exec sleep 1000"))
+        .await
+        .unwrap();
+    n.start_container(&running).await.unwrap();
+    let created = n
+        .create(&pod, &pod_cfg, sh("created", &n.image, "true"))
+        .await
+        .unwrap();
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    let r = status(&mut n).await;
+    assert!(r.timestamp >= before, "taken when asked");
+    let states: Vec<(String, i32)> = r
+        .containers_statuses
+        .iter()
+        .map(|c| (c.id.clone(), c.state))
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            (
+                created.clone(),
+                cri::ContainerState::ContainerCreated as i32
+            ),
+            (
+                running.clone(),
+                cri::ContainerState::ContainerRunning as i32
+            ),
+        ],
+        "newest first (the kubelet takes the first status of a name), current states"
+    );
+    // The same statuses ContainerStatus gives (what the kubelet would
+    // otherwise ask for one by one).
+    let direct = n.status(&running).await.unwrap();
+    assert_eq!(r.containers_statuses[1], direct);
+
+    n.stop_container(&running, 10).await.unwrap();
+    let r = status(&mut n).await;
+    assert_eq!(
+        r.containers_statuses[1].state,
+        cri::ContainerState::ContainerExited as i32
+    );
+
+    // A restarted container, as the kubelet makes one: the same name, the
+    // next attempt. The running instance must come before the exited one.
+    let mut again = sh("running", &n.image, "exec sleep 1000");
+    again.metadata.as_mut().unwrap().attempt = 1;
+    n.c.runtime
+        .remove_container(cri::RemoveContainerRequest {
+            container_id: created.clone(),
+        })
+        .await
+        .unwrap();
+    let second = n.create(&pod, &pod_cfg, again).await.unwrap();
+    n.start_container(&second).await.unwrap();
+    let r = status(&mut n).await;
+    let order: Vec<(String, i32)> = r
+        .containers_statuses
+        .iter()
+        .map(|c| (c.id.clone(), c.state))
+        .collect();
+    assert_eq!(
+        order,
+        vec![
+            (second.clone(), cri::ContainerState::ContainerRunning as i32),
+            (running.clone(), cri::ContainerState::ContainerExited as i32),
+        ]
+    );
+    n.stop_remove_pod(&pod).await;
+}

@@ -138,13 +138,7 @@ async fn publish(
     } else {
         last.insert(sandbox_id.to_string(), record.clone());
     }
-    let mut containers: Vec<cri::ContainerStatus> = crid
-        .containers
-        .of_sandbox(&record.id)
-        .iter()
-        .map(super::container::status_of)
-        .collect();
-    containers.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+    let containers = container_statuses(crid, &record.id);
     let n = crid
         .events
         .hub
@@ -157,6 +151,28 @@ async fn publish(
         }));
     crate::own_metrics::get().container_event();
     tracing::debug!(container = %container_id, ?kind, subscribers = n, "container event");
+}
+
+/// The statuses of every container of sandbox `sandbox_id`, newest first
+/// (container events, PodSandboxStatus). The order matters: the kubelet
+/// takes PodSandboxStatus's list as it comes and, for each container name,
+/// the first status it finds, so an exited earlier instance listed before
+/// the running one reads as "not running" and the kubelet starts yet
+/// another (its own listing sorts newest first too).
+pub fn container_statuses(crid: &Crid, sandbox_id: &str) -> Vec<cri::ContainerStatus> {
+    let mut containers: Vec<cri::ContainerStatus> = crid
+        .containers
+        .of_sandbox(sandbox_id)
+        .iter()
+        .map(super::container::status_of)
+        .collect();
+    sort_newest_first(&mut containers);
+    containers
+}
+
+/// Newest `created_at` first; the id breaks ties so the order is stable.
+fn sort_newest_first(statuses: &mut [cri::ContainerStatus]) {
+    statuses.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
 }
 
 /// The stream `GetContainerEvents` answers with.
@@ -183,6 +199,19 @@ mod tests {
             container_id: id.into(),
             ..Default::default()
         })
+    }
+
+    #[test]
+    fn statuses_go_newest_first_with_ties_by_id() {
+        let st = |id: &str, created_at: i64| cri::ContainerStatus {
+            id: id.into(),
+            created_at,
+            ..Default::default()
+        };
+        let mut v = vec![st("old", 1), st("b", 5), st("new", 9), st("a", 5)];
+        sort_newest_first(&mut v);
+        let ids: Vec<&str> = v.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["new", "a", "b", "old"]);
     }
 
     #[tokio::test]

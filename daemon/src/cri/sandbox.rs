@@ -153,6 +153,13 @@ pub async fn status(
     crid: &Crid,
     req: cri::PodSandboxStatusRequest,
 ) -> Result<cri::PodSandboxStatusResponse> {
+    // Taken before anything is read: the kubelet's evented PLEG keeps the
+    // newer of this answer and a container event by these timestamps, so
+    // the statuses below must be at least as new as the timestamp says.
+    let timestamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0);
     // Reading a record waits for an operation in progress on it (blocking).
     let sb = Arc::clone(&crid.sandboxes);
     let id = req.pod_sandbox_id.clone();
@@ -181,11 +188,11 @@ pub async fn status(
     Ok(cri::PodSandboxStatusResponse {
         status: Some(status_of(&r)),
         info,
-        containers_statuses: Vec::new(),
-        timestamp: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as i64)
-            .unwrap_or(0),
+        // With a timestamp set, a kubelet running the evented PLEG takes the
+        // pod's container statuses from here and nowhere else: an empty
+        // list reads as "no containers", and it starts them all again.
+        containers_statuses: super::events::container_statuses(crid, &r.id),
+        timestamp,
     })
 }
 

@@ -12,7 +12,12 @@
 //!   runs the CRI validation suite (a critest binary) against crid on a
 //!   private node (see `crid_e2e::critest`; tests/critest/run.sh calls it),
 //!   prints each failure and unexpected skip and `critest: N passed, N
-//!   failed, N skipped`, and fails unless nothing failed or skipped unexpectedly.
+//!   failed, N skipped`, and fails unless nothing failed or skipped unexpectedly;
+//! - `crid-testenv kubelet KUBELET OUT_DIR [GATES]`: runs a real kubelet binary
+//!   standalone on a private node with crid (see `crid_e2e::kubelet`;
+//!   tests/kubelet/run.sh calls it), prints each check and `kubelet: N
+//!   passed, N failed`, and fails unless every check passed; GATES
+//!   (`Name=true,...`) are further kubelet feature gates.
 
 use crid_e2e::images::Format;
 use crid_e2e::{ImageBuilder, PushTarget};
@@ -32,9 +37,12 @@ fn main() -> ExitCode {
         ["critest", critest, debroot, skips, out, rest @ ..] => {
             critest_run(critest, debroot, skips, out, rest)
         }
+        ["kubelet", kubelet, out] => kubelet_run(kubelet, out, ""),
+        ["kubelet", kubelet, out, gates] => kubelet_run(kubelet, out, gates),
         _ => Err(
             "usage: crid-testenv push-images HOST:PORT | cri-status SOCKET | smoke SOCKET IMAGE \
-             | critest CRITEST DEBROOT EXPECTED_SKIPS OUT_DIR [CRITEST_ARGS...]"
+             | critest CRITEST DEBROOT EXPECTED_SKIPS OUT_DIR [CRITEST_ARGS...] \
+             | kubelet KUBELET OUT_DIR [GATES]"
                 .into(),
         ),
     };
@@ -263,6 +271,33 @@ fn critest_run(
             "{} failed, {} unexpected skips (report, critest and crid logs in {out})",
             s.failed.len(),
             outcome.unexpected_skips.len()
+        )
+        .into())
+    }
+}
+
+fn kubelet_run(kubelet: &str, out: &str, gates: &str) -> Result<(), crid_e2e::BoxError> {
+    let opts = crid_e2e::kubelet::RunOptions {
+        kubelet: std::path::PathBuf::from(kubelet),
+        out_dir: std::path::PathBuf::from(out),
+        feature_gates: crid_e2e::kubelet::parse_feature_gates(gates)?,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let outcome = rt.block_on(crid_e2e::kubelet::run(&opts))?;
+    println!(
+        "kubelet: {} passed, {} failed",
+        outcome.passed(),
+        outcome.failed()
+    );
+    if outcome.failed() == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} kubelet checks failed (kubelet, crid and containerd logs in {out})",
+            outcome.failed()
         )
         .into())
     }
