@@ -41,10 +41,18 @@ pub enum FrameError {
     },
 }
 
-/// `payload` as mux frames of connection `conn` (split at the frame limit).
+/// The largest frame crid sends. NRI's Go mux hands each frame whole to one
+/// read of the peer's ttrpc reader, which reads through a 4 KiB buffer and
+/// fails a frame larger than the buffer it is given (ENOMEM); frames of at
+/// most 4 KiB, each message starting a new frame, always fit.
+pub const MUX_WRITE_CHUNK: usize = 4096;
+
+/// `payload` (one ttrpc message) as mux frames of connection `conn`, split
+/// at [`MUX_WRITE_CHUNK`].
 pub fn mux_encode(conn: u32, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(payload.len() + MUX_HEADER_LEN);
-    for chunk in payload.chunks(MUX_MAX_PAYLOAD) {
+    let frames = payload.len().div_ceil(MUX_WRITE_CHUNK);
+    let mut out = Vec::with_capacity(payload.len() + frames * MUX_HEADER_LEN);
+    for chunk in payload.chunks(MUX_WRITE_CHUNK) {
         out.extend_from_slice(&conn.to_be_bytes());
         out.extend_from_slice(&(chunk.len() as u32).to_be_bytes());
         out.extend_from_slice(chunk);
@@ -186,16 +194,20 @@ mod tests {
     }
 
     #[test]
-    fn large_payloads_split_into_frames_of_the_limit() {
-        let payload = vec![7u8; MUX_MAX_PAYLOAD + 3];
+    fn large_payloads_split_into_frames_of_4_kib() {
+        let payload: Vec<u8> = (0..2 * MUX_WRITE_CHUNK + 3).map(|i| i as u8).collect();
         let wire = mux_encode(1, &payload);
         let mut r = MuxReader::default();
         r.push(&wire);
-        let a = r.next_frame().unwrap().unwrap();
-        let b = r.next_frame().unwrap().unwrap();
-        assert_eq!((a.0, a.1.len()), (1, MUX_MAX_PAYLOAD));
-        assert_eq!((b.0, b.1.len()), (1, 3));
-        assert!(r.next_frame().unwrap().is_none());
+        let mut lens = Vec::new();
+        let mut joined = Vec::new();
+        while let Some((id, p)) = r.next_frame().unwrap() {
+            assert_eq!(id, 1);
+            lens.push(p.len());
+            joined.extend(p);
+        }
+        assert_eq!(lens, vec![MUX_WRITE_CHUNK, MUX_WRITE_CHUNK, 3]);
+        assert_eq!(joined, payload);
     }
 
     #[test]
