@@ -257,3 +257,139 @@ fn status_response(code: i32, message: String) -> ttrpc::Response {
         payload: Vec::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crid_proto::nri;
+
+    /// The peer's side: reads one ttrpc message of mux connection `conn`.
+    async fn read_message(peer: &mut UnixStream, want_conn: u32) -> Message {
+        let mut mux = MuxReader::default();
+        let mut msgs = MessageReader::default();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = peer.read(&mut buf).await.unwrap();
+            assert!(n > 0, "connection closed");
+            mux.push(&buf[..n]);
+            while let Some((id, p)) = mux.next_frame().unwrap() {
+                assert_eq!(id, want_conn);
+                msgs.push(&p);
+            }
+            if let Some(m) = msgs.next_message().unwrap() {
+                return m;
+            }
+        }
+    }
+
+    fn no_runtime_service() -> Handler {
+        Arc::new(|_, _| Box::pin(async { Err((CODE_UNIMPLEMENTED, "none".to_string())) }))
+    }
+
+    #[tokio::test]
+    async fn a_call_is_answered_by_stream_id() {
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        let conn = Conn::start(ours, no_runtime_service());
+        let call = tokio::spawn({
+            let conn = Arc::clone(&conn);
+            async move {
+                conn.call::<_, nri::ConfigureResponse>(
+                    "svc",
+                    "Configure",
+                    &nri::ConfigureRequest::default(),
+                    Duration::from_secs(5),
+                )
+                .await
+            }
+        });
+        let req = read_message(&mut peer, frame::PLUGIN_SERVICE_CONN).await;
+        assert_eq!(req.kind, frame::TYPE_REQUEST);
+        assert_eq!(req.stream_id % 2, 1, "client streams are odd");
+        let r = ttrpc::Request::decode(req.body.as_slice()).unwrap();
+        assert_eq!(
+            (r.service.as_str(), r.method.as_str()),
+            ("svc", "Configure")
+        );
+        assert_eq!(r.timeout_nano, 5_000_000_000);
+        let resp = ttrpc::Response {
+            status: None,
+            payload: nri::ConfigureResponse { events: 8 }.encode_to_vec(),
+        };
+        let out = Message {
+            stream_id: req.stream_id,
+            kind: frame::TYPE_RESPONSE,
+            flags: 0,
+            body: resp.encode_to_vec(),
+        };
+        peer.write_all(&frame::mux_encode(
+            frame::PLUGIN_SERVICE_CONN,
+            &out.encode(),
+        ))
+        .await
+        .unwrap();
+        assert_eq!(call.await.unwrap().unwrap().events, 8);
+    }
+
+    #[tokio::test]
+    async fn a_silent_plugin_times_out_and_a_closed_one_fails_at_once() {
+        let (ours, peer) = UnixStream::pair().unwrap();
+        let conn = Conn::start(ours, no_runtime_service());
+        let started = std::time::Instant::now();
+        let r = conn
+            .call::<_, nri::Empty>("svc", "X", &nri::Empty {}, Duration::from_millis(200))
+            .await;
+        assert!(matches!(r, Err(CallError::Timeout(_))), "{r:?}");
+        assert!(r.as_ref().is_err_and(CallError::is_fatal));
+        assert!(started.elapsed() < Duration::from_secs(2));
+        drop(peer);
+        conn.wait_closed().await;
+        let r = conn
+            .call::<_, nri::Empty>("svc", "X", &nri::Empty {}, Duration::from_secs(30))
+            .await;
+        assert!(matches!(r, Err(CallError::Closed)), "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn the_plugins_requests_are_served_and_errors_carry_a_status() {
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        let handler: Handler = Arc::new(|method, body| {
+            Box::pin(async move {
+                if method == "rt/Echo" {
+                    Ok(body)
+                } else {
+                    Err((CODE_UNIMPLEMENTED, format!("no {method}")))
+                }
+            })
+        });
+        let _conn = Conn::start(ours, handler);
+        for (id, method) in [(1u32, "Echo"), (3, "Other")] {
+            let req = ttrpc::Request {
+                service: "rt".into(),
+                method: method.into(),
+                payload: b"ping".to_vec(),
+                ..Default::default()
+            };
+            let msg = Message {
+                stream_id: id,
+                kind: frame::TYPE_REQUEST,
+                flags: 0,
+                body: req.encode_to_vec(),
+            };
+            peer.write_all(&frame::mux_encode(
+                frame::RUNTIME_SERVICE_CONN,
+                &msg.encode(),
+            ))
+            .await
+            .unwrap();
+            let answer = read_message(&mut peer, frame::RUNTIME_SERVICE_CONN).await;
+            assert_eq!(answer.stream_id, id);
+            let resp = ttrpc::Response::decode(answer.body.as_slice()).unwrap();
+            if method == "Echo" {
+                assert_eq!(resp.payload, b"ping");
+                assert!(resp.status.is_none());
+            } else {
+                assert_eq!(resp.status.map(|s| s.code), Some(CODE_UNIMPLEMENTED));
+            }
+        }
+    }
+}
