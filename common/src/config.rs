@@ -672,6 +672,30 @@ mod tests {
     }
 
     #[test]
+    fn nri_section_parses_and_bad_values_are_refused() {
+        let cfg = parse(
+            "[nri]\nenable = true\nsocket_path = \"/run/x/nri.sock\"\nplugin_request_timeout_ms = 500\n",
+        )
+        .unwrap();
+        assert!(cfg.nri.enable);
+        assert_eq!(cfg.nri.socket_path, PathBuf::from("/run/x/nri.sock"));
+        assert_eq!(cfg.nri.plugin_request_timeout_ms, 500);
+        // Unset keys keep containerd's defaults.
+        assert_eq!(cfg.nri.plugin_registration_timeout_ms, 5000);
+        assert_eq!(cfg.nri.plugin_path, PathBuf::from("/opt/nri/plugins"));
+        for bad in [
+            "[nri]\nenable = true\nsocket_path = \"rel.sock\"\n",
+            "[nri]\nenable = true\nplugin_request_timeout_ms = 0\n",
+            "[nri]\nenable = true\nplugin_registration_timeout_ms = 0\n",
+            "[nri]\nenable = true\nbogus = 1\n",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        // Off, the values are not looked at.
+        assert!(parse("[nri]\nplugin_request_timeout_ms = 0\n").is_ok());
+    }
+
+    #[test]
     fn overrides_apply() {
         let cfg = parse(
             "socket = \"/tmp/x.sock\"\n[containerd]\nnamespace = \"other\"\n[log]\nformat = \"json\"\n",

@@ -249,3 +249,28 @@ async fn crashing_plugin_does_not_fail_or_hold_container_creation() {
     node.stop_remove_pod(&pod).await;
     node.assert_no_container_left().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_updates_and_evicts_a_container() {
+    // 64 MiB: above what busybox needs, and distinct from any default.
+    let (mut node, d) = node(2000, &[("10-evict", "evict-after-start=67108864\n")]).await;
+    let pod_cfg = node.pod_config("nri-evict");
+    let pod = node.run_pod(&pod_cfg).await;
+    let image = node.image.clone();
+    let ctr = node
+        .run(&pod, &pod_cfg, sh("c", &image, "sleep 3600"))
+        .await;
+    // The plugin asked at PostStart; the eviction kills the container.
+    let st = node.wait_exited(&ctr, Duration::from_secs(20)).await;
+    assert_eq!(st.exit_code, 137, "{st:?}");
+    let limit = st
+        .resources
+        .and_then(|r| r.linux)
+        .map(|l| l.memory_limit_in_bytes);
+    assert_eq!(limit, Some(67_108_864));
+    // Its answer: no failed update; then the eviction's StopContainer.
+    wait_event(&d.events, "answer 3 code=0 failed=0").await;
+    wait_event(&d.events, &format!("StopContainer {ctr}")).await;
+    node.stop_remove_pod(&pod).await;
+    node.assert_no_container_left().await;
+}

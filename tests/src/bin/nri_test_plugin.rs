@@ -6,7 +6,10 @@
 //! It registers, appends every event it gets to `--events FILE` (`Method
 //! container-or-pod-id` lines) and, on CreateContainer, returns the
 //! adjustment its Configure config asks for: lines `env=NAME=VALUE` and
-//! `mount=SOURCE:DESTINATION` (a read-only bind). `--hang METHOD` never
+//! `mount=SOURCE:DESTINATION` (a read-only bind). With the config line
+//! `evict-after-start=MEMORY_LIMIT`, on PostStartContainer it calls the
+//! runtime's UpdateContainers with that memory limit for the container and
+//! its eviction. `--hang METHOD` never
 //! answers METHOD; `--crash METHOD` exits when METHOD arrives.
 //! Connects to `--socket PATH`, or uses fd `$NRI_PLUGIN_SOCKET` when crid
 //! started it (pre-installed plugin).
@@ -133,6 +136,8 @@ fn main() {
         .expect("registering");
 
     let mut config = String::new();
+    // Our requests to the runtime: RegisterPlugin was stream 1.
+    let mut next_stream = 1u32;
     let mut wire: Vec<u8> = Vec::new();
     let mut streams: std::collections::HashMap<u32, Vec<u8>> = Default::default();
     let mut buf = [0u8; 65536];
@@ -161,8 +166,20 @@ fn main() {
                 let kind = s[8];
                 let body: Vec<u8> = s[10..10 + blen].to_vec();
                 s.drain(..10 + blen);
-                if conn != 1 || kind != 1 {
+                if conn == 2 && kind == 2 && stream_id == 1 {
                     continue; // RegisterPlugin's answer
+                }
+                if conn == 2 && kind == 2 {
+                    let resp = ttrpc::Response::decode(body.as_slice()).expect("a response");
+                    let failed = nri::UpdateContainersResponse::decode(resp.payload.as_slice())
+                        .map(|r| r.failed.len())
+                        .unwrap_or(0);
+                    let code = resp.status.map(|s| s.code).unwrap_or(0);
+                    record(format!("answer {stream_id} code={code} failed={failed}"));
+                    continue;
+                }
+                if conn != 1 || kind != 1 {
+                    continue;
                 }
                 let req = ttrpc::Request::decode(body.as_slice()).expect("a ttrpc request");
                 let method = req.method.clone();
@@ -194,6 +211,44 @@ fn main() {
                             _ => String::new(),
                         };
                         record(format!("{method} {id}"));
+                        let evict_limit = config
+                            .lines()
+                            .find_map(|l| l.strip_prefix("evict-after-start="))
+                            .and_then(|v| v.parse::<i64>().ok());
+                        if let (Some(limit), "PostStartContainer") = (evict_limit, method.as_str())
+                        {
+                            let update = nri::UpdateContainersRequest {
+                                update: vec![nri::ContainerUpdate {
+                                    container_id: id.clone(),
+                                    linux: Some(nri::LinuxContainerUpdate {
+                                        resources: Some(nri::LinuxResources {
+                                            memory: Some(nri::LinuxMemory {
+                                                limit: Some(nri::OptionalInt64 { value: limit }),
+                                                ..Default::default()
+                                            }),
+                                            ..Default::default()
+                                        }),
+                                    }),
+                                    ignore_failure: false,
+                                }],
+                                evict: vec![nri::ContainerEviction {
+                                    container_id: id.clone(),
+                                    reason: "test eviction".into(),
+                                }],
+                            };
+                            let req = ttrpc::Request {
+                                service: "nri.pkg.api.v1alpha1.Runtime".into(),
+                                method: "UpdateContainers".into(),
+                                payload: update.encode_to_vec(),
+                                ..Default::default()
+                            };
+                            next_stream += 2;
+                            let msg = ttrpc_message(next_stream, 1, &req.encode_to_vec());
+                            if sock.write_all(&frame(2, &msg)).is_err() {
+                                return;
+                            }
+                            record(format!("UpdateContainers {id}"));
+                        }
                         if method == "CreateContainer" {
                             nri::CreateContainerResponse {
                                 adjust: Some(adjustment(&config)),
