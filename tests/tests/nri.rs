@@ -274,3 +274,36 @@ async fn plugin_updates_and_evicts_a_container() {
     node.stop_remove_pod(&pod).await;
     node.assert_no_container_left().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_plugin_sees_an_earlier_plugins_adjustment() {
+    let (mut node, d) = node(
+        2000,
+        &[
+            ("10-first", "env=NRI_FIRST=1\n"),
+            ("20-second", "env=NRI_SECOND=2\n"),
+        ],
+    )
+    .await;
+    let pod_cfg = node.pod_config("nri-two");
+    let pod = node.run_pod(&pod_cfg).await;
+    let image = node.image.clone();
+    node.run(
+        &pod,
+        &pod_cfg,
+        sh(
+            "c",
+            &image,
+            "echo first=$NRI_FIRST second=$NRI_SECOND; sleep 3600",
+        ),
+    )
+    .await;
+    node.wait_logged("nri-two", "c", "first=1 second=2", Duration::from_secs(20))
+        .await;
+    let ev = events(&d.events);
+    // Plugins run in index order; the second got the first one's env.
+    assert!(ev.iter().any(|l| l == "second saw NRI_FIRST=1"), "{ev:?}");
+    assert!(!ev.iter().any(|l| l.starts_with("first saw")), "{ev:?}");
+    node.stop_remove_pod(&pod).await;
+    node.assert_no_container_left().await;
+}

@@ -516,28 +516,30 @@ async fn nri_create(
         config.labels.clone().into_iter().collect(),
         config.annotations.clone().into_iter().collect(),
     );
-    let ctr = crate::nri::convert::container(
-        &crate::nri::convert::ContainerBase {
-            id,
-            sandbox_id: &sb.id,
-            name: &md.name,
-            state: crid_proto::nri::ContainerState::ContainerUnknown,
-            labels: &labels,
-            annotations: &annotations,
-        },
-        &value,
-    );
-    let result = crid.nri.create_container(sb, ctr).await?;
-    if result.adjust.is_empty() && result.update.is_empty() && result.evict.is_empty() {
-        return Ok(spec);
-    }
-    for adj in &result.adjust {
-        crate::nri::adjust::apply(&mut value, adj, crid.containers.host.own_oom_score_adj)
-            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-    }
-    let spec = serde_json::from_value(value).map_err(|e| {
-        Error::InvalidArgument(format!("NRI adjustments made the spec invalid: {e}"))
-    })?;
+    let base = crate::nri::convert::ContainerBase {
+        id,
+        sandbox_id: &sb.id,
+        name: &md.name,
+        state: crid_proto::nri::ContainerState::ContainerUnknown,
+        labels: &labels,
+        annotations: &annotations,
+    };
+    let result = crid
+        .nri
+        .create_container(
+            sb,
+            &base,
+            &mut value,
+            crid.containers.host.own_oom_score_adj,
+        )
+        .await?;
+    let spec = if result.adjusted {
+        serde_json::from_value(value).map_err(|e| {
+            Error::InvalidArgument(format!("NRI adjustments made the spec invalid: {e}"))
+        })?
+    } else {
+        spec
+    };
     crate::nri::apply_updates(crid, result.update, result.evict).await;
     Ok(spec)
 }

@@ -83,8 +83,8 @@ impl Plugin {
 /// The result of CreateContainer across plugins.
 #[derive(Default)]
 pub struct CreateResult {
-    /// Each plugin's adjustment, in plugin order.
-    pub adjust: Vec<nri::ContainerAdjustment>,
+    /// Whether a plugin adjusted the spec.
+    pub adjusted: bool,
     /// Updates of other containers.
     pub update: Vec<nri::ContainerUpdate>,
     /// Containers to evict.
@@ -137,28 +137,63 @@ impl Nri {
     /// Calls `method` on every plugin subscribed to `event`, in order. A
     /// plugin that times out or whose connection breaks is disconnected and
     /// skipped; an error a plugin returns stops the event with that error.
-    async fn dispatch<Req: prost::Message, Resp: prost::Message + Default>(
+    async fn dispatch<Req: prost::Message + Clone, Resp: prost::Message + Default>(
         &self,
         event: nri::Event,
         method: &str,
         req: &Req,
     ) -> Result<Vec<Resp>> {
+        let mut out = Vec::new();
+        self.dispatch_with(
+            event,
+            method,
+            &mut out,
+            |_| req.clone(),
+            |out, r| {
+                out.push(r);
+                Ok(())
+            },
+        )
+        .await?;
+        Ok(out)
+    }
+
+    /// [`Nri::dispatch`] where each plugin's request is made from `state`
+    /// and each answer folded into it (CreateContainer: a plugin sees the
+    /// adjustments of the plugins before it).
+    async fn dispatch_with<S, Req, Resp>(
+        &self,
+        event: nri::Event,
+        method: &str,
+        state: &mut S,
+        make_req: impl Fn(&S) -> Req,
+        mut on_resp: impl FnMut(&mut S, Resp) -> Result<()>,
+    ) -> Result<()>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
         if !self.enabled() {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let mut plugins = self.plugins.lock().await;
-        let mut out = Vec::new();
         let mut failed = None;
         for p in plugins.iter() {
             if !p.wants(event) || p.conn.is_closed() {
                 continue;
             }
+            let req = make_req(state);
             match p
                 .conn
-                .call::<Req, Resp>(PLUGIN_SERVICE, method, req, self.timeout())
+                .call::<Req, Resp>(PLUGIN_SERVICE, method, &req, self.timeout())
                 .await
             {
-                Ok(r) => out.push(r),
+                Ok(r) => {
+                    if let Err(e) = on_resp(state, r) {
+                        failed = Some(e);
+                        break;
+                    }
+                }
                 Err(e) if e.is_fatal() => {
                     tracing::error!(plugin = %p.name, error = %e, "NRI: disconnecting plugin that failed {method}");
                     p.close();
@@ -167,7 +202,7 @@ impl Nri {
                     if code == conn::CODE_UNIMPLEMENTED && state_change_event(event) =>
                 {
                     // An older plugin: the event as a StateChange.
-                    let _ = self.state_change(p, event, req).await;
+                    let _ = self.state_change(p, event, &req).await;
                 }
                 Err(e) => {
                     failed = Some(Error::Internal(format!(
@@ -181,7 +216,7 @@ impl Nri {
         plugins.retain(|p| !p.conn.is_closed());
         match failed {
             Some(e) => Err(e),
-            None => Ok(out),
+            None => Ok(()),
         }
     }
 
@@ -255,27 +290,48 @@ impl Nri {
         .await;
     }
 
-    /// CreateContainer: the plugins' adjustments, updates and evictions; a
-    /// plugin's error fails the creation.
+    /// CreateContainer: each plugin's adjustment applied to `spec` (the
+    /// next plugin sees the adjusted container); the updates and evictions
+    /// they ask for. A plugin's error or a bad adjustment fails the creation.
     pub async fn create_container(
         &self,
         pod: &SandboxRecord,
-        ctr: nri::Container,
+        base: &convert::ContainerBase<'_>,
+        spec: &mut serde_json::Value,
+        own_oom_score_adj: Option<i32>,
     ) -> Result<CreateResult> {
-        let req = nri::PodContainerRequest {
-            pod: Some(convert::pod(pod)),
-            container: Some(ctr),
-        };
-        let rs: Vec<nri::CreateContainerResponse> = self
-            .dispatch(nri::Event::CreateContainer, "CreateContainer", &req)
-            .await?;
-        let mut out = CreateResult::default();
-        for r in rs {
-            out.adjust.extend(r.adjust);
-            out.update.extend(r.update);
-            out.evict.extend(r.evict);
+        struct State<'v> {
+            req: nri::PodContainerRequest,
+            spec: &'v mut serde_json::Value,
+            out: CreateResult,
         }
-        Ok(out)
+        let mut st = State {
+            req: nri::PodContainerRequest {
+                pod: Some(convert::pod(pod)),
+                container: Some(convert::container(base, spec)),
+            },
+            spec,
+            out: CreateResult::default(),
+        };
+        self.dispatch_with(
+            nri::Event::CreateContainer,
+            "CreateContainer",
+            &mut st,
+            |st| st.req.clone(),
+            |st, r: nri::CreateContainerResponse| {
+                if let Some(adj) = r.adjust {
+                    adjust::apply(st.spec, &adj, own_oom_score_adj)
+                        .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+                    st.req.container = Some(convert::container(base, st.spec));
+                    st.out.adjusted = true;
+                }
+                st.out.update.extend(r.update);
+                st.out.evict.extend(r.evict);
+                Ok(())
+            },
+        )
+        .await?;
+        Ok(st.out)
     }
 
     /// PostCreateContainer, StartContainer, PostStartContainer,

@@ -211,6 +211,14 @@ fn main() {
                             _ => String::new(),
                         };
                         record(format!("{method} {id}"));
+                        if method == "CreateContainer" {
+                            // What earlier plugins injected, as this plugin sees it.
+                            for e in pc.container.iter().flat_map(|c| c.env.iter()) {
+                                if e.starts_with("NRI_") {
+                                    record(format!("{} saw {e}", args.name));
+                                }
+                            }
+                        }
                         let evict_limit = config
                             .lines()
                             .find_map(|l| l.strip_prefix("evict-after-start="))
