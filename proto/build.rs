@@ -11,5 +11,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(false)
         .build_server(false)
         .compile_protos(&["protos/runc_options.proto"], &["protos"])?;
+    // NRI: plain messages; crid frames ttrpc itself (daemon/src/nri/ttrpc.rs).
+    tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(false)
+        .compile_protos(
+            &["protos/nri/api.proto", "protos/nri/ttrpc.proto"],
+            &["protos/nri"],
+        )?;
     Ok(())
 }

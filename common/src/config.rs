@@ -67,6 +67,8 @@ pub struct Config {
     pub streaming: StreamingConfig,
     /// crid's own Prometheus metrics endpoint.
     pub metrics: MetricsConfig,
+    /// NRI (node resource interface) plugins.
+    pub nri: NriConfig,
     /// Runtime handlers by name (`[runtimes.<handler>]`, the `handler` of a
     /// Kubernetes RuntimeClass). `runc` is always present: a file that does not
     /// define it gets the default one.
@@ -128,6 +130,7 @@ impl Default for Config {
             registry: RegistryConfig::default(),
             streaming: StreamingConfig::default(),
             metrics: MetricsConfig::default(),
+            nri: NriConfig::default(),
             runtimes: default_runtimes(),
         }
     }
@@ -295,6 +298,39 @@ pub struct MetricsConfig {
     pub address: String,
 }
 
+/// NRI: plugins that see and adjust pods and containers (containerd's
+/// `[plugins."io.containerd.nri.v1.nri"]` settings, same defaults).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NriConfig {
+    /// Whether NRI is on (off by default, as in containerd 1.7).
+    pub enable: bool,
+    /// Socket external plugins connect to; empty: no external plugins.
+    pub socket_path: PathBuf,
+    /// Directory of pre-installed plugins (`NN-name` executables) crid starts.
+    pub plugin_path: PathBuf,
+    /// Directory of their configuration (`NN-name.conf` or `name.conf`).
+    pub plugin_config_path: PathBuf,
+    /// How long a plugin may take to register, in milliseconds.
+    pub plugin_registration_timeout_ms: u64,
+    /// How long a plugin may take to answer one request, in milliseconds;
+    /// a plugin that takes longer is disconnected.
+    pub plugin_request_timeout_ms: u64,
+}
+
+impl Default for NriConfig {
+    fn default() -> Self {
+        NriConfig {
+            enable: false,
+            socket_path: "/var/run/nri/nri.sock".into(),
+            plugin_path: "/opt/nri/plugins".into(),
+            plugin_config_path: "/etc/nri/conf.d".into(),
+            plugin_registration_timeout_ms: 5000,
+            plugin_request_timeout_ms: 2000,
+        }
+    }
+}
+
 impl StreamingConfig {
     /// Whether TLS is configured.
     pub fn tls(&self) -> bool {
@@ -408,6 +444,37 @@ impl Config {
                 key: "sandbox.setup_timeout_secs",
                 reason: "must be at least 1".into(),
             });
+        }
+        if self.nri.enable {
+            for (key, p) in [
+                ("nri.socket_path", &self.nri.socket_path),
+                ("nri.plugin_path", &self.nri.plugin_path),
+                ("nri.plugin_config_path", &self.nri.plugin_config_path),
+            ] {
+                if !p.as_os_str().is_empty() && !p.is_absolute() {
+                    return Err(ConfigError::Invalid {
+                        key,
+                        reason: format!("{} is not an absolute path", p.display()),
+                    });
+                }
+            }
+            for (key, v) in [
+                (
+                    "nri.plugin_registration_timeout_ms",
+                    self.nri.plugin_registration_timeout_ms,
+                ),
+                (
+                    "nri.plugin_request_timeout_ms",
+                    self.nri.plugin_request_timeout_ms,
+                ),
+            ] {
+                if v == 0 {
+                    return Err(ConfigError::Invalid {
+                        key,
+                        reason: "must be at least 1".into(),
+                    });
+                }
+            }
         }
         if self.registry.max_concurrent_downloads == 0 {
             return Err(ConfigError::Invalid {
@@ -602,6 +669,30 @@ mod tests {
         let text = Config::default_toml();
         assert!(text.contains("[containerd]"), "{text}");
         assert_eq!(parse(&text).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn nri_section_parses_and_bad_values_are_refused() {
+        let cfg = parse(
+            "[nri]\nenable = true\nsocket_path = \"/run/x/nri.sock\"\nplugin_request_timeout_ms = 500\n",
+        )
+        .unwrap();
+        assert!(cfg.nri.enable);
+        assert_eq!(cfg.nri.socket_path, PathBuf::from("/run/x/nri.sock"));
+        assert_eq!(cfg.nri.plugin_request_timeout_ms, 500);
+        // Unset keys keep containerd's defaults.
+        assert_eq!(cfg.nri.plugin_registration_timeout_ms, 5000);
+        assert_eq!(cfg.nri.plugin_path, PathBuf::from("/opt/nri/plugins"));
+        for bad in [
+            "[nri]\nenable = true\nsocket_path = \"rel.sock\"\n",
+            "[nri]\nenable = true\nplugin_request_timeout_ms = 0\n",
+            "[nri]\nenable = true\nplugin_registration_timeout_ms = 0\n",
+            "[nri]\nenable = true\nbogus = 1\n",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        // Off, the values are not looked at.
+        assert!(parse("[nri]\nplugin_request_timeout_ms = 0\n").is_ok());
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod events;
 mod helper_client;
 mod image;
 mod logging;
+mod nri;
 mod own_metrics;
 mod rpc_layer;
 mod runtime_handler;

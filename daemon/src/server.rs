@@ -46,6 +46,9 @@ pub enum ServeError {
     /// The persisted state could not be loaded.
     #[error("loading state: {0}")]
     State(String),
+    /// NRI is enabled and its socket could not be set up.
+    #[error("NRI: {0}")]
+    Nri(std::io::Error),
     /// The streaming listener could not be set up.
     #[error("{0}")]
     Streaming(String),
@@ -163,6 +166,9 @@ where
                 });
             }
         }));
+    crate::nri::start(&svc.crid)
+        .await
+        .map_err(ServeError::Nri)?;
     let stream_listener = bound.spawn(std::sync::Arc::clone(&svc.crid));
     // The image index: loaded now, then kept current by containerd's events.
     let idle_trim = crate::alloc::spawn_idle_trim();

@@ -1,6 +1,6 @@
 //! Every wire binding crid speaks, in one place: the CRI v1 API (served to the
 //! kubelet), containerd's gRPC API (crid is its client), and the runc shim
-//! options that containerd-client does not carry.
+//! options that containerd-client does not carry, and NRI's plugin API.
 
 /// CRI v1 (`runtime.v1`) messages, servers and clients, from crid's own copy of
 /// the API (`protos/cri/v1.proto`: k8s-cri 0.11's file plus later fields).
@@ -29,6 +29,19 @@ pub mod runc {
             }
         }
     }
+}
+
+/// NRI (node resource interface) messages, from crid's copy of NRI's
+/// `pkg/api/api.proto` (`protos/nri/api.proto`).
+pub mod nri {
+    #![allow(missing_docs, clippy::all, clippy::pedantic)]
+    tonic::include_proto!("nri.pkg.api.v1alpha1");
+}
+
+/// The ttrpc wire messages (request, response, status) NRI runs on.
+pub mod ttrpc {
+    #![allow(missing_docs, clippy::all, clippy::pedantic)]
+    tonic::include_proto!("ttrpc");
 }
 
 #[cfg(test)]

@@ -611,6 +611,14 @@ pub async fn run(opts: &RunOptions) -> Result<Outcome, BoxError> {
     let default_hosts = config.registry.config_path.join("_default");
     std::fs::create_dir_all(&default_hosts)?;
     std::fs::write(default_hosts.join("hosts.toml"), hosts_toml(&reg.host()))?;
+    // NRI on, so critest's NRI specs run (--nri-socket): its test plugins
+    // connect to crid's socket. Their Synchronize hook blocks 2 s on
+    // purpose, longer than NRI's default 2 s request timeout would allow.
+    config.nri.enable = true;
+    config.nri.socket_path = dir.path().join("nri.sock");
+    config.nri.plugin_path = dir.path().join("nri-plugins");
+    config.nri.plugin_config_path = dir.path().join("nri-conf");
+    config.nri.plugin_request_timeout_ms = 5000;
     let net = TestNet::new(NET, &mut config, None);
     let mut crid = CridProcess::start(config).await?;
     let mounts_before = critest_host_mounts();
@@ -689,6 +697,10 @@ async fn run_critest(
     let mut cmd = tokio::process::Command::new(&opts.critest);
     cmd.arg(format!("--runtime-endpoint={endpoint}"))
         .arg(format!("--image-endpoint={endpoint}"))
+        .arg(format!(
+            "--nri-socket={}",
+            crid.config.nri.socket_path.display()
+        ))
         // No --parallel: critest's default runs one spec at a time.
         .arg("--ginkgo.no-color")
         .arg("--ginkgo.timeout=3h")

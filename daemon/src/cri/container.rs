@@ -293,6 +293,12 @@ async fn create_inner(
             if let Ok(Some(rec)) = crid.containers.get(&id) {
                 super::events::container(&crid, &rec, ContainerEventType::ContainerCreatedEvent)
                     .await;
+                crate::nri::notify_container(
+                    &crid,
+                    crid_proto::nri::Event::PostCreateContainer,
+                    &rec,
+                )
+                .await;
             }
             Ok(cri::CreateContainerResponse { container_id: id })
         }
@@ -406,6 +412,10 @@ async fn create_steps(
     .await
     .map_err(|e| Error::Internal(format!("spec generation task failed: {e}")))??;
 
+    // NRI: plugins see the container and adjust its spec. Held from the
+    // event until the record exists (see crate::nri).
+    let _nri_sync = crid.nri.block_sync().await;
+    let spec = nri_create(crid, id, sb, config, spec).await?;
     let spec_any = spec::to_containerd_any(&spec)?;
     let (_, handler) = crate::runtime_handler::resolve(&crid.config, &sb.runtime_handler)
         .map_err(|e| Error::FailedPrecondition(format!("pod sandbox {}: {e}", sb.id)))?;
@@ -486,6 +496,54 @@ async fn create_steps(
     crid.containers.put(rec)
 }
 
+/// NRI CreateContainer: the plugins' adjustments applied to `spec`, their
+/// updates and evictions of other containers carried out. A plugin's error
+/// fails the creation (the caller undoes it).
+async fn nri_create(
+    crid: &Crid,
+    id: &str,
+    sb: &SandboxRecord,
+    config: &cri::ContainerConfig,
+    spec: oci_spec::runtime::Spec,
+) -> Result<oci_spec::runtime::Spec> {
+    if !crid.nri.enabled() {
+        return Ok(spec);
+    }
+    let mut value = serde_json::to_value(&spec)
+        .map_err(|e| Error::Internal(format!("encoding the spec: {e}")))?;
+    let md = config.metadata.clone().unwrap_or_default();
+    let (labels, annotations): (BTreeMap<_, _>, BTreeMap<_, _>) = (
+        config.labels.clone().into_iter().collect(),
+        config.annotations.clone().into_iter().collect(),
+    );
+    let base = crate::nri::convert::ContainerBase {
+        id,
+        sandbox_id: &sb.id,
+        name: &md.name,
+        state: crid_proto::nri::ContainerState::ContainerUnknown,
+        labels: &labels,
+        annotations: &annotations,
+    };
+    let result = crid
+        .nri
+        .create_container(
+            sb,
+            &base,
+            &mut value,
+            crid.containers.host.own_oom_score_adj,
+        )
+        .await?;
+    let spec = if result.adjusted {
+        serde_json::from_value(value).map_err(|e| {
+            Error::InvalidArgument(format!("NRI adjustments made the spec invalid: {e}"))
+        })?
+    } else {
+        spec
+    };
+    crate::nri::apply_updates(crid, result.update, result.evict).await;
+    Ok(spec)
+}
+
 /// Turns every image volume of `config` into a read-only bind of its
 /// prepared view (see [`image_volume`]); returns the rewritten config and,
 /// by mount index, what ContainerStatus reports for each volume.
@@ -552,8 +610,15 @@ pub async fn remove_record(crid: &Crid, rec: &ContainerRecord) -> Result<()> {
     ctrd::remove_all(&s, &rec.id, &rec.snapshotter, &rec.snapshot_key).await?;
     image_volume::cleanup(&s, &rec.snapshotter, &crid.config.runtime_dir, &rec.id).await?;
     crate::userns::rootfs::remove_container_dir(&crid.config.runtime_dir, &rec.id)?;
+    let last = crid.containers.get(&rec.id).ok().flatten();
     crid.containers.delete(&rec.id)?;
     super::events::container(crid, rec, ContainerEventType::ContainerDeletedEvent).await;
+    crate::nri::notify_container(
+        crid,
+        crid_proto::nri::Event::RemoveContainer,
+        last.as_ref().unwrap_or(rec),
+    )
+    .await;
     Ok(())
 }
 

@@ -168,6 +168,7 @@ async fn start_inner(crid: &Crid, id: &str) -> Result<()> {
         terminal: rec.tty,
     };
 
+    crate::nri::notify_container(crid, crid_proto::nri::Event::StartContainer, &rec).await;
     let s = Session::plain(&crid.containerd);
     let started = async {
         let mut mounts = task::snapshot_mounts(&s, &rec.snapshotter, &rec.snapshot_key).await?;
@@ -201,6 +202,9 @@ async fn start_inner(crid: &Crid, id: &str) -> Result<()> {
     })?;
     tracing::info!(pid, "container started");
     super::events::container(crid, &rec, ContainerEventType::ContainerStartedEvent).await;
+    if let Ok(Some(now)) = crid.containers.get(&rec.id) {
+        crate::nri::notify_container(crid, crid_proto::nri::Event::PostStartContainer, &now).await;
+    }
     Ok(())
 }
 
@@ -309,6 +313,12 @@ pub async fn handle_exit(crid: &Crid, id: &str, hint: Option<TaskExit>) -> Resul
     })?;
     tracing::info!(container = %id, exit_code = code, reason, "container exited");
     super::events::container(crid, &rec, ContainerEventType::ContainerStoppedEvent).await;
+    // NRI StopContainer: once per exit, whoever noticed it (an exit event,
+    // StopContainer, StopPodSandbox), still under the op lock so it comes
+    // before RemoveContainer's event.
+    if let Ok(Some(now)) = crid.containers.get(id) {
+        crate::nri::container_stopped(crid, &now).await;
+    }
     Ok(())
 }
 
@@ -383,6 +393,15 @@ pub async fn stop_of_sandbox(crid: &Crid, sandbox_id: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Evicts a container for an NRI plugin: killed at once, its exit recorded
+/// (the kubelet sees it exited and acts by its restart policy).
+pub async fn evict(crid: &Crid, id: &str) -> Result<()> {
+    let Some(rec) = crid.containers.get(id)? else {
+        return Err(Error::NotFound(format!("container {id} not found")));
+    };
+    stop_record(crid, &rec, 0).await
 }
 
 /// Before RemoveContainer deletes a container: kill it if running, and

@@ -33,12 +33,68 @@ pub async fn update_resources(
     let span = tracing::Span::current();
     span.record("container", rec.id.as_str());
     span.record("pod", rec.sandbox_id.as_str());
-    let Some(linux) = req.linux else {
+    let Some(mut linux) = req.linux else {
         // Nothing for Linux to change (containerd: a no-op).
         return Ok(cri::UpdateContainerResourcesResponse {});
     };
     update::validate(&linux)?;
+    if !crid.nri.enabled() {
+        apply(crid, &rec.id, &linux).await?;
+        return Ok(cri::UpdateContainerResourcesResponse {});
+    }
+    // NRI plugins see the request first and may change it (an update of
+    // this container) or ask for updates and evictions of others.
+    let sb = super::container::sandbox_of(crid, &rec.sandbox_id).await?;
+    let (updates, evictions) = crid
+        .nri
+        .update_container(
+            &sb,
+            crate::nri::convert::container_of_record(&rec),
+            crate::nri::convert::from_cri(&linux),
+        )
+        .await?;
+    let mut others = Vec::new();
+    for u in updates {
+        match u.linux.as_ref().and_then(|l| l.resources.as_ref()) {
+            Some(r) if u.container_id == rec.id => {
+                linux = crate::nri::convert::merge_into_cri(&linux, r);
+            }
+            _ => others.push(u),
+        }
+    }
+    update::validate(&linux)?;
+    apply(crid, &rec.id, &linux).await?;
+    crate::nri::apply_updates(crid, others, evictions).await;
+    if let Some(rec) = crid.containers.get(&rec.id)? {
+        crid.nri
+            .container_event(
+                crid_proto::nri::Event::PostUpdateContainer,
+                &sb,
+                crate::nri::convert::container_of_record(&rec),
+            )
+            .await;
+    }
+    Ok(cri::UpdateContainerResourcesResponse {})
+}
 
+/// Applies resources an NRI plugin asked for to container `id`.
+pub async fn apply_nri_resources(
+    crid: &Crid,
+    id: &str,
+    r: &crid_proto::nri::LinuxResources,
+) -> Result<()> {
+    let linux = crate::nri::convert::merge_into_cri(&Default::default(), r);
+    update::validate(&linux)?;
+    apply(crid, id, &linux).await
+}
+
+/// Merges `linux` into container `id`'s spec in containerd and, if it is
+/// running, into its task (module doc).
+async fn apply(crid: &Crid, id: &str, linux: &cri::LinuxContainerResources) -> Result<()> {
+    let rec = crid
+        .containers
+        .get(id)?
+        .ok_or_else(|| Error::NotFound(format!("container {id} not found")))?;
     let lock = crid.containers.op_lock(&rec.id);
     let _held = lock.lock().await;
     let s = Session::plain(&crid.containerd);
@@ -50,7 +106,7 @@ pub async fn update_resources(
     let old: oci_spec::runtime::Spec = serde_json::from_slice(&old_any.value).map_err(|e| {
         Error::Internal(format!("container {} has an unreadable spec: {e}", rec.id))
     })?;
-    let new = update::merge_into_spec(&old, &linux, &crid.containers.host)?;
+    let new = update::merge_into_spec(&old, linux, &crid.containers.host)?;
     spec_ctrd::update_container_spec(&s, &rec.id, crate::spec::to_containerd_any(&new)?).await?;
 
     // A container that is not running only needs the spec (applied at
@@ -75,7 +131,7 @@ pub async fn update_resources(
     let value = serde_json::to_value(&new)
         .map_err(|e| Error::Internal(format!("encoding the spec: {e}")))?;
     crid.containers.update(&rec.id, |r| r.spec = value)?;
-    Ok(cri::UpdateContainerResourcesResponse {})
+    Ok(())
 }
 
 /// ContainerStatus `resources`: what the record's spec holds.

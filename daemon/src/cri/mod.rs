@@ -47,6 +47,8 @@ pub struct Crid {
         std::collections::BTreeMap<String, crate::runtime_handler::HandlerFeatures>,
     /// Whether pods may have their own user namespace (probed once).
     pub userns: crate::userns::Support,
+    /// NRI plugins (`[nri]`).
+    pub nri: Arc<crate::nri::Nri>,
 }
 
 /// The tonic service object for both CRI services; cheap to clone.
@@ -68,6 +70,7 @@ impl CriService {
         CriService {
             crid: Arc::new(Crid {
                 images: crate::image::Images::new(&config, containerd.clone()),
+                nri: crate::nri::Nri::new(&config.nri),
                 handler_features: crate::runtime_handler::probe_features(&config),
                 config,
                 containerd,

@@ -43,10 +43,67 @@ pub async fn run(
     }
     let sb = Arc::clone(&crid.sandboxes);
     let (id, created) = blocking(move || sb.run(req)).await?;
+    if created && crid.nri.enabled() {
+        nri_run(crid, &id).await?;
+    }
     if created {
         super::events::sandbox(crid, &id, None, ContainerEventType::ContainerStartedEvent).await;
     }
     Ok(cri::RunPodSandboxResponse { pod_sandbox_id: id })
+}
+
+/// Undoes a hidden sandbox if the RunPodSandbox call is dropped (the
+/// client went away) during its NRI event.
+struct HiddenGuard {
+    sandboxes: Arc<crate::sandbox::Sandboxes>,
+    id: String,
+    armed: bool,
+}
+
+impl Drop for HiddenGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let (sb, id) = (Arc::clone(&self.sandboxes), self.id.clone());
+            tokio::task::spawn_blocking(move || sb.abort_run(&id));
+        }
+    }
+}
+
+/// NRI RunPodSandbox for a created, still hidden sandbox: published when
+/// every plugin accepted it, undone when one failed it.
+async fn nri_run(crid: &Crid, id: &str) -> Result<()> {
+    let mut guard = HiddenGuard {
+        sandboxes: Arc::clone(&crid.sandboxes),
+        id: id.to_string(),
+        armed: true,
+    };
+    // Held until the sandbox is visible (see crate::nri).
+    let _sync = crid.nri.block_sync().await;
+    let sb = Arc::clone(&crid.sandboxes);
+    let key = id.to_string();
+    let rec = blocking(move || {
+        sb.peek_hidden(&key)
+            .ok_or_else(|| Error::Internal(format!("sandbox {key} vanished while created")))
+    })
+    .await?;
+    match crid.nri.run_pod_sandbox(&rec).await {
+        Ok(()) => {
+            guard.armed = false;
+            crid.sandboxes.publish(id);
+            Ok(())
+        }
+        Err(e) => {
+            guard.armed = false;
+            let sb = Arc::clone(&crid.sandboxes);
+            let key = id.to_string();
+            blocking(move || {
+                sb.abort_run(&key);
+                Ok(())
+            })
+            .await?;
+            Err(e)
+        }
+    }
 }
 
 /// `StopPodSandbox`: idempotent; an unknown id succeeds (the CRI: "must
@@ -68,6 +125,11 @@ pub async fn stop(
     // Waits for container work in the pod and keeps new work out.
     let _pod = crid.pod_locks.exclusive(&rec.id).await;
     super::container_lifecycle::stop_of_sandbox(crid, &rec.id).await?;
+    // NRI StopPodSandbox once per pod: its containers are stopped, the pod
+    // is still there; a repeated stop (already torn down) sends none.
+    if !rec.torn_down {
+        crid.nri.stop_pod_sandbox(&rec).await;
+    }
     let sb = Arc::clone(&crid.sandboxes);
     let (id, was_ready) = (rec.id.clone(), rec.is_ready());
     blocking(move || sb.stop(&rec.id)).await?;
@@ -94,6 +156,7 @@ pub async fn remove(
     let sb = Arc::clone(&crid.sandboxes);
     let id = rec.id.clone();
     blocking(move || sb.remove(&id)).await?;
+    crid.nri.remove_pod_sandbox(&rec).await;
     crid.pod_locks.forget(&rec.id);
     crid.streaming.forget_pod(&rec.id);
     let id = rec.id.clone();

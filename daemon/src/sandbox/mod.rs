@@ -32,6 +32,22 @@ type NameKey = (String, String, String, u32);
 /// One sandbox in memory; its mutex serialises operations on it.
 struct Entry {
     rec: Mutex<SandboxRecord>,
+    /// Not listed nor readable by id (a RunPodSandbox still in progress:
+    /// creation, then NRI's RunPodSandbox event); see [`Sandboxes::publish`].
+    hidden: std::sync::atomic::AtomicBool,
+}
+
+impl Entry {
+    fn new(rec: SandboxRecord, hidden: bool) -> Entry {
+        Entry {
+            rec: Mutex::new(rec),
+            hidden: std::sync::atomic::AtomicBool::new(hidden),
+        }
+    }
+
+    fn hidden(&self) -> bool {
+        self.hidden.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 /// All sandboxes.
@@ -103,9 +119,7 @@ impl Sandboxes {
                 ),
                 id.clone(),
             );
-            let entry = Arc::new(Entry {
-                rec: Mutex::new(rec),
-            });
+            let entry = Arc::new(Entry::new(rec, false));
             inner.by_id.insert(id.clone(), Arc::clone(&entry));
             drop(inner);
             if ready {
@@ -195,7 +209,7 @@ impl Sandboxes {
             }
         };
         if let Some((existing, entry)) = existing {
-            if entry.is_some_and(|e| lock(&e.rec).is_ready()) {
+            if entry.is_some_and(|e| !e.hidden() && lock(&e.rec).is_ready()) {
                 // The kubelet retrying a Run whose answer it lost.
                 return Ok((existing, false));
             }
@@ -240,9 +254,9 @@ impl Sandboxes {
             },
             user_namespace,
         };
-        let entry = Arc::new(Entry {
-            rec: Mutex::new(rec),
-        });
+        // Hidden until created (and, with NRI, until its RunPodSandbox event
+        // passed: the caller publishes it).
+        let entry = Arc::new(Entry::new(rec, true));
         lock(&self.inner)
             .by_id
             .insert(id.clone(), Arc::clone(&entry));
@@ -257,6 +271,11 @@ impl Sandboxes {
             Ok(child) => {
                 guard.armed = false;
                 self.supervise(Arc::clone(&entry), Some(child));
+                if !self.config.nri.enable {
+                    entry
+                        .hidden
+                        .store(false, std::sync::atomic::Ordering::Release);
+                }
                 Ok((id, true))
             }
             Err(e) => Err(e),
@@ -582,7 +601,47 @@ impl Sandboxes {
     /// must mean the namespaces really exist. `Ok(None)`: no such sandbox;
     /// an empty or ambiguous id is an error.
     pub fn get(&self, id: &str) -> Result<Option<SandboxRecord>> {
-        Ok(self.entry(id)?.map(|e| checked_pins(lock(&e.rec).clone())))
+        Ok(self
+            .entry(id)?
+            .filter(|e| !e.hidden())
+            .map(|e| checked_pins(lock(&e.rec).clone())))
+    }
+
+    /// The record of a sandbox still hidden by [`Sandboxes::run`] (exact id).
+    pub fn peek_hidden(&self, id: &str) -> Option<SandboxRecord> {
+        let entry = lock(&self.inner).by_id.get(id).cloned()?;
+        let rec = lock(&entry.rec).clone();
+        Some(rec)
+    }
+
+    /// Makes a sandbox [`Sandboxes::run`] left hidden (NRI on) visible.
+    pub fn publish(&self, id: &str) {
+        if let Some(e) = lock(&self.inner).by_id.get(id) {
+            e.hidden.store(false, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    /// Undoes a RunPodSandbox whose NRI event failed: teardown, files,
+    /// record and name reservation, as a failed creation.
+    pub fn abort_run(&self, id: &str) {
+        let Some(entry) = lock(&self.inner).by_id.get(id).cloned() else {
+            return;
+        };
+        let key = {
+            let rec = lock(&entry.rec);
+            (
+                rec.name.clone(),
+                rec.namespace.clone(),
+                rec.uid.clone(),
+                rec.attempt,
+            )
+        };
+        drop(RunGuard {
+            sb: self,
+            entry: &entry,
+            key,
+            armed: true,
+        });
     }
 
     /// Like [`Sandboxes::get`] without waiting: `Err(Busy)` while an
@@ -592,6 +651,9 @@ impl Sandboxes {
         let Ok(Some(entry)) = self.entry(id) else {
             return Ok(None);
         };
+        if entry.hidden() {
+            return Ok(None);
+        }
         let rec = match entry.rec.try_lock() {
             Ok(r) => r.clone(),
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().clone(),
@@ -616,7 +678,12 @@ impl Sandboxes {
 
     /// Copies of all records.
     pub fn all(&self) -> Vec<SandboxRecord> {
-        let entries: Vec<_> = lock(&self.inner).by_id.values().cloned().collect();
+        let entries: Vec<_> = lock(&self.inner)
+            .by_id
+            .values()
+            .filter(|e| !e.hidden())
+            .cloned()
+            .collect();
         entries.iter().map(|e| lock(&e.rec).clone()).collect()
     }
 }
