@@ -93,9 +93,9 @@ impl ProcOs for HostProcOs {
             .accept()
             .map_err(|e| TaskError::Internal(format!("no terminal from the runtime: {e}")))?;
         let _ = conn.set_nonblocking(false);
-        let master = crid_common::fd_pass::recv_fd(&conn)
+        let master = crate::sys::recv_console(&conn)
             .map_err(|e| TaskError::Internal(format!("receiving the terminal: {e}")))?;
-        let master = Arc::new(File::from(master));
+        let master = Arc::new(master);
         if let Some(out) = opt(&io.stdout, true)? {
             let m = Arc::clone(&master);
             spawn_copy(move || copy(&mut &*m, &mut &out))?;
