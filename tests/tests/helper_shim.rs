@@ -263,3 +263,41 @@ async fn a_killed_helper_ends_its_containers_and_is_replaced() {
     n.assert_no_container_left().await;
     n.assert_no_containerd_objects();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pod_keeps_working_across_a_containerd_restart() {
+    let mut n = node().await;
+    let pod_cfg = n.pod_config("shim-ctrd");
+    let pod = n.run_pod(&pod_cfg).await;
+    let long = n
+        .run(&pod, &pod_cfg, sh("long", &n.image, "exec sleep 1000"))
+        .await;
+    let pid = n.container_info(&long).await["pid"].as_u64().expect("pid");
+
+    // containerd goes away and comes back: it finds the helper again through
+    // the bundle's address file.
+    n.ctrd.stop();
+    n.ctrd = crid_e2e::PrivateContainerd::start(&n.dir.path().join("containerd"))
+        .await
+        .unwrap();
+    let tasks = crid_e2e::wait_for(Duration::from_secs(20), || {
+        let out = n.ctr(&["tasks", "ls"]);
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(long.as_str()))
+            .map(str::to_string);
+        async move { line.filter(|l| l.contains("RUNNING")) }
+    })
+    .await;
+    let line = tasks.unwrap_or_else(|| panic!("task not RUNNING: {}", n.ctr(&["tasks", "ls"])));
+    assert!(line.contains(&pid.to_string()), "{line}");
+    assert_eq!(n.status(&long).await.unwrap().state, RUNNING);
+    let r = exec_sync(&mut n, &long, &["echo", "after"]).await;
+    assert_eq!((r.stdout.as_slice(), r.exit_code), (&b"after\n"[..], 0));
+    n.stop_container(&long, 5).await.unwrap();
+    let s = n.wait_exited(&long, Duration::from_secs(20)).await;
+    assert_eq!(s.exit_code, 143, "{s:?}");
+    n.stop_remove_pod(&pod).await;
+    n.assert_no_container_left().await;
+    n.assert_no_containerd_objects();
+}
