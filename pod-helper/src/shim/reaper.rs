@@ -27,8 +27,8 @@ pub struct Exit {
 
 #[derive(Default)]
 struct State {
-    /// Bumped whenever a child is about to be started, so a reaper thread
-    /// idle for lack of children looks again.
+    /// Bumped whenever a child has been started, so a reaper thread idle
+    /// for lack of children looks again.
     generation: u64,
     claimed: HashSet<i32>,
     unclaimed: HashMap<i32, (Exit, Instant)>,
@@ -56,8 +56,10 @@ impl Reaper {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Says a child is about to be started (call before spawning).
-    pub fn will_spawn(&self) {
+    /// Says a child has just been started (call right after spawning: a
+    /// reaper woken before the child exists would find no child and sleep
+    /// again, leaving the child's exit uncollected until its timeout).
+    pub fn spawned(&self) {
         self.lock().generation += 1;
         self.changed.notify_all();
     }

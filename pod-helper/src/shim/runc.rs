@@ -131,8 +131,8 @@ impl RuncCli {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        self.reaper.will_spawn();
         let mut child = cmd.spawn().map_err(self.spawn_err())?;
+        self.reaper.spawned();
         let mut out = Vec::new();
         let mut err = Vec::new();
         if let Some(mut o) = child.stdout.take() {
@@ -163,8 +163,8 @@ impl RuncCli {
         cmd.stdin(or_null(io.stdin))
             .stdout(or_null(io.stdout))
             .stderr(or_null(io.stderr));
-        self.reaper.will_spawn();
         let child = cmd.spawn().map_err(self.spawn_err())?;
+        self.reaper.spawned();
         // The process's stdio must not stay open here: the log drain sees
         // end of file only once every writer has closed.
         drop(cmd);
