@@ -78,14 +78,18 @@ pub struct Config {
 /// The runtime handler every node has.
 pub const DEFAULT_RUNTIME_HANDLER: &str = "runc";
 
-/// The only containerd runtime crid drives (one shim per pod).
+/// containerd's runc shim (one shim process per pod).
 pub const RUNC_V2_RUNTIME_TYPE: &str = "io.containerd.runc.v2";
+
+/// The pod's crid-pod-helper as its shim (no shim process of its own).
+pub const CRID_SHIM_RUNTIME_TYPE: &str = "io.containerd.crid.v1";
 
 /// One runtime handler: how containers of pods run with it are executed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuntimeHandlerConfig {
-    /// containerd runtime; only `io.containerd.runc.v2` is supported.
+    /// containerd runtime: `io.containerd.runc.v2` (containerd's runc shim)
+    /// or `io.containerd.crid.v1` (the pod helper is the shim).
     pub runtime_type: String,
     /// The OCI runtime binary the shim runs: a name looked up in the shim's
     /// PATH (`runc`, `crun`) or an absolute path.
@@ -567,11 +571,11 @@ impl Config {
                     "is not a valid handler name (lowercase letters, digits and '-', at most 63, starting and ending with a letter or digit, like a RuntimeClass handler)".into(),
                 ));
             }
-            if h.runtime_type != RUNC_V2_RUNTIME_TYPE {
+            if h.runtime_type != RUNC_V2_RUNTIME_TYPE && h.runtime_type != CRID_SHIM_RUNTIME_TYPE {
                 return Err(bad(
                     "runtimes.<handler>.runtime_type",
                     format!(
-                        "runtime_type {:?} is not supported (only {RUNC_V2_RUNTIME_TYPE:?})",
+                        "runtime_type {:?} is not supported (only {RUNC_V2_RUNTIME_TYPE:?} or {CRID_SHIM_RUNTIME_TYPE:?})",
                         h.runtime_type
                     ),
                 ));
@@ -874,6 +878,22 @@ mod tests {
         );
         let text = toml::to_string_pretty(&with).unwrap();
         assert_eq!(parse(&text).unwrap(), with);
+    }
+
+    #[test]
+    fn the_helper_shim_runtime_type_is_accepted() {
+        let c = parse(
+            "default_runtime = \"crid\"\n[runtimes.crid]\nruntime_type = \"io.containerd.crid.v1\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.runtime_handler("").unwrap().1.runtime_type,
+            CRID_SHIM_RUNTIME_TYPE
+        );
+        assert_eq!(
+            c.runtime_handler("runc").unwrap().1.runtime_type,
+            RUNC_V2_RUNTIME_TYPE
+        );
     }
 
     #[test]

@@ -413,6 +413,21 @@ pub struct HelperSpec {
     /// network, UTS, IPC and PID namespaces; None: the node's (mode NODE).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub userns: Option<UserNamespace>,
+    /// Serve containerd's task API for the pod's containers (runtime
+    /// `io.containerd.crid.v1`): the helper is then the pod's shim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shim: Option<ShimSpec>,
+}
+
+/// The helper as the pod's containerd shim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShimSpec {
+    /// The ttrpc socket containerd connects to (short enough for `sun_path`).
+    pub socket: std::path::PathBuf,
+    /// containerd's ttrpc address, where task events are forwarded.
+    pub containerd_ttrpc: std::path::PathBuf,
+    /// The containerd namespace of the pod's containers.
+    pub namespace: String,
 }
 
 /// One range of an id mapping, as in `/proc/<pid>/uid_map`.
@@ -626,13 +641,24 @@ mod tests {
             cni: None,
             adopt: None,
             userns: Some(u.clone()),
+            shim: Some(ShimSpec {
+                socket: "/run/crid-shim/s.sock".into(),
+                containerd_ttrpc: "/run/containerd/containerd.sock.ttrpc".into(),
+                namespace: "crid".into(),
+            }),
         })
         .unwrap();
         let back: HelperSpec = serde_json::from_value(v.clone()).unwrap();
         assert_eq!(back.userns, Some(u));
+        assert_eq!(
+            back.shim.as_ref().map(|s| s.namespace.as_str()),
+            Some("crid")
+        );
         v.as_object_mut().unwrap().remove("userns");
+        v.as_object_mut().unwrap().remove("shim");
         let old: HelperSpec = serde_json::from_value(v).unwrap();
         assert_eq!(old.userns, None);
+        assert_eq!(old.shim, None);
     }
 
     #[test]

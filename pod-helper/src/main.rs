@@ -10,6 +10,7 @@ mod logs;
 
 mod serve;
 mod setup;
+mod shim;
 mod sys;
 mod userns;
 
@@ -21,6 +22,15 @@ mod streaming;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
+    // Run by containerd under the shim name (a link to this binary).
+    let name = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    if name == shim::binary::BINARY_NAME {
+        return shim::binary::main(&args[1..]);
+    }
     match args.get(1).map(String::as_str) {
         Some("--version") => {
             println!(
@@ -64,6 +74,15 @@ fn run(spec_path: &str) -> ExitCode {
     }
     match setup::set_up(&spec) {
         Ok(pod) => {
+            if let Some(shim) = &pod.spec.shim {
+                // Before Ready: containerd may connect as soon as crid knows.
+                if let Err(e) = shim::start(shim) {
+                    report(&SetupReport::Failed {
+                        message: format!("serving as the pod's shim: {e}"),
+                    });
+                    return ExitCode::FAILURE;
+                }
+            }
             log(&format!(
                 "sandbox {} ready (helper pid {}, reaper {:?})",
                 spec.sandbox_id,

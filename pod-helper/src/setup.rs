@@ -251,8 +251,11 @@ pub fn set_up(spec: &HelperSpec) -> Result<Pod, SetupError> {
     let listener = crid_common::protocol::with_socket_path(&spec.socket, |p| UnixListener::bind(p))
         .map_err(os(format!("binding {}", spec.socket.display())))?;
 
-    // 7. Only what later duties need stays.
-    notes.extend(sys::drop_capabilities());
+    // 7. Only what later duties need stays; as the pod's shim the helper
+    //    runs the OCI runtime, which needs what containerd's shim has.
+    if spec.shim.is_none() {
+        notes.extend(sys::drop_capabilities());
+    }
     if let Some(root) = pod_root {
         root.commit()
             .map_err(os("handing the pod over to the pod root"))?;

@@ -263,3 +263,63 @@ pub fn detach_stdout() {
         let _ = nix::unistd::dup2(null.as_raw_fd(), 1);
     }
 }
+
+/// Sets a terminal's window size (TIOCSWINSZ) on its master side.
+pub fn set_window_size(master: &File, width: u16, height: u16) -> std::io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: height,
+        ws_col: width,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ only reads the winsize we pass, which lives for the
+    // duration of the call; the fd is open (borrowed from `master`).
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A new eventfd (close-on-exec), as a file to read its counter from.
+pub fn eventfd() -> std::io::Result<File> {
+    // SAFETY: eventfd(2) takes no pointers; a non-negative result is a new
+    // descriptor that nothing else owns, so wrapping it in a File is sound.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: see above: `fd` is open and owned by no one else.
+    Ok(unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// Receives the terminal master the runtime sends with its name (runc's
+/// `SendFile`: the pty's path as data, the fd as SCM_RIGHTS).
+pub fn recv_console(conn: &std::os::unix::net::UnixStream) -> std::io::Result<File> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::{FromRawFd, RawFd};
+    let mut name = [0u8; 4096];
+    let mut iov = [std::io::IoSliceMut::new(&mut name)];
+    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let msg = recvmsg::<()>(
+        std::os::fd::AsRawFd::as_raw_fd(conn),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut fds: Vec<RawFd> = Vec::new();
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(f) = c {
+            fds.extend(f);
+        }
+    }
+    let mut it = fds.into_iter();
+    let first = it.next().ok_or_else(|| {
+        std::io::Error::other(format!("no terminal fd in a {}-byte message", msg.bytes))
+    })?;
+    for extra in it {
+        // SAFETY: received just now and owned by no one else.
+        drop(unsafe { File::from_raw_fd(extra) });
+    }
+    // SAFETY: as above: a fresh descriptor from SCM_RIGHTS, owned here.
+    Ok(unsafe { File::from_raw_fd(first) })
+}

@@ -216,6 +216,9 @@ pub fn kill_leftover_pods(dir: &Path, state_dir: &Path) {
         .filter(|id| !id.starts_with('.'))
         .collect();
     for id in ids {
+        // A helper-shim pod's socket outside the test dir (deep test dirs
+        // do not fit a unix socket address).
+        let _ = std::fs::remove_file(Path::new("/run/crid-shim").join(format!("{id}.sock")));
         // Whatever still runs in the pod's cgroups (containers) dies too.
         for pid in pids_in_cgroup(&format!("crid/{id}")) {
             let _ = nix::sys::signal::kill(

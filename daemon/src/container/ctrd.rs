@@ -16,7 +16,7 @@ use crid_proto::containerd::services::v1::{
 use crid_proto::containerd::types::Mount;
 use std::collections::HashMap;
 
-/// The runtime every container runs with.
+/// containerd's runc shim runtime.
 pub const RUNTIME: &str = "io.containerd.runc.v2";
 /// Leaf under the pod's cgroup the pod's one shim is placed in.
 pub const SHIM_CGROUP_LEAF: &str = crate::cgroups::SHIM_LEAF;
@@ -66,6 +66,9 @@ pub struct NewContainer<'a> {
     pub image: &'a str,
     /// The OCI spec as containerd stores it.
     pub spec: prost_types::Any,
+    /// containerd runtime name: [`RUNTIME`], or the absolute path of the
+    /// `containerd-shim-crid-v1` link for pods whose helper is the shim.
+    pub runtime: String,
     /// runc options.
     pub runtime_options: prost_types::Any,
     /// Snapshotter.
@@ -85,7 +88,7 @@ pub async fn create_container(s: &Session, c: NewContainer<'_>) -> Result<()> {
                 labels: c.labels,
                 image: c.image.to_string(),
                 runtime: Some(Runtime {
-                    name: RUNTIME.to_string(),
+                    name: c.runtime,
                     options: Some(c.runtime_options),
                 }),
                 spec: Some(c.spec),

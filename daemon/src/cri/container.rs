@@ -415,11 +415,31 @@ async fn create_steps(
     // NRI: plugins see the container and adjust its spec. Held from the
     // event until the record exists (see crate::nri).
     let _nri_sync = crid.nri.block_sync().await;
-    let spec = nri_create(crid, id, sb, config, spec).await?;
-    let spec_any = spec::to_containerd_any(&spec)?;
+    let mut spec = nri_create(crid, id, sb, config, spec).await?;
     let (_, handler) = crate::runtime_handler::resolve(&crid.config, &sb.runtime_handler)
         .map_err(|e| Error::FailedPrecondition(format!("pod sandbox {}: {e}", sb.id)))?;
-    let shim_cgroup = format!("{}/{SHIM_CGROUP_LEAF}", pod_cgroup(sb)?);
+    let (runtime, shim_cgroup) = match &sb.shim {
+        // The pod's helper is its shim: containerd runs the shim link, whose
+        // `start` reads the helper's address from this annotation. The
+        // helper already lives in the pod's cgroup.
+        Some(shim) => {
+            let mut annotations = spec.annotations().clone().unwrap_or_default();
+            annotations.insert(
+                crate::sandbox::SHIM_ADDRESS_ANNOTATION.to_string(),
+                format!("unix://{}", shim.socket.display()),
+            );
+            spec.set_annotations(Some(annotations));
+            (
+                crid.sandboxes.shim_binary().display().to_string(),
+                String::new(),
+            )
+        }
+        None => (
+            ctrd::RUNTIME.to_string(),
+            format!("{}/{SHIM_CGROUP_LEAF}", pod_cgroup(sb)?),
+        ),
+    };
+    let spec_any = spec::to_containerd_any(&spec)?;
     // The runc v2 shim groups containers into one shim per value of the spec
     // annotation io.kubernetes.cri.sandbox-id (the generator sets it), so all
     // containers of a pod share one shim.
@@ -429,6 +449,7 @@ async fn create_steps(
             id,
             image: image_name,
             spec: spec_any,
+            runtime,
             runtime_options: crate::runtime_handler::runc_options(handler, &shim_cgroup),
             snapshotter: &snapshotter,
             labels: HashMap::from([

@@ -29,6 +29,14 @@ use std::time::Duration;
 /// (name, namespace, uid, attempt): what the kubelet reserves a sandbox by.
 type NameKey = (String, String, String, u32);
 
+/// The container spec annotation with the address of the pod helper's shim
+/// socket (read by `containerd-shim-crid-v1 start`).
+pub const SHIM_ADDRESS_ANNOTATION: &str = "io.crid.shim.address";
+
+/// The shim command containerd runs for `io.containerd.crid.v1` pods: a
+/// link to the helper binary, made by crid in its runtime dir.
+pub const SHIM_BINARY_NAME: &str = "containerd-shim-crid-v1";
+
 /// One sandbox in memory; its mutex serialises operations on it.
 struct Entry {
     rec: Mutex<SandboxRecord>,
@@ -76,6 +84,19 @@ struct Inner {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding a lock must not wedge every later call.
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Points `link` at `helper` (replacing whatever was there).
+fn link_shim_binary(link: &Path, helper: &Path) -> Result<()> {
+    let io = |e: std::io::Error| Error::Internal(format!("linking {}: {e}", link.display()));
+    if let Some(dir) = link.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    if std::fs::read_link(link).ok().as_deref() == Some(helper) {
+        return Ok(());
+    }
+    let _ = std::fs::remove_file(link);
+    std::os::unix::fs::symlink(helper, link).map_err(io)
 }
 
 fn now_ns() -> i64 {
@@ -146,6 +167,13 @@ impl Sandboxes {
         } else {
             config.sandbox.helper_path.clone()
         };
+        if config
+            .runtimes
+            .values()
+            .any(|h| h.runtime_type == crid_common::config::CRID_SHIM_RUNTIME_TYPE)
+        {
+            link_shim_binary(&config.runtime_dir.join(SHIM_BINARY_NAME), &helper)?;
+        }
         Ok(Arc::new(Sandboxes {
             config: config.clone(),
             store,
@@ -253,6 +281,7 @@ impl Sandboxes {
                 resources: linux.resources.clone(),
             },
             user_namespace,
+            shim: self.shim_spec(&req.runtime_handler, &dir, &id),
         };
         // Hidden until created (and, with NRI, until its RunPodSandbox event
         // passed: the caller publishes it).
@@ -461,6 +490,32 @@ impl Sandboxes {
         }
     }
 
+    /// The shim part of a new sandbox's helper spec, when its handler is
+    /// of type `io.containerd.crid.v1`.
+    fn shim_spec(
+        &self,
+        handler: &str,
+        dir: &std::path::Path,
+        id: &str,
+    ) -> Option<crid_common::protocol::ShimSpec> {
+        let (_, h) = crate::runtime_handler::resolve(&self.config, handler).ok()?;
+        (h.runtime_type == crid_common::config::CRID_SHIM_RUNTIME_TYPE).then(|| {
+            let mut ttrpc = self.config.containerd.address.clone().into_os_string();
+            ttrpc.push(".ttrpc");
+            crid_common::protocol::ShimSpec {
+                socket: record::shim_socket(dir, id),
+                containerd_ttrpc: ttrpc.into(),
+                namespace: self.config.containerd.namespace.clone(),
+            }
+        })
+    }
+
+    /// The `containerd-shim-crid-v1` link (the runtime name containerd is
+    /// given: an absolute path, so no PATH lookup is involved).
+    pub fn shim_binary(&self) -> PathBuf {
+        self.config.runtime_dir.join(SHIM_BINARY_NAME)
+    }
+
     fn readopt(&self, rec: &mut SandboxRecord) -> Result<std::process::Child> {
         for (ns, wanted) in rec.pins() {
             if wanted && !is_ns_pin(&rec.ns_dir().join(ns)) {
@@ -505,6 +560,14 @@ impl Sandboxes {
             .end_helper(&rec.socket(), rec.helper_pid, rec.reaper_pid)
         {
             errors.push(e);
+        }
+        if let Some(shim) = &rec.shim {
+            // Outside the sandbox dir when the dir is too deep for a socket.
+            if let Err(e) = self.os.remove_file(&shim.socket) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    errors.push(format!("removing {}: {e}", shim.socket.display()));
+                }
+            }
         }
         // DEL always runs when the pod was meant to have a network: it is
         // idempotent, and ADD may have got further than anything recorded.
@@ -909,6 +972,7 @@ mod tests {
             reaper_pid: None,
             pod_resources: Default::default(),
             user_namespace: None,
+            shim: None,
         }
     }
 

@@ -15,7 +15,9 @@
 use super::validate::MODE_NODE;
 use crate::cgroups::Placement;
 use crid_common::cni_exec::CniInvocation;
-use crid_common::protocol::{Adopt, HelperSpec, OwnNamespaces, UserNamespace, PROTOCOL_VERSION};
+use crid_common::protocol::{
+    Adopt, HelperSpec, OwnNamespaces, ShimSpec, UserNamespace, PROTOCOL_VERSION,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -104,6 +106,10 @@ pub struct SandboxRecord {
     /// owns its other namespaces; None: the node's.
     #[serde(default)]
     pub user_namespace: Option<UserNamespace>,
+    /// The helper is the pod's containerd shim (handler of type
+    /// `io.containerd.crid.v1`): where it serves and reports to.
+    #[serde(default)]
+    pub shim: Option<ShimSpec>,
 }
 
 /// Pod-level resources (the kubelet applies them to the pod cgroup itself).
@@ -113,6 +119,18 @@ pub struct PodResources {
     pub overhead: Option<crid_proto::cri::LinuxContainerResources>,
     /// The sum of its containers' resources.
     pub resources: Option<crid_proto::cri::LinuxContainerResources>,
+}
+
+/// Where the helper of sandbox `id` (dir `dir`) serves as a shim: in the
+/// sandbox dir when the path fits a unix socket address (108 bytes), else
+/// under `/run/crid-shim` by sandbox id.
+pub fn shim_socket(dir: &std::path::Path, id: &str) -> PathBuf {
+    let inside = dir.join("shim.sock");
+    if inside.as_os_str().len() < 100 {
+        inside
+    } else {
+        PathBuf::from("/run/crid-shim").join(format!("{id}.sock"))
+    }
 }
 
 impl SandboxRecord {
@@ -161,6 +179,7 @@ impl SandboxRecord {
             },
             adopt,
             userns: self.user_namespace.clone(),
+            shim: self.shim.clone(),
         }
     }
     /// The namespace pins the pod has: (kind, whether it must exist).

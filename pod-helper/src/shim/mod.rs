@@ -1,0 +1,75 @@
+//! The helper as the pod's containerd shim (runtime `io.containerd.crid.v1`):
+//! containerd's task API served over ttrpc on a socket of the pod, driving
+//! the OCI runtime directly, so a pod is one process instead of helper +
+//! runc shim. `binary.rs` is the `containerd-shim-crid-v1` command containerd
+//! runs, which only points containerd at the running helper.
+
+pub mod binary;
+mod events;
+mod mount;
+mod oom;
+mod procio;
+mod reaper;
+mod runc;
+mod service;
+mod task;
+
+use crid_common::protocol::ShimSpec;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// containerd 1.6 calls the task service by its v2 name; the protos crate
+/// generates the (wire-identical) v3 one.
+const GENERATED_SERVICE: &str = "/containerd.task.v3.Task/";
+const SERVED_SERVICE: &str = "/containerd.task.v2.Task/";
+
+/// Starts serving containerd's task API for the pod; runs until the
+/// process ends.
+pub fn start(spec: &ShimSpec) -> Result<(), String> {
+    // Container processes are re-parented to the helper when runc exits.
+    nix::sys::prctl::set_child_subreaper(true)
+        .map_err(|e| format!("becoming a child subreaper: {e}"))?;
+    let reaper = reaper::Reaper::new();
+    let forwarder = events::Forwarder::start(spec.containerd_ttrpc.clone(), spec.namespace.clone())
+        .map_err(|e| format!("starting the event forwarder: {e}"))?;
+    let tasks = Arc::new(task::Tasks::new(
+        Arc::clone(&reaper),
+        Arc::new(forwarder),
+        Arc::new(procio::HostProcOs),
+    ));
+    let t = Arc::clone(&tasks);
+    let r = Arc::clone(&reaper);
+    std::thread::Builder::new()
+        .name("shim-reaper".into())
+        .stack_size(128 * 1024)
+        .spawn(move || r.run(Box::new(move |pid, exit| t.on_exit(pid, exit))))
+        .map_err(|e| format!("starting the reaper thread: {e}"))?;
+    let service = service::Service {
+        tasks,
+        reaper,
+        namespace: spec.namespace.clone(),
+    };
+    let methods: HashMap<_, _> = containerd_shim_protos::create_task(Arc::new(service))
+        .into_iter()
+        .map(|(k, v)| (k.replace(GENERATED_SERVICE, SERVED_SERVICE), v))
+        .collect();
+    if let Some(dir) = spec.socket.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
+    let _ = std::fs::remove_file(&spec.socket);
+    let mut server = ttrpc::Server::new()
+        .bind(&format!("unix://{}", spec.socket.display()))
+        .map_err(|e| format!("binding {}: {e}", spec.socket.display()))?
+        .register_service(methods)
+        // Per connection: a Wait holds its worker until the process exits,
+        // and a new worker is started whenever fewer than `min` are idle.
+        .set_thread_count_min(1)
+        .set_thread_count_default(2)
+        .set_thread_count_max(4);
+    server
+        .start()
+        .map_err(|e| format!("starting the shim server: {e}"))?;
+    // Serves for the rest of the process's life.
+    std::mem::forget(server);
+    Ok(())
+}
