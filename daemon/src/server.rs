@@ -164,6 +164,22 @@ where
             }
         }));
     let stream_listener = bound.spawn(std::sync::Arc::clone(&svc.crid));
+    // Before any request: what a crash cut half-way in containerd goes.
+    // containerd may be down; crid serves anyway (the next start sweeps).
+    match tokio::time::timeout(
+        Duration::from_secs(10),
+        crate::cri::container_lifecycle::sweep_unrecorded(&svc.crid),
+    )
+    .await
+    {
+        Ok(Ok(0)) => {}
+        Ok(Ok(n)) => tracing::info!(
+            removed = n,
+            "removed containerd containers without a record"
+        ),
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot sweep unrecorded containerd containers"),
+        Err(_) => tracing::warn!("sweeping unrecorded containerd containers timed out"),
+    }
 
     // Container exits and OOM kills; reconciles missed ones on (re)subscribe.
     let events =

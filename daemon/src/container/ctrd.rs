@@ -118,6 +118,22 @@ pub async fn remove_all(s: &Session, id: &str, snapshotter: &str, key: &str) -> 
     remove_snapshot(s, snapshotter, key).await
 }
 
+/// Every containerd container of crid's namespace as (id, snapshotter,
+/// snapshot key).
+pub async fn list_containers(s: &Session) -> Result<Vec<(String, String, String)>> {
+    Ok(ContainersClient::new(s.ctrd.channel())
+        .list(
+            s.req(crid_proto::containerd::services::v1::ListContainersRequest { filters: vec![] }),
+        )
+        .await
+        .map_err(cerr("containers.list"))?
+        .into_inner()
+        .containers
+        .into_iter()
+        .map(|c| (c.id, c.snapshotter, c.snapshot_key))
+        .collect())
+}
+
 /// An error for an image that is not (or no longer) usable.
 pub fn image_not_found(image: &str) -> Error {
     Error::NotFound(format!("image {image:?} not found: pull it first"))

@@ -446,6 +446,38 @@ pub async fn reconcile(crid: &Crid) {
     }
 }
 
+/// Removes containerd containers that crid has no record of: a
+/// CreateContainer cut by a crash of crid between containerd's
+/// `containers.create` and the record's write (its undo never ran). Run
+/// once at start, before requests are served, so no CreateContainer is in
+/// flight. Their task (if any) is killed and deleted, then container and
+/// snapshot go. Returns how many were removed.
+pub async fn sweep_unrecorded(crid: &Crid) -> Result<usize> {
+    let s = Session::plain(&crid.containerd);
+    let mut removed = 0;
+    for (id, snapshotter, key) in crate::container::ctrd::list_containers(&s).await? {
+        match crid.containers.get(&id) {
+            Ok(None) => {}
+            // Known, or not resolvable (an ambiguous prefix): keep.
+            Ok(Some(_)) | Err(_) => continue,
+        }
+        tracing::warn!(container = %id, "removing a containerd container crid has no record of (a CreateContainer cut by a crash)");
+        let _ = task::kill(&s, &id, 9, true).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), task::wait(&s, &id)).await;
+        if let Err(e) = task::delete(&s, &id).await {
+            tracing::warn!(container = %id, error = %e, "deleting an unrecorded container's task");
+            continue;
+        }
+        match crate::container::ctrd::remove_all(&s, &id, &snapshotter, &key).await {
+            Ok(()) => removed += 1,
+            Err(e) => {
+                tracing::warn!(container = %id, error = %e, "removing an unrecorded container")
+            }
+        }
+    }
+    Ok(removed)
+}
+
 /// Follows containerd's task exit and OOM events for crid's namespace until
 /// crid stops; after every (re)subscription it reconciles, so an exit that
 /// happened while the stream was down is not lost.
