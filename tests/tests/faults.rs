@@ -410,3 +410,36 @@ async fn torn_records_are_reported_and_skipped_at_start() {
     assert_eq!(n.list_containers().await.len(), 3);
     remove_all_and_assert_no_leak(&mut n, None).await;
 }
+
+/// A test that fails with a pod holding a host port leaves portmap's nat
+/// rules behind (nobody runs CNI DEL): the TestNet guard removes them.
+#[tokio::test(flavor = "multi_thread")]
+async fn portmap_rules_of_a_failed_test_are_removed_by_the_net_guard() {
+    let (mut n, net) = Node::start_with_net(175).await;
+    let mut cfg = n.pod_config_with_netns("pm");
+    cfg.port_mappings = vec![cri::PortMapping {
+        protocol: cri::Protocol::Tcp as i32,
+        container_port: 80,
+        host_port: 18175,
+        host_ip: String::new(),
+    }];
+    let _pod = n.run_pod(&cfg).await;
+    let nat = || {
+        let out = std::process::Command::new("iptables-save")
+            .args(["-t", "nat"])
+            .output()
+            .expect("iptables-save");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("crid-test-175") || l.contains("10.244.175."))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert!(!nat().is_empty(), "portmap added no rule");
+    // What a failing test's cleanup does: crid and the helpers die, no CNI DEL.
+    n.crid.stop();
+    crid_e2e::kill_leftover_pods(n.dir.path(), &n.crid.config.state_dir);
+    assert!(!nat().is_empty(), "the rules outlive the pod's helper");
+    drop(net);
+    assert_eq!(nat(), Vec::<String>::new(), "rules left after the guard");
+}
