@@ -168,6 +168,32 @@ async fn assert_originals_intact(n: &mut Node, pods: &[String], ctrs: &[String])
     }
 }
 
+/// Every container crid lists is in the state containerd shows: CREATED
+/// has no task, RUNNING a running one, EXITED none running.
+async fn assert_listed_states_true(n: &Node) {
+    let tasks = n.ctr(&["tasks", "ls"]);
+    let task_of = |id: &str| {
+        tasks
+            .lines()
+            .find(|l| l.starts_with(id))
+            .map(|l| l.split_whitespace().last().unwrap_or("").to_string())
+    };
+    for c in n.list_containers().await {
+        let t = task_of(&c.id);
+        let ok = match cri::ContainerState::try_from(c.state) {
+            Ok(cri::ContainerState::ContainerCreated) => t.is_none(),
+            Ok(cri::ContainerState::ContainerRunning) => t.as_deref() == Some("RUNNING"),
+            Ok(cri::ContainerState::ContainerExited) => t.as_deref() != Some("RUNNING"),
+            _ => false,
+        };
+        assert!(
+            ok,
+            "container {} listed as {} but its task is {t:?}",
+            c.id, c.state
+        );
+    }
+}
+
 /// Removes every pod crid lists (originals and whatever cut calls left),
 /// then asserts nothing of the test is left: no pod or container listed or
 /// in containerd, no pod process, no mount under the test dir, no pod
@@ -262,6 +288,7 @@ async fn crid_sigkill_under_load_keeps_everything_and_leaks_nothing() {
     n.restart_crid().await;
 
     assert_originals_intact(&mut n, &pods, &ctrs).await;
+    assert_listed_states_true(&n).await;
     for (l, b) in logs.iter().zip(&before) {
         wait_ticks_beyond(l, *b + 10).await;
         assert_no_tick_lost(l, false);
@@ -305,6 +332,7 @@ async fn helper_sigkill_under_load_keeps_everything_and_leaks_nothing() {
     })
     .await;
     assert!(new.is_some(), "the helper was not replaced");
+    assert_listed_states_true(&n).await;
     let before = *ticks(&logs[0]).last().unwrap();
     assert_originals_intact(&mut n, &pods, &ctrs).await;
     wait_ticks_beyond(&logs[0], before + 10).await;
@@ -328,6 +356,7 @@ async fn containerd_sigkill_under_load_keeps_everything_and_leaks_nothing() {
     stop_load(load, stop).await;
     let before: Vec<u64> = logs.iter().map(|l| *ticks(l).last().unwrap()).collect();
     assert_originals_intact(&mut n, &pods, &ctrs).await;
+    assert_listed_states_true(&n).await;
     for (l, b) in logs.iter().zip(&before) {
         wait_ticks_beyond(l, *b + 10).await;
         assert_no_tick_lost(l, false);
@@ -408,6 +437,11 @@ async fn torn_records_are_reported_and_skipped_at_start() {
     n.restart_crid().await;
     assert_eq!(n.list_pods().await.len(), 3);
     assert_eq!(n.list_containers().await.len(), 3);
+    // The container behind the damaged record was left alone meanwhile.
+    for (_, c) in &pods {
+        let s = n.status(c).await.unwrap();
+        assert_eq!(s.state, cri::ContainerState::ContainerRunning as i32, "{c}");
+    }
     remove_all_and_assert_no_leak(&mut n, None).await;
 }
 

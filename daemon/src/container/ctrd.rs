@@ -134,6 +134,29 @@ pub async fn list_containers(s: &Session) -> Result<Vec<(String, String, String)
         .collect())
 }
 
+/// Names of the active (writable) snapshots of `snapshotter`.
+pub async fn active_snapshots(s: &Session, snapshotter: &str) -> Result<Vec<String>> {
+    use crid_proto::containerd::services::v1::snapshots::{Kind, ListSnapshotsRequest};
+    let mut stream = SnapshotsClient::new(s.ctrd.channel())
+        .list(s.req(ListSnapshotsRequest {
+            snapshotter: snapshotter.to_string(),
+            filters: vec![],
+        }))
+        .await
+        .map_err(cerr("snapshots.list"))?
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(page) = stream.message().await.map_err(cerr("snapshots.list"))? {
+        out.extend(
+            page.info
+                .into_iter()
+                .filter(|i| i.kind == Kind::Active as i32)
+                .map(|i| i.name),
+        );
+    }
+    Ok(out)
+}
+
 /// An error for an image that is not (or no longer) usable.
 pub fn image_not_found(image: &str) -> Error {
     Error::NotFound(format!("image {image:?} not found: pull it first"))
