@@ -425,6 +425,10 @@ pub async fn reopen_log(
 pub async fn reconcile(crid: &Crid) {
     let s = Session::plain(&crid.containerd);
     for rec in crid.containers.all() {
+        if rec.state == ContainerState::Created {
+            discard_task_of_failed_start(crid, &s, &rec.id).await;
+            continue;
+        }
         if rec.state != ContainerState::Running {
             continue;
         }
@@ -446,10 +450,29 @@ pub async fn reconcile(crid: &Crid) {
     }
 }
 
+/// A Created container with a task in containerd: a StartContainer whose
+/// answer was lost (containerd died after making the task; the start's
+/// undo could not reach it). Unless a StartContainer holds the container
+/// right now, the task goes, so CREATED stays true.
+async fn discard_task_of_failed_start(crid: &Crid, s: &Session, id: &str) {
+    let lock = crid.containers.op_lock(id);
+    let Ok(_held) = lock.try_lock() else {
+        return;
+    };
+    if !matches!(crid.containers.get(id), Ok(Some(r)) if r.state == ContainerState::Created) {
+        return;
+    }
+    if let Err(e) = discard_cut_task(s, id).await {
+        tracing::warn!(container = %id, error = %e, "discarding the task of a failed StartContainer");
+    }
+}
+
 /// Kills and deletes the task of a container recorded as Created: one
 /// exists only when a StartContainer was cut by a crash after containerd
-/// made it (the record was never marked Running). Absent is fine. Only
-/// at start, before serving (no StartContainer can be in flight).
+/// made it, or containerd died before answering (the record was never
+/// marked Running). Absent is fine. The caller makes sure no
+/// StartContainer is in flight (at start before serving, or holding the
+/// container's op lock).
 async fn discard_cut_task(s: &Session, id: &str) -> Result<()> {
     match task::state(s, id).await? {
         TaskState::Absent => return Ok(()),
