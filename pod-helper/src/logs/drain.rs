@@ -303,7 +303,10 @@ impl Drain<'_> {
                 input.ended = true;
             }
             Ok(Look::Nothing) => {
-                if input.source.seen() > 0 {
+                // Stalled only when all that waits in the pipe is an
+                // unterminated line; settled bytes are consumed by the
+                // flush that is due, which makes room.
+                if input.source.seen() > 0 && input.settled() == 0 {
                     let wait = input
                         .stalled
                         .map_or(STALL_FIRST, |(_, w)| (w * 2).min(STALL_MAX));
@@ -355,6 +358,8 @@ impl Drain<'_> {
             let Some(input) = slot.as_mut() else { continue };
             let n = input.settled();
             if n > 0 {
+                // Room in the pipe: the writer may have added more.
+                input.stalled = None;
                 if let Err(e) = input.source.consume(n) {
                     crate::log(&format!("log drain: consuming a container stream: {e}"));
                     input.ended = true;

@@ -14,6 +14,11 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
+/// Capacity a source pipe is grown to: four 64 KiB windows, room for the
+/// bytes waiting for their write plus new ones, while a stalled disk still
+/// blocks the writer within a few hundred KiB.
+pub const PIPE_SIZE: usize = 256 * 1024;
+
 /// What one look at a source found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Look {
@@ -38,8 +43,16 @@ pub struct Source {
 }
 
 impl Source {
-    /// Wraps the (non-blocking) read side of a pipe or FIFO.
+    /// Wraps the (non-blocking) read side of a pipe or FIFO, growing the
+    /// pipe to [`PIPE_SIZE`] (best effort): unconsumed bytes wait in it
+    /// until written, so a default 64 KiB pipe would block the writer
+    /// about twice as often as a drain that consumes when reading.
     pub fn new(file: File) -> Source {
+        if let Ok(size) = fcntl(file.as_raw_fd(), FcntlArg::F_GETPIPE_SZ) {
+            if (size as usize) < PIPE_SIZE {
+                let _ = fcntl(file.as_raw_fd(), FcntlArg::F_SETPIPE_SZ(PIPE_SIZE as i32));
+            }
+        }
         let peek = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
             .ok()
             .map(|(r, w)| (File::from(r), w));
