@@ -956,4 +956,71 @@ mod tests {
             assert!(!valid_containerd_namespace(bad), "{bad}");
         }
     }
+
+    mod prop {
+        //! Random and damaged config files (issue 14): the parser never
+        //! panics; every rejection names the file or the key.
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn named(e: &ConfigError) -> bool {
+            let m = e.to_string();
+            m.contains("crid.toml") || m.contains("config key")
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+            #[test]
+            fn any_text_parses_or_is_refused_by_name(text in any::<String>()) {
+                if let Err(e) = Config::parse(&text, Path::new("/etc/crid/crid.toml")) {
+                    prop_assert!(named(&e), "{e}");
+                }
+            }
+
+            /// The default file with one line's value replaced by something
+            /// hostile, or cut short anywhere (a torn write).
+            #[test]
+            fn a_damaged_default_file_parses_or_is_refused_by_name(
+                line in any::<prop::sample::Index>(),
+                value in prop_oneof![
+                    Just("\"\"".to_string()),
+                    Just("-1".to_string()),
+                    Just("18446744073709551615".to_string()),
+                    Just("\"../../etc\"".to_string()),
+                    Just("\"/\"".to_string()),
+                    Just("[]".to_string()),
+                    Just("{}".to_string()),
+                    "\"[ -~]{0,40}\"",
+                    any::<i64>().prop_map(|n| n.to_string()),
+                ],
+                cut in any::<prop::sample::Index>(),
+                torn in any::<bool>(),
+            ) {
+                let text = Config::default_toml();
+                let damaged = if torn {
+                    let mut at = cut.index(text.len() + 1);
+                    while !text.is_char_boundary(at) {
+                        at -= 1;
+                    }
+                    text[..at].to_string()
+                } else {
+                    let lines: Vec<&str> = text.lines().collect();
+                    let k = line.index(lines.len());
+                    lines
+                        .iter()
+                        .enumerate()
+                        .map(|(i, l)| match (i == k, l.split_once(" = ")) {
+                            (true, Some((key, _))) => format!("{key} = {value}"),
+                            _ => l.to_string(),
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                };
+                if let Err(e) = Config::parse(&damaged, Path::new("/etc/crid/crid.toml")) {
+                    prop_assert!(named(&e), "{e}");
+                }
+            }
+        }
+    }
 }

@@ -261,6 +261,10 @@ pub fn remove(fs: &dyn CgroupFs, created: &[PathBuf]) -> Result<()> {
                     if pod_dir {
                         remove_empty_children(fs, dir);
                     }
+                    if tries == SHIM_GRACE_TRIES && dir.file_name().is_some_and(|n| n == SHIM_LEAF)
+                    {
+                        kill_left_shim(fs, dir);
+                    }
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
                 Err(e) => {
@@ -274,6 +278,25 @@ pub fn remove(fs: &dyn CgroupFs, created: &[PathBuf]) -> Result<()> {
         }
     }
     first_err.map_or(Ok(()), Err)
+}
+
+/// Tries (20 ms apart) a pod's shim gets to exit by itself once its last
+/// task is deleted before it is killed.
+const SHIM_GRACE_TRIES: u32 = 100;
+
+/// SIGKILLs what is still in a pod's shim leaf at teardown: every container
+/// of the pod is stopped and its task deleted by then, so a shim still there
+/// serves nothing (one a crash of crid cut half-way through its start or
+/// its task's create, which containerd never shut down).
+fn kill_left_shim(fs: &dyn CgroupFs, dir: &Path) {
+    let procs = fs.read(&dir.join("cgroup.procs")).unwrap_or_default();
+    for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+        tracing::warn!(pid, cgroup = %dir.display(), "killing a pod shim left without tasks");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
 }
 
 /// Removes the empty child cgroups of `dir`, deepest first (a child that

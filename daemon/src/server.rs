@@ -170,6 +170,22 @@ where
         .await
         .map_err(ServeError::Nri)?;
     let stream_listener = bound.spawn(std::sync::Arc::clone(&svc.crid));
+    // Before any request: what a crash cut half-way in containerd goes.
+    // containerd may be down; crid serves anyway (the next start sweeps).
+    match tokio::time::timeout(
+        Duration::from_secs(10),
+        crate::cri::container_lifecycle::sweep_unrecorded(&svc.crid),
+    )
+    .await
+    {
+        Ok(Ok(0)) => {}
+        Ok(Ok(n)) => tracing::info!(
+            removed = n,
+            "removed containerd containers without a record"
+        ),
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot sweep unrecorded containerd containers"),
+        Err(_) => tracing::warn!("sweeping unrecorded containerd containers timed out"),
+    }
     // The image index: loaded now, then kept current by containerd's events.
     let idle_trim = crate::alloc::spawn_idle_trim();
     let image_events = svc.crid.images.index().spawn_watch(

@@ -2,11 +2,16 @@
 //! `{"version":N, ...record}`, written only through [`Store::put`] (write a
 //! temp file, fsync it, rename it over the record, fsync the directory), so a
 //! crash leaves either the old or the new record, never a torn one.
+//! [`write_atomic`] is that write, also used for other files crid must
+//! find whole after a crash. A record that is torn anyway (disk damage, a
+//! hand edit) is reported by [`Store::load_all`] and skipped; temp files of
+//! writes cut by a crash are removed at [`Store::open`].
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::io::Write;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use thiserror::Error;
 
 /// A failed store operation.
@@ -58,14 +63,79 @@ pub struct Store<T> {
     _kind: PhantomData<fn() -> T>,
 }
 
+/// Temp files of [`write_atomic`] start with this (and `.`).
+const TMP_MARK: &str = ".tmp-";
+
+/// Writes `body` to `path` so that a crash at any point leaves either the
+/// old file or the new one, whole: a unique temp file beside it, fsync,
+/// rename over `path`, fsync of the directory. Concurrent writers of one
+/// path each rename a whole file (the last one wins).
+pub fn write_atomic(path: &Path, body: &[u8]) -> Result<(), StoreError> {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| StoreError::Io { path: p, source }
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(
+        "{TMP_MARK}{}-{}-{name}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(body)?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(&tmp)(e));
+    }
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(path)(e));
+    }
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))
+}
+
+/// Removes the temp files of writes a crash cut short in `dir`.
+fn remove_stale_temps(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        // `.<id>.json.tmp` is the name older builds used.
+        if name.starts_with(TMP_MARK) || (name.starts_with('.') && name.ends_with(".json.tmp")) {
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => {
+                    tracing::info!(file = %e.path().display(), "removed the temp file of an interrupted write")
+                }
+                Err(err) => {
+                    tracing::warn!(file = %e.path().display(), error = %err, "cannot remove a stale temp file")
+                }
+            }
+        }
+    }
+}
+
 impl<T: Serialize + DeserializeOwned> Store<T> {
     /// Opens (creating) the store dir; `version` is the record format version
-    /// written, and the newest one read.
+    /// written, and the newest one read. Removes temp files left by a crash
+    /// (call before any [`Store::put`]).
     pub fn open(dir: &Path, version: u32) -> Result<Store<T>, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
             path: dir.to_path_buf(),
             source,
         })?;
+        remove_stale_temps(dir);
         Ok(Store {
             dir: dir.to_path_buf(),
             version,
@@ -81,11 +151,6 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// `id` must already be checked as a path component.
     pub fn put(&self, id: &str, record: &T) -> Result<(), StoreError> {
         let path = self.path(id);
-        let tmp = self.dir.join(format!(".{id}.json.tmp"));
-        let io = |p: &Path| {
-            let p = p.to_path_buf();
-            move |source| StoreError::Io { path: p, source }
-        };
         let body = serde_json::to_vec_pretty(&EnvelopeRef {
             version: self.version,
             record,
@@ -94,15 +159,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(&body).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        drop(f);
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
-        std::fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(&self.dir))?;
-        Ok(())
+        write_atomic(&path, &body)
     }
 
     /// Deletes the record of `id`; a missing record is fine.
@@ -251,8 +308,94 @@ mod tests {
         std::fs::write(d.path().join("torn.json"), "{\"vers").unwrap();
         std::fs::write(d.path().join("new.json"), r#"{"version":9,"id":"x","n":1}"#).unwrap();
         std::fs::write(d.path().join(".x.json.tmp"), "junk").unwrap();
+        // Every kind of damage a record can have: empty (cut before its
+        // data reached the disk), binary garbage, invalid UTF-8, a JSON
+        // value of the wrong shape, a directory in its place.
+        std::fs::write(d.path().join("empty.json"), "").unwrap();
+        std::fs::write(d.path().join("zeros.json"), [0u8; 4096]).unwrap();
+        std::fs::write(
+            d.path().join("utf8.json"),
+            b"{\"version\":1,\"id\":\"\xff\xfe\",\"n\":1}",
+        )
+        .unwrap();
+        std::fs::write(d.path().join("shape.json"), "[1,2,3]").unwrap();
+        std::fs::create_dir(d.path().join("dir.json")).unwrap();
         let (ok, bad) = s.load_all().unwrap();
         assert_eq!(ok.len(), 1);
-        assert_eq!(bad.len(), 2);
+        assert_eq!(bad.len(), 7, "{bad:?}");
+        // Every damaged record is named in its report.
+        for name in ["torn", "new", "empty", "zeros", "utf8", "shape", "dir"] {
+            assert!(
+                bad.iter()
+                    .any(|e| e.to_string().contains(&format!("{name}.json"))),
+                "{name}.json not reported"
+            );
+        }
+    }
+
+    #[test]
+    fn temps_of_cut_writes_are_removed_at_open_and_records_kept() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let s: Store<Rec> = Store::open(d.path(), 1).unwrap();
+            s.put(
+                "a",
+                &Rec {
+                    id: "a".into(),
+                    n: 1,
+                },
+            )
+            .unwrap();
+        }
+        std::fs::write(d.path().join(".tmp-1-2-a.json"), "{\"ver").unwrap();
+        std::fs::write(d.path().join(".a.json.tmp"), "junk").unwrap();
+        let s: Store<Rec> = Store::open(d.path(), 1).unwrap();
+        let names: Vec<String> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["a.json".to_string()]);
+        assert_eq!(
+            s.load_all().unwrap().0,
+            vec![Rec {
+                id: "a".into(),
+                n: 1
+            }]
+        );
+    }
+
+    #[test]
+    fn concurrent_puts_of_one_record_leave_a_whole_one() {
+        let d = tempfile::tempdir().unwrap();
+        let s: std::sync::Arc<Store<Rec>> = std::sync::Arc::new(Store::open(d.path(), 1).unwrap());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let s = std::sync::Arc::clone(&s);
+                std::thread::spawn(move || {
+                    for i in 0..50 {
+                        s.put(
+                            "x",
+                            &Rec {
+                                id: "x".repeat(1 + t * 100),
+                                n: i,
+                            },
+                        )
+                        .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let (ok, bad) = s.load_all().unwrap();
+        assert!(bad.is_empty(), "{bad:?}");
+        assert_eq!(ok.len(), 1);
+        assert_eq!(ok[0].n, 49);
+        assert_eq!(
+            std::fs::read_dir(d.path()).unwrap().count(),
+            1,
+            "no temp left"
+        );
     }
 }

@@ -44,10 +44,39 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
     /// Starts containerd with everything under `dir` and waits until it answers.
     pub async fn start(dir: &Path) -> Result<PrivateContainerd, BoxError> {
+        let mut me = PrivateContainerd {
+            dir: dir.to_path_buf(),
+            child: None,
+        };
+        me.spawn().await?;
+        Ok(me)
+    }
+
+    /// SIGKILLs containerd and reaps it (a crash: its shims, containers and
+    /// mounts stay).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts containerd again on the same dirs (after [`Self::kill`]).
+    pub async fn restart(&mut self) -> Result<(), BoxError> {
+        self.kill();
+        self.spawn().await
+    }
+
+    async fn spawn(&mut self) -> Result<(), BoxError> {
+        let dir = self.dir.clone();
+        let dir = dir.as_path();
         std::fs::create_dir_all(dir)?;
         let config = dir.join("config.toml");
         std::fs::write(&config, Self::config_toml(dir))?;
-        let log = std::fs::File::create(dir.join("containerd.log"))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("containerd.log"))?;
         let child = Command::new("containerd")
             .arg("--config")
             .arg(&config)
@@ -56,11 +85,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             .stderr(log)
             .spawn()
             .map_err(|e| format!("starting containerd (is the package installed?): {e}"))?;
-        let me = PrivateContainerd {
-            dir: dir.to_path_buf(),
-            child: Some(child),
-        };
-        let socket = me.socket();
+        self.child = Some(child);
+        let socket = self.socket();
         let up = wait_for(Duration::from_secs(20), || {
             let socket = socket.clone();
             async move { version(&socket).await.ok() }
@@ -72,7 +98,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
                 format!("private containerd did not answer within 20s; log:\n{log}").into(),
             );
         }
-        Ok(me)
+        Ok(())
     }
 
     /// The gRPC socket.

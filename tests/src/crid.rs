@@ -136,6 +136,14 @@ impl CridProcess {
         self.child.as_ref().map(Child::id)
     }
 
+    /// SIGKILL and reap (a crash: nothing is cleaned up, helpers stay).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// SIGTERM and wait; returns the exit status.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;

@@ -73,11 +73,82 @@ impl TestNet {
     }
 }
 
+/// `iptables-restore --noflush` input that deletes every nat rule whose
+/// comment names CNI network `network` (portmap's `dnat name: "<network>"`
+/// jumps) and flushes and deletes the per-container `CNI-DN-*` chains they
+/// jump to. `save` is `iptables-save -t nat`'s output. None: nothing to do.
+pub fn portmap_cleanup(save: &str, network: &str) -> Option<String> {
+    let needle = format!("name: \\\"{network}\\\"");
+    let mut script = String::from("*nat\n");
+    let mut chains = Vec::new();
+    for l in save
+        .lines()
+        .filter(|l| l.starts_with("-A ") && l.contains(&needle))
+    {
+        script.push_str(&format!("-D {}\n", &l[3..]));
+        if let Some(target) = l.split(" -j ").nth(1).map(str::trim) {
+            if target.starts_with("CNI-DN-") && !chains.iter().any(|c| c == target) {
+                chains.push(target.to_string());
+            }
+        }
+    }
+    if script.len() == "*nat\n".len() {
+        return None;
+    }
+    for c in &chains {
+        script.push_str(&format!("-F {c}\n-X {c}\n"));
+    }
+    script.push_str("COMMIT\n");
+    Some(script)
+}
+
 impl Drop for TestNet {
+    /// Deletes the bridge, and whatever portmap rules of this network a
+    /// failed test left (a passing test's CNI DEL removed them already).
     fn drop(&mut self) {
+        let save = std::process::Command::new("iptables-save")
+            .args(["-t", "nat"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        if let Some(script) = portmap_cleanup(&save, &format!("crid-test-{}", self.n)) {
+            use std::io::Write;
+            if let Ok(mut child) = std::process::Command::new("iptables-restore")
+                .arg("--noflush")
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+            {
+                if let Some(mut stdin) = child.stdin.take() {
+                    let _ = stdin.write_all(script.as_bytes());
+                }
+                let _ = child.wait();
+            }
+        }
         let _ = std::process::Command::new("ip")
             .args(["link", "del", &self.bridge])
             .stderr(std::process::Stdio::null())
             .status();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn portmap_cleanup_deletes_only_this_networks_rules_and_chains() {
+        let save = r#"*nat
+:CNI-HOSTPORT-DNAT - [0:0]
+:CNI-DN-aaa - [0:0]
+:CNI-DN-bbb - [0:0]
+-A CNI-HOSTPORT-DNAT -p tcp -m comment --comment "dnat name: \"crid-test-7\" id: \"x\"" -m multiport --dports 8080 -j CNI-DN-aaa
+-A CNI-HOSTPORT-DNAT -p tcp -m comment --comment "dnat name: \"crid-test-70\" id: \"y\"" -m multiport --dports 8081 -j CNI-DN-bbb
+-A CNI-DN-aaa -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.244.7.2:80
+COMMIT
+"#;
+        let s = super::portmap_cleanup(save, "crid-test-7").unwrap();
+        assert_eq!(
+            s,
+            "*nat\n-D CNI-HOSTPORT-DNAT -p tcp -m comment --comment \"dnat name: \\\"crid-test-7\\\" id: \\\"x\\\"\" -m multiport --dports 8080 -j CNI-DN-aaa\n-F CNI-DN-aaa\n-X CNI-DN-aaa\nCOMMIT\n"
+        );
+        assert!(super::portmap_cleanup(save, "crid-test-8").is_none());
     }
 }

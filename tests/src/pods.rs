@@ -171,6 +171,26 @@ impl Node {
         cfg
     }
 
+    /// Starts crid again with the same config (after a stop or a kill) and
+    /// reconnects the clients.
+    pub async fn restart_crid(&mut self) {
+        self.crid.kill();
+        self.crid = CridProcess::start(self.crid.config.clone()).await.unwrap();
+        self.c = self.crid.clients().await.unwrap();
+    }
+
+    /// ListPodSandbox without a filter.
+    pub async fn list_pods(&self) -> Vec<cri::PodSandbox> {
+        self.c
+            .runtime
+            .clone()
+            .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .items
+    }
+
     /// ListContainers without a filter.
     pub async fn list_containers(&self) -> Vec<cri::Container> {
         self.c

@@ -121,6 +121,45 @@ pub async fn remove_all(s: &Session, id: &str, snapshotter: &str, key: &str) -> 
     remove_snapshot(s, snapshotter, key).await
 }
 
+/// Every containerd container of crid's namespace as (id, snapshotter,
+/// snapshot key).
+pub async fn list_containers(s: &Session) -> Result<Vec<(String, String, String)>> {
+    Ok(ContainersClient::new(s.ctrd.channel())
+        .list(
+            s.req(crid_proto::containerd::services::v1::ListContainersRequest { filters: vec![] }),
+        )
+        .await
+        .map_err(cerr("containers.list"))?
+        .into_inner()
+        .containers
+        .into_iter()
+        .map(|c| (c.id, c.snapshotter, c.snapshot_key))
+        .collect())
+}
+
+/// Names of the active (writable) snapshots of `snapshotter`.
+pub async fn active_snapshots(s: &Session, snapshotter: &str) -> Result<Vec<String>> {
+    use crid_proto::containerd::services::v1::snapshots::{Kind, ListSnapshotsRequest};
+    let mut stream = SnapshotsClient::new(s.ctrd.channel())
+        .list(s.req(ListSnapshotsRequest {
+            snapshotter: snapshotter.to_string(),
+            filters: vec![],
+        }))
+        .await
+        .map_err(cerr("snapshots.list"))?
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(page) = stream.message().await.map_err(cerr("snapshots.list"))? {
+        out.extend(
+            page.info
+                .into_iter()
+                .filter(|i| i.kind == Kind::Active as i32)
+                .map(|i| i.name),
+        );
+    }
+    Ok(out)
+}
+
 /// An error for an image that is not (or no longer) usable.
 pub fn image_not_found(image: &str) -> Error {
     Error::NotFound(format!("image {image:?} not found: pull it first"))

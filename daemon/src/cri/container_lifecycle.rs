@@ -444,6 +444,10 @@ pub async fn reopen_log(
 pub async fn reconcile(crid: &Crid) {
     let s = Session::plain(&crid.containerd);
     for rec in crid.containers.all() {
+        if rec.state == ContainerState::Created {
+            discard_task_of_failed_start(crid, &s, &rec.id).await;
+            continue;
+        }
         if rec.state != ContainerState::Running {
             continue;
         }
@@ -463,6 +467,130 @@ pub async fn reconcile(crid: &Crid) {
             Err(e) => tracing::warn!(container = %rec.id, error = %e, "reading task state"),
         }
     }
+}
+
+/// A Created container with a task in containerd: a StartContainer whose
+/// answer was lost (containerd died after making the task; the start's
+/// undo could not reach it). Unless a StartContainer holds the container
+/// right now, the task goes, so CREATED stays true.
+async fn discard_task_of_failed_start(crid: &Crid, s: &Session, id: &str) {
+    let lock = crid.containers.op_lock(id);
+    let Ok(_held) = lock.try_lock() else {
+        return;
+    };
+    if !matches!(crid.containers.get(id), Ok(Some(r)) if r.state == ContainerState::Created) {
+        return;
+    }
+    if let Err(e) = discard_cut_task(s, id).await {
+        tracing::warn!(container = %id, error = %e, "discarding the task of a failed StartContainer");
+    }
+}
+
+/// Kills and deletes the task of a container recorded as Created: one
+/// exists only when a StartContainer was cut by a crash after containerd
+/// made it, or containerd died before answering (the record was never
+/// marked Running). Absent is fine. The caller makes sure no
+/// StartContainer is in flight (at start before serving, or holding the
+/// container's op lock).
+async fn discard_cut_task(s: &Session, id: &str) -> Result<()> {
+    match task::state(s, id).await? {
+        TaskState::Absent => return Ok(()),
+        TaskState::Alive { .. } => {
+            task::kill(s, id, libc::SIGKILL as u32, true).await?;
+            let _ = tokio::time::timeout(KILL_WAIT, task::wait(s, id)).await;
+        }
+        TaskState::Stopped(_) => {}
+    }
+    tracing::warn!(container = %id, "deleting the task of a StartContainer cut by a crash");
+    task::delete(s, id).await.map(|_| ())
+}
+
+/// Clears what calls cut by a crash left in containerd: the task of a
+/// container still recorded as Created (a cut StartContainer; the
+/// container is then truly not running, and Start or Remove work on it),
+/// and containerd containers that crid has no record of: a
+/// CreateContainer cut by a crash of crid between containerd's
+/// `containers.create` and the record's write (its undo never ran). Run
+/// once at start, before requests are served, so no CreateContainer is in
+/// flight. Their task (if any) is killed and deleted, then container and
+/// snapshot go; one whose record file exists but is damaged is kept.
+/// Active snapshots keyed by an unrecorded container id go too.
+/// Returns how many containers and snapshots were removed.
+pub async fn sweep_unrecorded(crid: &Crid) -> Result<usize> {
+    let s = Session::plain(&crid.containerd);
+    // Created containers are truly not running: a task a cut StartContainer
+    // left goes.
+    for rec in crid.containers.all() {
+        if rec.state == ContainerState::Created {
+            if let Err(e) = discard_cut_task(&s, &rec.id).await {
+                tracing::warn!(container = %rec.id, error = %e, "discarding the task of a cut StartContainer");
+            }
+        }
+    }
+    let mut removed = 0;
+    let listed = crate::container::ctrd::list_containers(&s).await?;
+    let in_containerd: std::collections::HashSet<String> =
+        listed.iter().map(|(id, _, _)| id.clone()).collect();
+    for (id, snapshotter, key) in listed {
+        match crid.containers.get(&id) {
+            Ok(None) => {}
+            // Known, or not resolvable (an ambiguous prefix): keep.
+            Ok(Some(_)) | Err(_) => continue,
+        }
+        // A record file that exists but could not be read (reported at
+        // open) still claims the container: keep it for the repair.
+        if !unclaimed(crid, &id) {
+            tracing::warn!(container = %id, "keeping a containerd container whose crid record is unreadable");
+            continue;
+        }
+        tracing::warn!(container = %id, "removing a containerd container crid has no record of (a CreateContainer cut by a crash)");
+        let _ = task::kill(&s, &id, 9, true).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), task::wait(&s, &id)).await;
+        if let Err(e) = task::delete(&s, &id).await {
+            tracing::warn!(container = %id, error = %e, "deleting an unrecorded container's task");
+            continue;
+        }
+        match crate::container::ctrd::remove_all(&s, &id, &snapshotter, &key).await {
+            Ok(()) => removed += 1,
+            Err(e) => {
+                tracing::warn!(container = %id, error = %e, "removing an unrecorded container")
+            }
+        }
+    }
+    // A CreateContainer cut between the snapshot's prepare and the
+    // container's create leaves an active snapshot keyed by the container
+    // id (or `<id>-imgvol-<n>`) under a lease that outlives the crash.
+    let snapshotter = &crid.config.containerd.snapshotter;
+    for key in crate::container::ctrd::active_snapshots(&s, snapshotter).await? {
+        let id = key.split("-imgvol-").next().unwrap_or_default();
+        let is_container_key = id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit());
+        if !is_container_key
+            || in_containerd.contains(id)
+            || !matches!(crid.containers.get(id), Ok(None))
+            || !unclaimed(crid, id)
+        {
+            continue;
+        }
+        tracing::warn!(snapshot = %key, "removing the snapshot of a CreateContainer cut by a crash");
+        match crate::container::ctrd::remove_snapshot(&s, snapshotter, &key).await {
+            Ok(()) => removed += 1,
+            Err(e) => {
+                tracing::warn!(snapshot = %key, error = %e, "removing an unrecorded snapshot")
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// No record file, readable or not, names container `id`.
+fn unclaimed(crid: &Crid, id: &str) -> bool {
+    crid_common::ids::check_component("container id", id).is_ok()
+        && !crid
+            .config
+            .state_dir
+            .join("containers")
+            .join(format!("{id}.json"))
+            .exists()
 }
 
 /// Follows containerd's task exit and OOM events for crid's namespace until

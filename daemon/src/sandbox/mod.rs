@@ -408,8 +408,9 @@ impl Sandboxes {
     ) -> Result<(std::process::Child, SetupReport)> {
         let spec_path = rec.dir.join("helper.json");
         let body = serde_json::to_vec_pretty(spec).map_err(|e| Error::Internal(e.to_string()))?;
-        std::fs::write(&spec_path, body)
-            .map_err(|e| Error::Internal(format!("writing {}: {e}", spec_path.display())))?;
+        // Whole or absent after a crash: the supervisor restarts a helper
+        // from this file.
+        crate::store::write_atomic(&spec_path, &body)?;
         helper_client::spawn(
             &self.helper,
             &spec_path,

@@ -262,6 +262,7 @@ pub fn generate(
     rootfs: &dyn RootfsFiles,
 ) -> Result<Spec, SpecError> {
     let config = inputs.config;
+    validate::request_size(config)?;
     let sc = config
         .linux
         .as_ref()
@@ -533,3 +534,6 @@ mod tests;
 
 #[cfg(test)]
 mod runc_tests;
+
+#[cfg(test)]
+mod prop_tests;

@@ -9,8 +9,100 @@
 //! (runc creates a file mountpoint for a non-directory source).
 
 use super::SpecError;
+use crid_proto::cri::ContainerConfig;
 use std::io;
 use std::path::{Component, Path, PathBuf};
+
+/// Longest single argument or `KEY=VALUE` (the kernel's MAX_ARG_STRLEN,
+/// 32 pages: execve fails with E2BIG beyond it).
+pub const MAX_ARG_BYTES: usize = 128 * 1024;
+/// Most bytes of arguments + environment together (half the kernel's
+/// ARG_MAX at the default 8 MiB stack, leaving room for runc's own).
+pub const MAX_EXEC_BYTES: usize = 1024 * 1024;
+/// Most CRI mounts of one container (a pod with this many volumes is
+/// hostile or broken; each one is a bind mount runc makes).
+pub const MAX_MOUNTS: usize = 1024;
+/// Most bytes of labels + annotations of one container (the API server's
+/// limit on a pod's annotations, 256 KiB).
+pub const MAX_METADATA_BYTES: usize = 256 * 1024;
+/// Most CRI devices of one container.
+pub const MAX_DEVICES: usize = 1024;
+
+/// Sizes a container process could never start with (execve's limits), or
+/// that only a hostile request has; refused before any work.
+pub fn request_size(config: &ContainerConfig) -> Result<(), SpecError> {
+    let mut total = 0usize;
+    let strings = config
+        .command
+        .iter()
+        .chain(&config.args)
+        .map(|s| (s.len(), "argument"))
+        .chain(
+            config
+                .envs
+                .iter()
+                .map(|kv| (kv.key.len() + 1 + kv.value.len(), "environment variable")),
+        );
+    for (len, what) in strings {
+        if len >= MAX_ARG_BYTES {
+            return Err(SpecError::InvalidArgument(format!(
+                "an {what} of {len} bytes is longer than the kernel's limit of {MAX_ARG_BYTES}"
+            )));
+        }
+        total = total.saturating_add(len + 1);
+    }
+    if total > MAX_EXEC_BYTES {
+        return Err(SpecError::InvalidArgument(format!(
+            "command, arguments and environment total {total} bytes, more than {MAX_EXEC_BYTES}"
+        )));
+    }
+    if let Some(kv) = config
+        .envs
+        .iter()
+        .find(|kv| kv.key.is_empty() || kv.key.contains('='))
+    {
+        return Err(SpecError::InvalidArgument(format!(
+            "environment variable name {:?} is empty or contains \"=\"",
+            kv.key
+        )));
+    }
+    let nul = config
+        .command
+        .iter()
+        .chain(&config.args)
+        .chain(config.envs.iter().flat_map(|kv| [&kv.key, &kv.value]))
+        .chain(std::iter::once(&config.working_dir))
+        .any(|s| s.contains('\0'));
+    if nul {
+        return Err(SpecError::InvalidArgument(
+            "command, arguments, environment and working dir cannot contain NUL bytes".into(),
+        ));
+    }
+    if config.mounts.len() > MAX_MOUNTS {
+        return Err(SpecError::InvalidArgument(format!(
+            "{} mounts, more than {MAX_MOUNTS}",
+            config.mounts.len()
+        )));
+    }
+    let meta: usize = config
+        .labels
+        .iter()
+        .chain(&config.annotations)
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    if meta > MAX_METADATA_BYTES {
+        return Err(SpecError::InvalidArgument(format!(
+            "labels and annotations total {meta} bytes, more than {MAX_METADATA_BYTES}"
+        )));
+    }
+    if config.devices.len() > MAX_DEVICES {
+        return Err(SpecError::InvalidArgument(format!(
+            "{} devices, more than {MAX_DEVICES}",
+            config.devices.len()
+        )));
+    }
+    Ok(())
+}
 
 /// A CRI container path (mount or device destination): absolute, no `..`.
 pub fn container_path(p: &str) -> Result<(), SpecError> {

@@ -5,12 +5,21 @@
 //! loop, so while the disk is slow the FIFOs are not read, the kernel's pipe
 //! buffer fills and the container's writes block; the helper never buffers
 //! more than [`DrainConfig::buffer_limit`] plus one read per container.
+//!
+//! Nothing read is lost when the helper dies: bytes are looked at through
+//! [`Source`] (tee into a private pipe) and consumed from the container's
+//! pipe only after the entries they make were written (or dropped for a
+//! full disk). The pipe therefore also holds what is buffered here, so a
+//! flush is due once half a window is waiting; an unterminated line stays
+//! in the pipe too and is looked at again on a short timer rather than on
+//! every `poll` (the pipe stays readable while it sits there).
 
 use super::format::{LineSplitter, Stream};
 use super::sink::LogSink;
+use super::source::{Look, Source};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::Read;
 use std::os::fd::AsFd;
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant, SystemTime};
@@ -36,8 +45,13 @@ impl Default for DrainConfig {
     }
 }
 
-/// Bytes read from a FIFO at once.
+/// Bytes looked at in a FIFO at once (the window of unconsumed bytes).
 const READ_CHUNK: usize = 64 * 1024;
+
+/// First and longest wait before looking again at a stream whose pipe holds
+/// only an unterminated line.
+const STALL_FIRST: Duration = Duration::from_millis(10);
+const STALL_MAX: Duration = Duration::from_millis(160);
 
 /// Asks a running drain to do something (sent with a byte on its wake pipe).
 #[derive(Debug)]
@@ -59,9 +73,23 @@ pub struct DrainStats {
 
 /// One open stream.
 struct Input {
-    file: File,
+    source: Source,
     stream: Stream,
     splitter: LineSplitter,
+    /// The pipe holds nothing new (only an unterminated line): not polled
+    /// for input; looked at again at `stall_until`.
+    stalled: Option<(Instant, Duration)>,
+    /// End of file seen: removed once its bytes are consumed.
+    ended: bool,
+}
+
+impl Input {
+    /// Seen bytes whose entries are in the drain's buffer: everything but
+    /// the splitter's tail (which is the suffix of what was seen, or longer
+    /// when a huge tail was spilled into memory).
+    fn settled(&self) -> usize {
+        self.source.seen().saturating_sub(self.splitter.pending())
+    }
 }
 
 /// Drains `inputs` into `sink` until every input reached end of file or a
@@ -93,9 +121,11 @@ pub fn drain_with_tap(
             .into_iter()
             .map(|(stream, file)| {
                 Some(Input {
-                    file,
+                    source: Source::new(file),
                     stream,
                     splitter: LineSplitter::new(stream, cfg.max_line),
+                    stalled: None,
+                    ended: false,
                 })
             })
             .collect(),
@@ -133,10 +163,14 @@ impl Drain<'_> {
     fn run(&mut self, wake: &File, commands: &Receiver<Command>) {
         let mut chunk = vec![0u8; READ_CHUNK];
         while self.inputs.iter().any(Option::is_some) {
-            let timeout = match self.dirty_since {
+            let mut due = self.dirty_since.map(|t| t + self.cfg.flush_within);
+            for (until, _) in self.inputs.iter().flatten().filter_map(|i| i.stalled) {
+                due = Some(due.map_or(until, |d| d.min(until)));
+            }
+            let timeout = match due {
                 None => PollTimeout::NONE,
                 Some(t) => {
-                    let left = self.cfg.flush_within.saturating_sub(t.elapsed());
+                    let left = t.saturating_duration_since(Instant::now());
                     // Round up, so a sub-millisecond rest does not spin.
                     let ms = left.as_micros().div_ceil(1000).min(u16::MAX as u128) as u16;
                     PollTimeout::from(ms)
@@ -147,7 +181,14 @@ impl Drain<'_> {
                 let mut slots = Vec::with_capacity(self.inputs.len());
                 for (i, input) in self.inputs.iter().enumerate() {
                     if let Some(input) = input {
-                        fds.push(PollFd::new(input.file.as_fd(), PollFlags::POLLIN));
+                        // A stalled pipe stays readable: only its hang-up
+                        // (always reported) wakes the poll.
+                        let events = if input.stalled.is_some() {
+                            PollFlags::empty()
+                        } else {
+                            PollFlags::POLLIN
+                        };
+                        fds.push(PollFd::new(input.source.as_fd(), events));
                         slots.push(i);
                     }
                 }
@@ -168,11 +209,17 @@ impl Drain<'_> {
                 }
                 ready
             };
-            // One read per ready stream per round keeps stdout and stderr
+            // One look per ready stream per round keeps stdout and stderr
             // interleaved roughly as they were written.
+            let now = Instant::now();
             for (i, flags) in ready.iter().enumerate().take(self.inputs.len()) {
-                if !flags.is_empty() {
-                    self.read_once(i, &mut chunk);
+                let stall_over = self.inputs[i]
+                    .as_ref()
+                    .and_then(|x| x.stalled)
+                    .is_some_and(|(until, _)| until <= now);
+                if !flags.is_empty() || stall_over {
+                    let hung_up = flags.intersects(PollFlags::POLLHUP | PollFlags::POLLERR);
+                    self.look_once(i, &mut chunk, hung_up);
                 }
             }
             if ready.last().is_some_and(|f| !f.is_empty()) {
@@ -194,73 +241,100 @@ impl Drain<'_> {
                     }
                 }
             }
-            if self.out.len() >= self.cfg.buffer_limit
-                || self
-                    .dirty_since
-                    .is_some_and(|t| t.elapsed() >= self.cfg.flush_within)
-            {
+            if self.flush_due() {
                 self.flush();
             }
         }
         self.flush();
     }
 
-    /// One read from input `i`; end of file finishes its splitter.
-    fn read_once(&mut self, i: usize, chunk: &mut [u8]) {
+    /// Whether buffered entries are to be written now: the buffer is full,
+    /// it is old enough, a stream ended, or a pipe's window is half full of
+    /// bytes waiting for their write (the container would soon block).
+    fn flush_due(&self) -> bool {
+        self.out.len() >= self.cfg.buffer_limit
+            || self
+                .dirty_since
+                .is_some_and(|t| t.elapsed() >= self.cfg.flush_within)
+            || self
+                .inputs
+                .iter()
+                .flatten()
+                .any(|i| i.ended || i.settled() >= READ_CHUNK / 2)
+    }
+
+    /// One look at input `i`; end of file (or a hang-up with nothing new)
+    /// finishes its splitter. True when new bytes came.
+    fn look_once(&mut self, i: usize, chunk: &mut [u8], hung_up: bool) -> bool {
         let Some(input) = self.inputs[i].as_mut() else {
-            return;
+            return false;
         };
-        match input.file.read(chunk) {
-            Ok(0) => {
-                input.splitter.finish(SystemTime::now(), &mut self.out);
-                self.inputs[i] = None;
-            }
-            Ok(n) => {
+        if input.ended {
+            return false;
+        }
+        let mut new = false;
+        match input.source.look(chunk) {
+            Ok(Look::New(n)) => {
+                new = true;
+                input.stalled = None;
                 if let Some(t) = &self.tap {
                     t.publish(input.stream, &chunk[..n]);
                 }
                 input
                     .splitter
-                    .push(&chunk[..n], SystemTime::now(), &mut self.out)
+                    .push(&chunk[..n], SystemTime::now(), &mut self.out);
+                // A line longer than half the window (no maximum set) cannot
+                // wait in the pipe: its bytes move into memory.
+                if input.splitter.pending() >= READ_CHUNK / 2 {
+                    let seen = input.source.seen();
+                    if let Err(e) = input.source.consume(seen) {
+                        crate::log(&format!("log drain: consuming a container stream: {e}"));
+                    }
+                }
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) => {}
+            Ok(Look::End) => {
+                input.splitter.finish(SystemTime::now(), &mut self.out);
+                input.ended = true;
+            }
+            Ok(Look::Nothing) if hung_up => {
+                // The writers are gone and only an unterminated tail (seen
+                // already) is left.
+                input.splitter.finish(SystemTime::now(), &mut self.out);
+                input.ended = true;
+            }
+            Ok(Look::Nothing) => {
+                // Stalled only when all that waits in the pipe is an
+                // unterminated line; settled bytes are consumed by the
+                // flush that is due, which makes room.
+                if input.source.seen() > 0 && input.settled() == 0 {
+                    let wait = input
+                        .stalled
+                        .map_or(STALL_FIRST, |(_, w)| (w * 2).min(STALL_MAX));
+                    input.stalled = Some((Instant::now() + wait, wait));
+                }
+            }
             Err(e) => {
                 crate::log(&format!("log drain: reading a container stream: {e}"));
                 input.splitter.finish(SystemTime::now(), &mut self.out);
-                self.inputs[i] = None;
+                input.ended = true;
             }
         }
         if !self.out.is_empty() && self.dirty_since.is_none() {
             self.dirty_since = Some(Instant::now());
         }
+        new
     }
 
     /// Reads whatever the FIFOs still hold (an exited container's last output).
     fn read_rest(&mut self, chunk: &mut [u8]) {
         for i in 0..self.inputs.len() {
-            while let Some(input) = self.inputs[i].as_mut() {
-                match input.file.read(chunk) {
-                    Ok(0) => {
-                        input.splitter.finish(SystemTime::now(), &mut self.out);
-                        self.inputs[i] = None;
-                    }
-                    Ok(n) => {
-                        if let Some(t) = &self.tap {
-                            t.publish(input.stream, &chunk[..n]);
-                        }
-                        input
-                            .splitter
-                            .push(&chunk[..n], SystemTime::now(), &mut self.out);
-                        if self.out.len() >= self.cfg.buffer_limit {
-                            self.flush();
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
+            loop {
+                // A full window is emptied first, or nothing new fits.
+                if self.flush_due() {
+                    self.flush();
+                }
+                if !self.look_once(i, chunk, false) {
+                    break;
                 }
             }
         }
@@ -273,11 +347,31 @@ impl Drain<'_> {
     }
 
     /// Writes the buffered entries; a failed write drops them, counted.
+    /// Either way their bytes are then consumed from the pipes, and ended
+    /// streams are closed.
     fn flush(&mut self) {
         self.dirty_since = None;
-        if self.out.is_empty() {
-            return;
+        if !self.out.is_empty() {
+            self.write_out();
         }
+        for slot in self.inputs.iter_mut() {
+            let Some(input) = slot.as_mut() else { continue };
+            let n = input.settled();
+            if n > 0 {
+                // Room in the pipe: the writer may have added more.
+                input.stalled = None;
+                if let Err(e) = input.source.consume(n) {
+                    crate::log(&format!("log drain: consuming a container stream: {e}"));
+                    input.ended = true;
+                }
+            }
+            if input.ended {
+                *slot = None;
+            }
+        }
+    }
+
+    fn write_out(&mut self) {
         let entries = self.out.iter().filter(|&&b| b == b'\n').count() as u64;
         match self.sink.append(&self.out) {
             Ok(()) => {

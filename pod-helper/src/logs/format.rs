@@ -79,8 +79,7 @@ impl LineSplitter {
         }
     }
 
-    /// Bytes held back waiting for the end of their line (tests look at it).
-    #[cfg(test)]
+    /// Bytes held back waiting for the end of their line.
     pub fn pending(&self) -> usize {
         self.pending.len()
     }

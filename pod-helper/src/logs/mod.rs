@@ -6,6 +6,7 @@ pub mod container_io;
 pub mod drain;
 pub mod format;
 pub mod sink;
+pub mod source;
 pub mod tap;
 pub mod timestamp;
 

@@ -662,3 +662,133 @@ fn drain_throughput() {
         lines / secs / 1e6
     );
 }
+
+/// A disk whose writer "dies" at a chosen append: before writing it (the
+/// helper killed with entries buffered) or right after (killed before the
+/// pipe was told): a panic ends the drain thread as a SIGKILL ends the helper.
+struct DyingDisk {
+    data: Arc<std::sync::Mutex<Vec<u8>>>,
+    appends: usize,
+    die_at: usize,
+    after_write: bool,
+}
+
+impl LogSink for DyingDisk {
+    fn append(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.appends += 1;
+        if self.appends == self.die_at && !self.after_write {
+            panic!("killed before the write");
+        }
+        self.data.lock().unwrap().extend_from_slice(buf);
+        if self.appends == self.die_at {
+            panic!("killed after the write");
+        }
+        Ok(())
+    }
+    fn reopen(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_drain_killed_mid_stream_loses_nothing_the_next_one_reads_on() {
+    for after_write in [false, true] {
+        let d = tempfile::tempdir().unwrap();
+        let (r, mut w) = fifo(d.path(), "out");
+        // A second read side, as the shim keeps one: the FIFO's bytes outlive the drain.
+        let keep = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(d.path().join("out"))
+            .unwrap();
+        let data = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = 20_000u32;
+        let writer = std::thread::spawn(move || {
+            for i in 0..lines {
+                writeln!(w, "line{i:05}").unwrap();
+            }
+            // Unterminated tail, written when the first drain is dead.
+            std::thread::sleep(Duration::from_millis(300));
+            w.write_all(b"tail").unwrap();
+        });
+        let start = |file: File, disk: DyingDisk| {
+            let (wake_r, wake_w) =
+                nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)
+                    .unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            let t = std::thread::spawn(move || {
+                let mut disk = disk;
+                drain(
+                    vec![(Stream::Stdout, file)],
+                    File::from(wake_r),
+                    rx,
+                    &mut disk,
+                    DrainConfig {
+                        buffer_limit: 4096,
+                        ..DrainConfig::default()
+                    },
+                )
+            });
+            (t, tx, File::from(wake_w))
+        };
+        let (first, _tx1, _wake1) = start(
+            r,
+            DyingDisk {
+                data: Arc::clone(&data),
+                appends: 0,
+                die_at: 5,
+                after_write,
+            },
+        );
+        assert!(first.join().is_err(), "the first drain dies");
+        // The next helper opens the FIFO again and drains on.
+        let r2 = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(d.path().join("out"))
+            .unwrap();
+        let (second, tx2, mut wake2) = start(
+            r2,
+            DyingDisk {
+                data: Arc::clone(&data),
+                appends: 0,
+                die_at: usize::MAX,
+                after_write: false,
+            },
+        );
+        writer.join().unwrap();
+        // An adopted FIFO reports no hang-up (its reader opened after the
+        // writer): the container's end may have to be told by a release, as crid does.
+        std::thread::sleep(Duration::from_millis(200));
+        // (It may have seen the end by itself already.)
+        let _ = tx2.send(Command::Stop);
+        let _ = wake2.write_all(&[1]);
+        second.join().unwrap();
+        drop(keep);
+        let got = parse(&data.lock().unwrap());
+        let mut nums: Vec<u32> = got
+            .iter()
+            .filter(|e| e.1 == 'F')
+            .map(|e| std::str::from_utf8(&e.2).unwrap()[4..].parse().unwrap())
+            .collect();
+        // Written twice at most: the batch of the append that "died" after writing.
+        let twice = nums.windows(2).filter(|w| w[0] >= w[1]).count();
+        assert!(twice <= 1, "more than one rewind");
+        nums.dedup();
+        let mut sorted = nums.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(
+            sorted,
+            (0..lines).collect::<Vec<_>>(),
+            "after_write={after_write}: lines lost"
+        );
+        assert_eq!(
+            got.last().map(|e| (e.1, e.2.clone())),
+            Some(('P', b"tail".to_vec()))
+        );
+        if !after_write {
+            assert_eq!(nums, (0..lines).collect::<Vec<_>>(), "written once each");
+        }
+    }
+}
