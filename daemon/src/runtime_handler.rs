@@ -121,6 +121,39 @@ pub fn runc_options(handler: &RuntimeHandlerConfig, shim_cgroup: &str) -> prost_
     .to_any()
 }
 
+/// The runc shim options as containerd's CRI plugin shows them in verbose
+/// ContainerStatus / PodSandboxStatus (`info.runtimeOptions`): the Go JSON
+/// names, empty values left out as Go's `omitempty` does.
+pub fn runc_options_json(handler: &RuntimeHandlerConfig, shim_cgroup: &str) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    let mut put = |k: &str, v: String| {
+        if !v.is_empty() {
+            m.insert(k.into(), serde_json::Value::String(v));
+        }
+    };
+    put("binary_name", handler.binary_name.clone());
+    put("root", handler.root.display().to_string());
+    put("shim_cgroup", shim_cgroup.to_string());
+    if handler.systemd_cgroup {
+        m.insert("systemd_cgroup".into(), serde_json::Value::Bool(true));
+    }
+    serde_json::Value::Object(m)
+}
+
+/// The runtime options of a pod's containers (its handler, its shim cgroup
+/// leaf); None when the pod's handler is no longer configured.
+pub fn pod_runtime_options(
+    config: &crid_common::config::Config,
+    sb: &crate::sandbox::record::SandboxRecord,
+) -> Option<serde_json::Value> {
+    let (_, handler) = resolve(config, &sb.runtime_handler).ok()?;
+    let pod = crate::cri::container::pod_cgroup(sb).ok()?;
+    Some(runc_options_json(
+        handler,
+        &format!("{pod}/{}", crate::container::ctrd::SHIM_CGROUP_LEAF),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@
 # (CRICTL, default crictl on PATH) and an image (IMAGE, default the test
 # env's 127.0.0.1:5000/crid-test/busybox:latest from tests/env/up.sh).
 set -euo pipefail
+[ -z "${SMOKE_TRACE:-}" ] || set -x
 cd "$(dirname "$0")/../.."
 bin_dir="${BIN_DIR:-target/debug}"
 crictl_bin="${CRICTL:-crictl}"
@@ -105,9 +106,25 @@ JSON
 pod="$(crictl runp "$work/pod.json")"
 ctr="$(crictl create "$pod" "$work/ctr.json" "$work/pod.json")"
 crictl start "$ctr" >/dev/null
-helper="$(crictl inspectp "$pod" | sed -n 's/.*"helperPid": \([0-9]*\).*/\1/p' | head -1)"
-[ -n "$helper" ] || { echo "no helper pid in inspectp" >&2; exit 1; }
+tmpl() { crictl "$1" -o go-template --template "$2" "${@:3}"; }
+helper="$(tmpl inspectp '{{.info.pid}}' "$pod")"
+[ "$(cat "/proc/$helper/comm")" = crid-pod-helper ] || { echo "inspectp info.pid $helper is no pod helper" >&2; exit 1; }
 echo "pod $pod, container $ctr, helper pid $helper"
+
+step "crictl inspect / inspectp / info keys"
+ctr_pid="$(tmpl inspect '{{.info.pid}}' "$ctr")"
+[ "$(tmpl inspect '{{.info.sandboxID}}' "$ctr")" = "$pod" ]
+[ "$(tmpl inspect '{{.info.runtimeType}}' "$ctr")" = io.containerd.runc.v2 ]
+[ "$(tmpl inspect '{{.info.config.metadata.name}}' "$ctr")" = sleeper ]
+[ "$(tmpl inspect '{{.info.runtimeSpec.process.args}}' "$ctr")" = "[/bin/sh -c echo started; exec sleep 1000]" ]
+# The shell exec'd sleep: info.pid is the container process.
+[ "$(tr '\0' ' ' <"/proc/$ctr_pid/cmdline")" = "sleep 1000 " ]
+[ "$(tmpl inspectp '{{.info.processStatus}}' "$pod")" = running ]
+[ "$(tmpl inspectp '{{.info.config.metadata.name}}' "$pod")" = pkg-smoke ]
+[ "$(tmpl inspectp '{{.info.netNamespaceClosed}}' "$pod")" = false ]
+tmpl info '{{.lastCNILoadStatus}}' | grep -q "cni config load failed"
+[ "$(tmpl info '{{.cniconfig.PluginConfDir}}')" = "$work/no-cni" ]
+echo "container pid $ctr_pid; inspect, inspectp and info keys as containerd's"
 
 step "crid-service restart: pod and helper survive, crid re-adopts them"
 "$CRID_SERVICE" stop

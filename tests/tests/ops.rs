@@ -183,3 +183,126 @@ async fn debug_shows_each_pods_helper_in_its_cgroup_with_its_pss() {
         "{pods:#}"
     );
 }
+
+fn inode(path: impl AsRef<Path>) -> u64 {
+    let p = path.as_ref();
+    std::fs::metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .ino()
+}
+
+/// The `path` of namespace `kind` in a runtime spec's `linux.namespaces`.
+fn ns_path(spec: &serde_json::Value, kind: &str) -> String {
+    spec["linux"]["namespaces"]
+        .as_array()
+        .expect("linux.namespaces")
+        .iter()
+        .find(|n| n["type"] == kind)
+        .and_then(|n| n["path"].as_str())
+        .unwrap_or_else(|| panic!("no {kind} namespace path in {spec:#}"))
+        .to_string()
+}
+
+/// The verbose keys tools read from containerd's CRI plugin (`crictl
+/// inspect`, `inspectp`, `info`), each checked against the kernel or the
+/// request where it can be.
+#[tokio::test(flavor = "multi_thread")]
+async fn verbose_status_has_the_keys_crictl_and_tools_read() {
+    let (mut n, _net) = Node::start_with_net(252).await;
+    let pod_cfg = n.pod_config_with_netns("verbose");
+    let pod = n.run_pod(&pod_cfg).await;
+    let ctr = n
+        .run(&pod, &pod_cfg, sh("app", &n.image, "exec sleep 1000"))
+        .await;
+
+    // crictl inspect
+    let c = n.container_info(&ctr).await;
+    let pid = c["pid"].as_u64().expect("info.pid");
+    assert!(pid > 0, "{c:#}");
+    assert_eq!(c["sandboxID"], pod.as_str());
+    assert_eq!(c["removing"], false);
+    assert_eq!(c["snapshotKey"], ctr.as_str());
+    assert_eq!(c["snapshotter"], "overlayfs");
+    assert_eq!(c["runtimeType"], "io.containerd.runc.v2");
+    assert_eq!(c["runtimeOptions"]["binary_name"], "runc", "{c:#}");
+    let shim_cgroup = c["runtimeOptions"]["shim_cgroup"].as_str().unwrap();
+    assert!(
+        shim_cgroup.ends_with(&format!("{pod}/crid-shim")),
+        "{shim_cgroup}"
+    );
+    assert_eq!(c["config"]["metadata"]["name"], "app", "{c:#}");
+    assert_eq!(c["config"]["image"]["image"], n.image.as_str(), "{c:#}");
+    // The network namespace path in the spec is the one the process is in.
+    assert_eq!(
+        inode(ns_path(&c["runtimeSpec"], "network")),
+        inode(format!("/proc/{pid}/ns/net"))
+    );
+
+    // crictl inspectp
+    let p = n.pod_info(&pod).await;
+    let helper = p["pid"].as_u64().expect("info.pid");
+    assert_eq!(p["helperPid"], helper);
+    assert_eq!(p["processStatus"], "running");
+    assert_eq!(p["netNamespaceClosed"], false);
+    assert_eq!(p["image"], "", "no pause image");
+    assert_eq!(p["runtimeHandler"], "");
+    assert_eq!(p["runtimeType"], "io.containerd.runc.v2");
+    assert_eq!(p["runtimeOptions"], c["runtimeOptions"]);
+    assert_eq!(p["config"]["metadata"]["name"], "verbose", "{p:#}");
+    assert_eq!(p["config"]["log_directory"], pod_cfg.log_directory.as_str());
+    assert_eq!(
+        p["runtimeSpec"]["annotations"]["io.kubernetes.cri.sandbox-id"],
+        pod.as_str(),
+        "{p:#}"
+    );
+    assert!(p["cniResult"]["ips"].is_array(), "{p:#}");
+    // `nsenter -t <info.pid> -n` enters the pod's network: the pid, the
+    // spec's netns path and the container agree.
+    let pod_netns = ns_path(&p["runtimeSpec"], "network");
+    assert_eq!(inode(&pod_netns), inode(format!("/proc/{helper}/ns/net")));
+    assert_eq!(inode(&pod_netns), inode(format!("/proc/{pid}/ns/net")));
+    let cgroups_path = p["runtimeSpec"]["linux"]["cgroupsPath"].as_str().unwrap();
+    assert!(cgroups_path.ends_with(&pod), "{cgroups_path}");
+
+    // crictl info
+    let st =
+        n.c.runtime
+            .status(crid_proto::cri::StatusRequest { verbose: true })
+            .await
+            .unwrap()
+            .into_inner();
+    let key = |k: &str| -> serde_json::Value {
+        serde_json::from_str(
+            st.info
+                .get(k)
+                .unwrap_or_else(|| panic!("no {k} in {:?}", st.info)),
+        )
+        .unwrap()
+    };
+    assert_eq!(key("lastCNILoadStatus"), "OK");
+    assert_eq!(key("lastCNILoadStatus.default"), "OK");
+    let cni = key("cniconfig");
+    assert_eq!(
+        cni["PluginConfDir"],
+        n.crid.config.cni.conf_dir.display().to_string()
+    );
+    assert_eq!(
+        cni["Networks"][0]["Config"]["Name"], "crid-test-252",
+        "{cni:#}"
+    );
+    assert_eq!(
+        cni["Networks"][0]["Config"]["Plugins"][0]["Network"]["type"],
+        "bridge"
+    );
+    assert_eq!(
+        key("config")["state_dir"],
+        n.crid.config.state_dir.display().to_string()
+    );
+
+    // Stopped: the helper is gone and the netns closed.
+    n.stop_pod(&pod).await.unwrap();
+    let p = n.pod_info(&pod).await;
+    assert_eq!(p["processStatus"], "stopped", "{p:#}");
+    assert_eq!(p["netNamespaceClosed"], true, "{p:#}");
+    n.remove_pod(&pod).await.unwrap();
+}

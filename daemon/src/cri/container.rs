@@ -482,6 +482,7 @@ async fn create_steps(
         stop_signal,
         pid: None,
         oom_killed: false,
+        config: Some(config.clone()),
     };
     crid.containers.put(rec)
 }
@@ -604,14 +605,23 @@ pub async fn status(
     tracing::Span::current().record("container", r.id.as_str());
     let mut info = HashMap::new();
     if req.verbose {
+        // The keys of containerd's CRI plugin (crictl inspect, and tools that
+        // read `info.pid` or `info.runtimeSpec.linux.namespaces`), plus crid's.
+        let runtime_options = match sandbox_of(crid, &r.sandbox_id).await {
+            Ok(sb) => crate::runtime_handler::pod_runtime_options(&crid.config, &sb),
+            Err(_) => None,
+        };
         let v = serde_json::json!({
             "sandboxID": r.sandbox_id,
+            "pid": r.pid.unwrap_or(0),
+            "removing": false,
             "snapshotter": r.snapshotter,
             "snapshotKey": r.snapshot_key,
             "runtimeType": ctrd::RUNTIME,
-            "imageID": r.image_id,
+            "runtimeOptions": runtime_options,
+            "config": r.config,
             "runtimeSpec": r.spec,
-            "pid": r.pid,
+            "imageID": r.image_id,
             "oomKilled": r.oom_killed,
         });
         info.insert("info".to_string(), v.to_string());

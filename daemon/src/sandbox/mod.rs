@@ -239,6 +239,7 @@ impl Sandboxes {
                 resources: linux.resources.clone(),
             },
             user_namespace,
+            config: Some(config.clone()),
         };
         let entry = Arc::new(Entry {
             rec: Mutex::new(rec),
@@ -842,6 +843,7 @@ mod tests {
             reaper_pid: None,
             pod_resources: Default::default(),
             user_namespace: None,
+            config: None,
         }
     }
 

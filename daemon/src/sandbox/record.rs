@@ -104,6 +104,11 @@ pub struct SandboxRecord {
     /// owns its other namespaces; None: the node's.
     #[serde(default)]
     pub user_namespace: Option<UserNamespace>,
+    /// The RunPodSandbox config as the kubelet sent it (verbose
+    /// PodSandboxStatus `info.config`, as containerd reports it); None in
+    /// records written before it was kept.
+    #[serde(default)]
+    pub config: Option<crid_proto::cri::PodSandboxConfig>,
 }
 
 /// Pod-level resources (the kubelet applies them to the pod cgroup itself).
