@@ -17,6 +17,7 @@ mod sandbox;
 mod server;
 mod store;
 mod streaming;
+mod systemd_cgroups;
 // CreateContainer (issue 5) wires the spec generator; until then only its tests use it.
 #[allow(dead_code)]
 mod spec;

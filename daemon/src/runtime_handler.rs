@@ -109,13 +109,18 @@ pub fn names(config: &Config) -> Vec<String> {
 }
 
 /// The runc shim options for a container of a pod run with `handler`: the
-/// OCI runtime binary and root from the handler, the shim's cgroup leaf.
-pub fn runc_options(handler: &RuntimeHandlerConfig, shim_cgroup: &str) -> prost_types::Any {
+/// OCI runtime binary and root from the handler, the shim's cgroup leaf,
+/// systemd cgroups with the systemd driver.
+pub fn runc_options(
+    handler: &RuntimeHandlerConfig,
+    shim_cgroup: &str,
+    systemd_driver: bool,
+) -> prost_types::Any {
     crid_proto::runc::Options {
         binary_name: handler.binary_name.clone(),
         root: handler.root.display().to_string(),
         shim_cgroup: shim_cgroup.to_string(),
-        systemd_cgroup: handler.systemd_cgroup,
+        systemd_cgroup: handler.systemd_cgroup || systemd_driver,
         ..Default::default()
     }
     .to_any()
@@ -147,11 +152,18 @@ pub fn pod_runtime_options(
     sb: &crate::sandbox::record::SandboxRecord,
 ) -> Option<serde_json::Value> {
     let (_, handler) = resolve(config, &sb.runtime_handler).ok()?;
-    let pod = crate::cri::container::pod_cgroup(sb).ok()?;
-    Some(runc_options_json(
-        handler,
-        &format!("{pod}/{}", crate::container::ctrd::SHIM_CGROUP_LEAF),
-    ))
+    let systemd = config.cgroup_driver == crid_common::config::CgroupDriver::Systemd;
+    let shim_cgroup = if sb.systemd.is_some() {
+        String::new()
+    } else {
+        let pod = crate::cri::container::pod_cgroup(sb).ok()?;
+        format!("{pod}/{}", crate::container::ctrd::SHIM_CGROUP_LEAF)
+    };
+    let mut v = runc_options_json(handler, &shim_cgroup);
+    if systemd {
+        v["systemd_cgroup"] = serde_json::Value::Bool(true);
+    }
+    Some(v)
 }
 
 #[cfg(test)]
@@ -227,7 +239,7 @@ mod tests {
     #[test]
     fn options_carry_binary_root_and_shim_cgroup() {
         let c = config();
-        let any = runc_options(resolve(&c, "crun").unwrap().1, "/crid/p/crid-shim");
+        let any = runc_options(resolve(&c, "crun").unwrap().1, "/crid/p/crid-shim", false);
         assert_eq!(any.type_url, "containerd.runc.v1.Options");
         let o = crid_proto::runc::Options::decode(any.value.as_slice()).unwrap();
         assert_eq!(o.binary_name, "/usr/bin/crun");
@@ -235,7 +247,7 @@ mod tests {
         assert_eq!(o.shim_cgroup, "/crid/p/crid-shim");
         assert!(!o.systemd_cgroup);
         let o = crid_proto::runc::Options::decode(
-            runc_options(resolve(&c, "").unwrap().1, "/x")
+            runc_options(resolve(&c, "").unwrap().1, "/x", false)
                 .value
                 .as_slice(),
         )

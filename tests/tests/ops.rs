@@ -306,3 +306,51 @@ async fn verbose_status_has_the_keys_crictl_and_tools_read() {
     assert_eq!(p["netNamespaceClosed"], true, "{p:#}");
     n.remove_pod(&pod).await.unwrap();
 }
+
+/// `cgroup_driver = "systemd"`: refused at start, naming the way out, on a
+/// node without systemd as PID 1 (this one, as CI's); reported by
+/// RuntimeConfig where systemd runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn systemd_cgroup_driver_needs_a_reachable_systemd() {
+    let dir = crid_e2e::test_dir();
+    let ctrd = crid_e2e::PrivateContainerd::start(&dir.path().join("containerd"))
+        .await
+        .unwrap();
+    let mut config = CridProcess::test_config(dir.path(), &ctrd.socket());
+    config.cgroup_driver = crid_common::config::CgroupDriver::Systemd;
+    if Path::new("/run/systemd/system").is_dir() {
+        let crid = CridProcess::start(config).await.unwrap();
+        let mut c = crid.clients().await.unwrap();
+        let rc = c
+            .runtime
+            .runtime_config(crid_proto::cri::RuntimeConfigRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            rc.linux.unwrap().cgroup_driver,
+            crid_proto::cri::CgroupDriver::Systemd as i32
+        );
+        return;
+    }
+    let file = dir.path().join("systemd.toml");
+    std::fs::write(&file, toml::to_string(&config).unwrap()).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(workspace_bin("crid"))
+            .arg("--config")
+            .arg(&file)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "crid started without systemd: {text}");
+    assert!(
+        text.contains("cgroup_driver = \\\"systemd\\\" needs systemd as the init system")
+            || text.contains("cgroup_driver = \"systemd\" needs systemd as the init system"),
+        "{text}"
+    );
+    assert!(text.contains("cgroupfs"), "{text}");
+    assert!(!config.socket.exists(), "a refused crid left its socket");
+}

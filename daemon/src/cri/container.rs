@@ -64,7 +64,11 @@ pub fn sandbox_facts(sb: &SandboxRecord, node_hostname: &str) -> Result<SandboxF
         resolv_conf_path: Some(sb.dir.join("resolv.conf")),
         hostname_path: Some(sb.dir.join("hostname")),
         shm_path: sb.shm_mounted.then(|| sb.dir.join("shm")),
-        cgroup_parent: pod_cgroup(sb)?,
+        // The systemd driver: the pod's slice (runc makes the container's scope).
+        cgroup_parent: match &sb.systemd {
+            Some(units) => units.slice.clone(),
+            None => pod_cgroup(sb)?,
+        },
         host_network,
         host_ipc: sb.namespace_modes.ipc == MODE_NODE,
         host_pid: sb.namespace_modes.pid == MODE_NODE,
@@ -409,7 +413,12 @@ async fn create_steps(
     let spec_any = spec::to_containerd_any(&spec)?;
     let (_, handler) = crate::runtime_handler::resolve(&crid.config, &sb.runtime_handler)
         .map_err(|e| Error::FailedPrecondition(format!("pod sandbox {}: {e}", sb.id)))?;
-    let shim_cgroup = format!("{}/{SHIM_CGROUP_LEAF}", pod_cgroup(sb)?);
+    // With the systemd driver the shim stays where containerd starts it
+    // (systemd owns the pod's slice; a scope needs a pid to exist).
+    let shim_cgroup = match &sb.systemd {
+        Some(_) => String::new(),
+        None => format!("{}/{SHIM_CGROUP_LEAF}", pod_cgroup(sb)?),
+    };
     // The runc v2 shim groups containers into one shim per value of the spec
     // annotation io.kubernetes.cri.sandbox-id (the generator sets it), so all
     // containers of a pod share one shim.
@@ -419,7 +428,11 @@ async fn create_steps(
             id,
             image: image_name,
             spec: spec_any,
-            runtime_options: crate::runtime_handler::runc_options(handler, &shim_cgroup),
+            runtime_options: crate::runtime_handler::runc_options(
+                handler,
+                &shim_cgroup,
+                crid.config.cgroup_driver == crid_common::config::CgroupDriver::Systemd,
+            ),
             snapshotter: &snapshotter,
             labels: HashMap::from([
                 (spec::annotations::SANDBOX_ID.to_string(), sb.id.clone()),

@@ -173,6 +173,7 @@ fn cni_config_info(
 pub fn runtime_config(crid: &Crid) -> cri::RuntimeConfigResponse {
     let driver = match crid.config.cgroup_driver {
         CgroupDriver::Cgroupfs => cri::CgroupDriver::Cgroupfs,
+        CgroupDriver::Systemd => cri::CgroupDriver::Systemd,
     };
     cri::RuntimeConfigResponse {
         linux: Some(cri::LinuxRuntimeConfiguration {

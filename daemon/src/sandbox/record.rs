@@ -109,6 +109,10 @@ pub struct SandboxRecord {
     /// records written before it was kept.
     #[serde(default)]
     pub config: Option<crid_proto::cri::PodSandboxConfig>,
+    /// With the systemd cgroup driver: the pod's slice and helper scope
+    /// (`cgroups` is then empty: systemd owns those cgroups).
+    #[serde(default)]
+    pub systemd: Option<crate::systemd_cgroups::PodUnits>,
 }
 
 /// Pod-level resources (the kubelet applies them to the pod cgroup itself).
