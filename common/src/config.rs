@@ -48,7 +48,9 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Volatile state: netns pins, fifos, helper sockets.
     pub runtime_dir: PathBuf,
-    /// Cgroup driver reported to the kubelet; crid manages cgroups through cgroupfs.
+    /// Cgroup driver, reported to the kubelet by RuntimeConfig: `cgroupfs`
+    /// (crid writes cgroup dirs) or `systemd` (pod slices and scopes through
+    /// systemd's D-Bus API; refused at start when no systemd answers).
     pub cgroup_driver: CgroupDriver,
     /// The runtime handler an empty RunPodSandbox `runtime_handler` means;
     /// must name an entry of `runtimes`.
@@ -96,8 +98,8 @@ pub struct RuntimeHandlerConfig {
     pub binary_name: String,
     /// The OCI runtime's state root (`--root`); empty: the shim's default.
     pub root: PathBuf,
-    /// Let the OCI runtime manage cgroups through systemd; must be false
-    /// (crid's cgroup driver is cgroupfs).
+    /// Let the OCI runtime manage cgroups through systemd; may only be true
+    /// with `cgroup_driver = "systemd"`, which sets it for every handler.
     pub systemd_cgroup: bool,
 }
 
@@ -140,12 +142,15 @@ impl Default for Config {
     }
 }
 
-/// The cgroup driver; only cgroupfs is supported.
+/// The cgroup driver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CgroupDriver {
     /// crid writes cgroupfs paths itself (cgroup v1 and v2).
     Cgroupfs,
+    /// Pods are systemd slices, helpers and containers systemd scopes in
+    /// them (the kubelet's `cgroupDriver: systemd`, slice-named parents).
+    Systemd,
 }
 
 /// Logging settings.
@@ -599,10 +604,10 @@ impl Config {
                     format!("root {} is not an absolute path", h.root.display()),
                 ));
             }
-            if h.systemd_cgroup {
+            if h.systemd_cgroup && self.cgroup_driver != CgroupDriver::Systemd {
                 return Err(bad(
                     "runtimes.<handler>.systemd_cgroup",
-                    "systemd_cgroup = true is not supported (crid's cgroup driver is cgroupfs)"
+                    "systemd_cgroup = true needs cgroup_driver = \"systemd\" (runc and crid must agree on who manages cgroups)"
                         .into(),
                 ));
             }
@@ -723,10 +728,15 @@ mod tests {
 
     #[test]
     fn bad_values_are_named() {
-        let err = parse("cgroup_driver = \"systemd\"\n")
+        let err = parse("cgroup_driver = \"openrc\"\n")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("systemd"), "{err}");
+        assert!(err.contains("openrc"), "{err}");
+        // systemd parses (whether it answers is checked when crid starts),
+        // and allows systemd_cgroup handlers.
+        let c =
+            parse("cgroup_driver = \"systemd\"\n[runtimes.x]\nsystemd_cgroup = true\n").unwrap();
+        assert_eq!(c.cgroup_driver, CgroupDriver::Systemd);
         let err = parse("[containerd]\nnamespace = \"Bad/NS\"\n")
             .unwrap_err()
             .to_string();

@@ -271,6 +271,11 @@ pub fn helper_alive(pid: u32) -> bool {
     is_live(pid, HELPER_COMM)
 }
 
+/// Whether the recorded pod PID-namespace init pid is still that init.
+pub fn reaper_alive(pid: u32) -> bool {
+    is_live(pid, REAPER_COMM)
+}
+
 /// Ends a helper: Shutdown over its socket, then SIGKILL if it lingers; and
 /// the pod's reaper, if it survived. Returns once both are gone.
 pub fn end(socket: &Path, helper_pid: Option<u32>, reaper_pid: Option<u32>) -> Result<(), String> {

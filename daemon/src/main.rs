@@ -5,6 +5,7 @@ mod cgroups;
 mod container;
 mod containerd;
 mod cri;
+mod debug;
 mod error;
 mod events;
 mod helper_client;
@@ -19,6 +20,7 @@ mod server;
 mod store;
 mod streaming;
 mod timing;
+mod systemd_cgroups;
 // CreateContainer (issue 5) wires the spec generator; until then only its tests use it.
 #[allow(dead_code)]
 mod spec;
@@ -53,6 +55,20 @@ struct Args {
     /// Print the full default configuration file and exit.
     #[arg(long)]
     print_default_config: bool,
+    /// Instead of serving: show the node's pods or the config, then exit.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Commands other than serving CRI.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Show what crid's state and /proc say about the node's pods (works
+    /// whether crid runs or not).
+    Debug {
+        #[command(subcommand)]
+        what: debug::DebugCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -68,6 +84,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::Debug { what }) = &args.command {
+        return match debug::run(what, &config) {
+            Ok(out) => {
+                print!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("crid debug: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Err(e) = logging::init(&config.log) {
         eprintln!("crid: {e}");
         return ExitCode::from(2);

@@ -109,16 +109,61 @@ pub fn names(config: &Config) -> Vec<String> {
 }
 
 /// The runc shim options for a container of a pod run with `handler`: the
-/// OCI runtime binary and root from the handler, the shim's cgroup leaf.
-pub fn runc_options(handler: &RuntimeHandlerConfig, shim_cgroup: &str) -> prost_types::Any {
+/// OCI runtime binary and root from the handler, the shim's cgroup leaf,
+/// systemd cgroups with the systemd driver.
+pub fn runc_options(
+    handler: &RuntimeHandlerConfig,
+    shim_cgroup: &str,
+    systemd_driver: bool,
+) -> prost_types::Any {
     crid_proto::runc::Options {
         binary_name: handler.binary_name.clone(),
         root: handler.root.display().to_string(),
         shim_cgroup: shim_cgroup.to_string(),
-        systemd_cgroup: handler.systemd_cgroup,
+        systemd_cgroup: handler.systemd_cgroup || systemd_driver,
         ..Default::default()
     }
     .to_any()
+}
+
+/// The runc shim options as containerd's CRI plugin shows them in verbose
+/// ContainerStatus / PodSandboxStatus (`info.runtimeOptions`): the Go JSON
+/// names, empty values left out as Go's `omitempty` does.
+pub fn runc_options_json(handler: &RuntimeHandlerConfig, shim_cgroup: &str) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    let mut put = |k: &str, v: String| {
+        if !v.is_empty() {
+            m.insert(k.into(), serde_json::Value::String(v));
+        }
+    };
+    put("binary_name", handler.binary_name.clone());
+    put("root", handler.root.display().to_string());
+    put("shim_cgroup", shim_cgroup.to_string());
+    if handler.systemd_cgroup {
+        m.insert("systemd_cgroup".into(), serde_json::Value::Bool(true));
+    }
+    serde_json::Value::Object(m)
+}
+
+/// The runtime options of a pod's containers (its handler, its shim cgroup
+/// leaf); None when the pod's handler is no longer configured.
+pub fn pod_runtime_options(
+    config: &crid_common::config::Config,
+    sb: &crate::sandbox::record::SandboxRecord,
+) -> Option<serde_json::Value> {
+    let (_, handler) = resolve(config, &sb.runtime_handler).ok()?;
+    let systemd = config.cgroup_driver == crid_common::config::CgroupDriver::Systemd;
+    let shim_cgroup = if sb.systemd.is_some() {
+        String::new()
+    } else {
+        let pod = crate::cri::container::pod_cgroup(sb).ok()?;
+        format!("{pod}/{}", crate::container::ctrd::SHIM_CGROUP_LEAF)
+    };
+    let mut v = runc_options_json(handler, &shim_cgroup);
+    if systemd {
+        v["systemd_cgroup"] = serde_json::Value::Bool(true);
+    }
+    Some(v)
 }
 
 #[cfg(test)]
@@ -194,7 +239,7 @@ mod tests {
     #[test]
     fn options_carry_binary_root_and_shim_cgroup() {
         let c = config();
-        let any = runc_options(resolve(&c, "crun").unwrap().1, "/crid/p/crid-shim");
+        let any = runc_options(resolve(&c, "crun").unwrap().1, "/crid/p/crid-shim", false);
         assert_eq!(any.type_url, "containerd.runc.v1.Options");
         let o = crid_proto::runc::Options::decode(any.value.as_slice()).unwrap();
         assert_eq!(o.binary_name, "/usr/bin/crun");
@@ -202,7 +247,7 @@ mod tests {
         assert_eq!(o.shim_cgroup, "/crid/p/crid-shim");
         assert!(!o.systemd_cgroup);
         let o = crid_proto::runc::Options::decode(
-            runc_options(resolve(&c, "").unwrap().1, "/x")
+            runc_options(resolve(&c, "").unwrap().1, "/x", false)
                 .value
                 .as_slice(),
         )

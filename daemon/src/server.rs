@@ -55,6 +55,9 @@ pub enum ServeError {
     /// The metrics endpoint could not be set up.
     #[error("{0}")]
     Metrics(String),
+    /// `cgroup_driver = "systemd"` on a node where systemd cannot be asked.
+    #[error("{0}")]
+    Systemd(String),
     /// The gRPC server failed.
     #[error("serving CRI: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -96,6 +99,14 @@ pub async fn serve<F>(config: Config, shutdown: F) -> Result<(), ServeError>
 where
     F: std::future::Future<Output = ()> + Send,
 {
+    // The systemd driver needs systemd answering on D-Bus; refused here, at
+    // start, rather than at the first RunPodSandbox.
+    if config.cgroup_driver == crid_common::config::CgroupDriver::Systemd {
+        tokio::task::spawn_blocking(crate::systemd_cgroups::check_reachable)
+            .await
+            .map_err(|e| ServeError::Systemd(e.to_string()))?
+            .map_err(ServeError::Systemd)?;
+    }
     // crid's own Prometheus endpoint, off unless configured; bound first so
     // that a taken address leaves nothing behind.
     let metrics_endpoint = match config.metrics.address.as_str() {

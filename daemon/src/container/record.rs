@@ -146,6 +146,11 @@ pub struct ContainerRecord {
     /// containerd reported an OOM kill in the container's cgroup.
     #[serde(default)]
     pub oom_killed: bool,
+    /// The CreateContainer config as the kubelet sent it (verbose
+    /// ContainerStatus `info.config`, as containerd reports it); None in
+    /// records written before it was kept.
+    #[serde(default)]
+    pub config: Option<crid_proto::cri::ContainerConfig>,
 }
 
 #[cfg(test)]
@@ -180,6 +185,7 @@ impl ContainerRecord {
             stop_signal: None,
             pid: None,
             oom_killed: false,
+            config: None,
         }
     }
 }

@@ -64,7 +64,11 @@ pub fn sandbox_facts(sb: &SandboxRecord, node_hostname: &str) -> Result<SandboxF
         resolv_conf_path: Some(sb.dir.join("resolv.conf")),
         hostname_path: Some(sb.dir.join("hostname")),
         shm_path: sb.shm_mounted.then(|| sb.dir.join("shm")),
-        cgroup_parent: pod_cgroup(sb)?,
+        // The systemd driver: the pod's slice (runc makes the container's scope).
+        cgroup_parent: match &sb.systemd {
+            Some(units) => units.slice.clone(),
+            None => pod_cgroup(sb)?,
+        },
         host_network,
         host_ipc: sb.namespace_modes.ipc == MODE_NODE,
         host_pid: sb.namespace_modes.pid == MODE_NODE,
@@ -434,9 +438,14 @@ async fn create_steps(
                 String::new(),
             )
         }
+        // With the systemd driver the shim stays where containerd starts it
+        // (systemd owns the pod's slice; a scope needs a pid to exist).
         None => (
             ctrd::RUNTIME.to_string(),
-            format!("{}/{SHIM_CGROUP_LEAF}", pod_cgroup(sb)?),
+            match &sb.systemd {
+                Some(_) => String::new(),
+                None => format!("{}/{SHIM_CGROUP_LEAF}", pod_cgroup(sb)?),
+            },
         ),
     };
     let spec_any = spec::to_containerd_any(&spec)?;
@@ -450,7 +459,11 @@ async fn create_steps(
             image: image_name,
             spec: spec_any,
             runtime,
-            runtime_options: crate::runtime_handler::runc_options(handler, &shim_cgroup),
+            runtime_options: crate::runtime_handler::runc_options(
+                handler,
+                &shim_cgroup,
+                crid.config.cgroup_driver == crid_common::config::CgroupDriver::Systemd,
+            ),
             snapshotter: &snapshotter,
             labels: HashMap::from([
                 (spec::annotations::SANDBOX_ID.to_string(), sb.id.clone()),
@@ -513,6 +526,7 @@ async fn create_steps(
         stop_signal,
         pid: None,
         oom_killed: false,
+        config: Some(config.clone()),
     };
     crid.containers.put(rec)
 }
@@ -690,14 +704,23 @@ pub async fn status(
     tracing::Span::current().record("container", r.id.as_str());
     let mut info = HashMap::new();
     if req.verbose {
+        // The keys of containerd's CRI plugin (crictl inspect, and tools that
+        // read `info.pid` or `info.runtimeSpec.linux.namespaces`), plus crid's.
+        let runtime_options = match sandbox_of(crid, &r.sandbox_id).await {
+            Ok(sb) => crate::runtime_handler::pod_runtime_options(&crid.config, &sb),
+            Err(_) => None,
+        };
         let v = serde_json::json!({
             "sandboxID": r.sandbox_id,
+            "pid": r.pid.unwrap_or(0),
+            "removing": false,
             "snapshotter": r.snapshotter,
             "snapshotKey": r.snapshot_key,
             "runtimeType": ctrd::RUNTIME,
-            "imageID": r.image_id,
+            "runtimeOptions": runtime_options,
+            "config": r.config,
             "runtimeSpec": r.spec,
-            "pid": r.pid,
+            "imageID": r.image_id,
             "oomKilled": r.oom_killed,
         });
         info.insert("info".to_string(), v.to_string());

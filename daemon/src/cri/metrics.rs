@@ -537,6 +537,7 @@ mod tests {
             }}}),
             pid: Some(9),
             oom_killed: true,
+            config: None,
             ..ContainerRecord::sample("c1", "sb")
         }
     }

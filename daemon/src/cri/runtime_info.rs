@@ -81,6 +81,23 @@ pub async fn status(crid: &Crid, req: cri::StatusRequest) -> Result<cri::StatusR
             Err(e) => serde_json::json!({"error": e.to_string()}),
         };
         info.insert("cni".to_string(), cni_info.to_string());
+        // What `crictl info` and tools read from containerd's CRI plugin.
+        info.insert(
+            "cniconfig".to_string(),
+            cni_config_info(&crid.config, cni.as_ref().ok()).to_string(),
+        );
+        let load_status = match &cni {
+            Ok(_) => "OK".to_string(),
+            Err(e) => format!("cni config load failed: {e}"),
+        };
+        info.insert(
+            "lastCNILoadStatus".to_string(),
+            serde_json::Value::String(load_status.clone()).to_string(),
+        );
+        info.insert(
+            "lastCNILoadStatus.default".to_string(),
+            serde_json::Value::String(load_status).to_string(),
+        );
     }
     Ok(cri::StatusResponse {
         status: Some(cri::RuntimeStatus {
@@ -116,10 +133,47 @@ pub async fn status(crid: &Crid, req: cri::StatusRequest) -> Result<cri::StatusR
     })
 }
 
+/// `cniconfig` as containerd's CRI plugin reports it (go-cni's config: the
+/// plugin dirs, the conf dir, and the network in use with its source text);
+/// `Networks` is empty while no usable config is found.
+fn cni_config_info(
+    config: &crid_common::config::Config,
+    list: Option<&cni_config::NetworkConfigList>,
+) -> serde_json::Value {
+    let networks: Vec<serde_json::Value> = list
+        .map(|l| {
+            let source = std::fs::read_to_string(&l.file).unwrap_or_default();
+            let plugins: Vec<serde_json::Value> = l
+                .plugins
+                .iter()
+                .map(|p| serde_json::json!({"Network": p, "Source": p.to_string()}))
+                .collect();
+            serde_json::json!({
+                "Config": {
+                    "Name": l.name,
+                    "CNIVersion": l.cni_version,
+                    "Plugins": plugins,
+                    "Source": source,
+                },
+                "IFName": "eth0",
+            })
+        })
+        .into_iter()
+        .collect();
+    serde_json::json!({
+        "PluginDirs": config.cni.bin_dirs,
+        "PluginConfDir": config.cni.conf_dir,
+        "PluginMaxConfNum": 1,
+        "Prefix": "eth",
+        "Networks": networks,
+    })
+}
+
 /// `RuntimeConfig`: the cgroup driver the kubelet must use.
 pub fn runtime_config(crid: &Crid) -> cri::RuntimeConfigResponse {
     let driver = match crid.config.cgroup_driver {
         CgroupDriver::Cgroupfs => cri::CgroupDriver::Cgroupfs,
+        CgroupDriver::Systemd => cri::CgroupDriver::Systemd,
     };
     cri::RuntimeConfigResponse {
         linux: Some(cri::LinuxRuntimeConfiguration {

@@ -234,18 +234,7 @@ pub async fn status(
     tracing::Span::current().record("pod", r.id.as_str());
     let mut info = HashMap::new();
     if req.verbose {
-        let v = serde_json::json!({
-            "state": r.state,
-            "helperPid": r.helper_pid,
-            "reaperPid": r.reaper_pid,
-            "cgroups": r.cgroups.leaves,
-            "netns": r.cni.as_ref().map(|c| c.netns.clone()),
-            "nsDir": r.ns_dir(),
-            "sandboxDir": r.dir,
-            "cniResult": r.cni_result,
-            "cniConfig": r.cni.as_ref().map(|c| c.file.clone()),
-            "podResources": r.pod_resources,
-        });
+        let v = verbose_info(&crid.config, &r);
         info.insert("info".to_string(), v.to_string());
     }
     Ok(cri::PodSandboxStatusResponse {
@@ -256,6 +245,77 @@ pub async fn status(
         // list reads as "no containers", and it starts them all again.
         containers_statuses: super::events::container_statuses(crid, &r.id),
         timestamp,
+    })
+}
+
+/// Verbose PodSandboxStatus `info`: the keys of containerd's CRI plugin
+/// (crictl inspectp, and tools reading `info.pid` or
+/// `info.runtimeSpec.linux.namespaces`), then crid's own. crid has no pause
+/// container: `pid` is the pod helper's, which lives in the pod's network,
+/// UTS and IPC namespaces (so `nsenter -t <pid> -n` enters the pod's
+/// network), `image` and the snapshot keys are empty, and `runtimeSpec` is a
+/// spec-shaped summary of the pod's namespaces and cgroup, not a spec that
+/// ran.
+fn verbose_info(config: &crid_common::config::Config, r: &SandboxRecord) -> serde_json::Value {
+    use crate::spec::annotations as a;
+    let helper_alive = r.helper_pid.is_some_and(crate::helper_client::helper_alive);
+    let own = r.own_namespaces();
+    let ns = r.ns_dir();
+    let netns = own.net.then(|| ns.join("net"));
+    let mut namespaces = Vec::new();
+    for (kind, path) in [
+        ("network", netns.clone()),
+        ("uts", own.net.then(|| ns.join("uts"))),
+        ("ipc", own.ipc.then(|| ns.join("ipc"))),
+        (
+            "pid",
+            r.reaper_pid
+                .filter(|_| own.pid)
+                .map(|p| std::path::PathBuf::from(format!("/proc/{p}/ns/pid"))),
+        ),
+    ] {
+        if let Some(path) = path {
+            namespaces.push(serde_json::json!({"type": kind, "path": path}));
+        }
+    }
+    let cgroups_path = crate::cri::container::pod_cgroup(r).ok();
+    serde_json::json!({
+        "pid": r.helper_pid.unwrap_or(0),
+        "processStatus": if helper_alive { "running" } else { "stopped" },
+        // Closed once the pin is gone (torn down); a host-network pod has none.
+        "netNamespaceClosed": netns.as_ref().is_some_and(|p| !p.exists()),
+        "image": "",
+        "snapshotKey": "",
+        "snapshotter": "",
+        "runtimeHandler": r.runtime_handler,
+        "runtimeType": crate::container::ctrd::RUNTIME,
+        "runtimeOptions": crate::runtime_handler::pod_runtime_options(config, r),
+        "config": r.config,
+        "runtimeSpec": {
+            "hostname": r.hostname,
+            "annotations": {
+                a::CONTAINER_TYPE: "sandbox",
+                a::SANDBOX_ID: r.id,
+                a::SANDBOX_NAME: r.name,
+                a::SANDBOX_NAMESPACE: r.namespace,
+                a::SANDBOX_UID: r.uid,
+            },
+            "linux": {
+                "cgroupsPath": cgroups_path,
+                "namespaces": namespaces,
+            },
+        },
+        "cniResult": r.cni_result,
+        "state": r.state,
+        "helperPid": r.helper_pid,
+            "reaperPid": r.reaper_pid,
+            "cgroups": r.cgroups.leaves,
+            "netns": r.cni.as_ref().map(|c| c.netns.clone()),
+            "nsDir": r.ns_dir(),
+            "sandboxDir": r.dir,
+            "cniResult": r.cni_result,
+            "cniConfig": r.cni.as_ref().map(|c| c.file.clone()),
+            "podResources": r.pod_resources,
     })
 }
 

@@ -15,6 +15,7 @@ use crate::cgroups::{self, CgroupFs, Hierarchy, RealCgroupFs};
 use crate::error::{Error, Result};
 use crate::helper_client;
 use crate::store::Store;
+use crate::systemd_cgroups::{self, SystemdManager};
 use crid_common::cni_exec::{pod_ips, CniInvocation};
 use crid_common::config::Config;
 use crid_common::protocol::{Adopt, HelperSpec, SetupReport};
@@ -66,6 +67,8 @@ pub struct Sandboxes {
     hierarchies: Vec<Hierarchy>,
     os: Box<dyn os::TeardownOs>,
     helper: PathBuf,
+    /// systemd's manager with the systemd cgroup driver; None: cgroupfs.
+    systemd: Option<Box<dyn SystemdManager>>,
     inner: Mutex<Inner>,
     /// Told the id of a Ready sandbox that became NotReady on its own
     /// (its helper died and could not be restarted).
@@ -174,6 +177,12 @@ impl Sandboxes {
         {
             link_shim_binary(&config.runtime_dir.join(SHIM_BINARY_NAME), &helper)?;
         }
+        let systemd: Option<Box<dyn SystemdManager>> = match config.cgroup_driver {
+            crid_common::config::CgroupDriver::Cgroupfs => None,
+            crid_common::config::CgroupDriver::Systemd => Some(Box::new(
+                systemd_cgroups::DbusSystemd::connect().map_err(Error::Internal)?,
+            )),
+        };
         Ok(Arc::new(Sandboxes {
             config: config.clone(),
             store,
@@ -181,6 +190,7 @@ impl Sandboxes {
             hierarchies,
             os,
             helper,
+            systemd,
             inner: Mutex::new(Inner::default()),
             on_not_ready: Mutex::new(None),
         }))
@@ -282,6 +292,8 @@ impl Sandboxes {
             },
             user_namespace,
             shim: self.shim_spec(&req.runtime_handler, &dir, &id),
+            config: Some(config.clone()),
+            systemd: None,
         };
         // Hidden until created (and, with NRI, until its RunPodSandbox event
         // passed: the caller publishes it).
@@ -327,9 +339,18 @@ impl Sandboxes {
         };
         std::fs::create_dir_all(rec.ns_dir()).map_err(io("creating", &rec.ns_dir()))?;
 
-        let parent = cgroups::parent_components(&linux.cgroup_parent, &rec.id)?;
-        let placement = cgroups::create(self.cgroupfs.as_ref(), &self.hierarchies, &parent)?;
-        rec.cgroups = placement;
+        if let Some(mgr) = &self.systemd {
+            // systemd owns the cgroups: the pod's slice now, the helper's
+            // scope once the helper has a pid (after set-up; see
+            // ARCHITECTURE.md, "systemd cgroup driver").
+            let units = systemd_cgroups::pod_slice(&linux.cgroup_parent, &rec.id)?;
+            systemd_cgroups::create_pod(mgr.as_ref(), &units, &rec.id)?;
+            rec.systemd = Some(units);
+        } else {
+            let parent = cgroups::parent_components(&linux.cgroup_parent, &rec.id)?;
+            let placement = cgroups::create(self.cgroupfs.as_ref(), &self.hierarchies, &parent)?;
+            rec.cgroups = placement;
+        }
         self.store.put(&rec.id, &rec)?;
 
         files::write(&rec.dir, config.dns_config.as_ref(), &rec.hostname, &[])
@@ -374,6 +395,7 @@ impl Sandboxes {
                 }
                 rec.helper_pid = Some(pid);
                 rec.reaper_pid = reaper_pid;
+                self.place_in_scope(&mut rec, pid)?;
                 rec.ips = cni_result.as_ref().map(pod_ips).unwrap_or_default();
                 rec.cni_result = cni_result;
                 files::write(
@@ -399,6 +421,16 @@ impl Sandboxes {
                 )))
             }
         }
+    }
+
+    /// With the systemd driver: the helper (and the pod's PID-namespace
+    /// init) into the helper's scope in the pod's slice.
+    fn place_in_scope(&self, rec: &mut SandboxRecord, pid: u32) -> Result<()> {
+        let (Some(mgr), Some(units)) = (&self.systemd, rec.systemd.as_mut()) else {
+            return Ok(());
+        };
+        let pids: Vec<u32> = std::iter::once(pid).chain(rec.reaper_pid).collect();
+        systemd_cgroups::place_helper(mgr.as_ref(), units, &rec.id, &pids)
     }
 
     fn start_helper(
@@ -535,6 +567,7 @@ impl Sandboxes {
         match report {
             SetupReport::Ready { pid, .. } => {
                 rec.helper_pid = Some(pid);
+                self.place_in_scope(rec, pid)?;
                 self.store.put(&rec.id, rec)?;
                 Ok(child)
             }
@@ -591,6 +624,11 @@ impl Sandboxes {
             errors.push(format!("unmounting /dev/shm: {e}"));
         } else {
             rec.shm_mounted = false;
+        }
+        if let (Some(mgr), Some(units)) = (&self.systemd, &rec.systemd) {
+            if let Err(e) = systemd_cgroups::remove_pod(mgr.as_ref(), units) {
+                errors.push(e.to_string());
+            }
         }
         if let Err(e) = cgroups::remove(self.cgroupfs.as_ref(), &rec.cgroups.created) {
             errors.push(e.to_string());
@@ -974,6 +1012,8 @@ mod tests {
             pod_resources: Default::default(),
             user_namespace: None,
             shim: None,
+            config: None,
+            systemd: None,
         }
     }
 

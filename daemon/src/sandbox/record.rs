@@ -110,6 +110,15 @@ pub struct SandboxRecord {
     /// `io.containerd.crid.v1`): where it serves and reports to.
     #[serde(default)]
     pub shim: Option<ShimSpec>,
+    /// The RunPodSandbox config as the kubelet sent it (verbose
+    /// PodSandboxStatus `info.config`, as containerd reports it); None in
+    /// records written before it was kept.
+    #[serde(default)]
+    pub config: Option<crid_proto::cri::PodSandboxConfig>,
+    /// With the systemd cgroup driver: the pod's slice and helper scope
+    /// (`cgroups` is then empty: systemd owns those cgroups).
+    #[serde(default)]
+    pub systemd: Option<crate::systemd_cgroups::PodUnits>,
 }
 
 /// Pod-level resources (the kubelet applies them to the pod cgroup itself).

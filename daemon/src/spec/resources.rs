@@ -131,10 +131,19 @@ pub fn oom_score_adj(config: &ContainerConfig, host: &HostFacts) -> Result<Optio
     }))
 }
 
-/// `<cgroup_parent>/<container id>`; `None` without a parent.
+/// `<cgroup_parent>/<container id>`; `None` without a parent. A systemd
+/// slice name as parent (the systemd cgroup driver) gives runc's systemd
+/// syntax `<slice>:crid:<container id>` instead.
 pub fn cgroups_path(cgroup_parent: &str, container_id: &str) -> Result<Option<PathBuf>, SpecError> {
     if cgroup_parent.is_empty() {
         return Ok(None);
+    }
+    if !cgroup_parent.starts_with('/') && cgroup_parent.ends_with(".slice") {
+        crid_common::ids::check_component("container id", container_id)
+            .map_err(|e| SpecError::InvalidArgument(e.to_string()))?;
+        return Ok(Some(PathBuf::from(
+            crate::systemd_cgroups::container_cgroups_path(cgroup_parent, container_id),
+        )));
     }
     let parent = Path::new(cgroup_parent);
     if !parent.is_absolute() || parent.components().any(|c| c == Component::ParentDir) {
@@ -350,6 +359,11 @@ mod tests {
             Some(PathBuf::from("/kubepods/besteffort/pod123/abc"))
         );
         assert_eq!(cgroups_path("", "abc").unwrap(), None);
+        assert_eq!(
+            cgroups_path("kubepods-pod1.slice", "abc").unwrap(),
+            Some(PathBuf::from("kubepods-pod1.slice:crid:abc"))
+        );
+        assert!(cgroups_path("kubepods-pod1.slice", "a/b").is_err());
         assert!(cgroups_path("kubepods", "abc").is_err());
         assert!(cgroups_path("/kubepods/../x", "abc").is_err());
         assert!(cgroups_path("/kubepods", "a/b").is_err());
