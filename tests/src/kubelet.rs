@@ -912,7 +912,16 @@ async fn check_logs(out: &mut Outcome, kubelet: &Kubelet, when: &str) {
         ("crashy", "restarter", "restarter run at", "?previous=true"),
     ] {
         let url = format!("{base}/{pod}-{NODE}/{container}{query}");
-        let got = https_get(url.clone()).await;
+        // Retried for a while: `previous` is whatever the kubelet's pod
+        // status cache last saw exit, and the crash loop keeps replacing it
+        // (the kubelet removes the older instance; once it answered for one
+        // it had just removed, 5 s after the crid restart).
+        let mut got = https_get(url.clone()).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !got.as_ref().is_ok_and(|t| t.contains(needle)) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            got = https_get(url.clone()).await;
+        }
         out.check(
             &format!("{when}: kubelet serves {pod}/{container} logs"),
             got.as_ref().is_ok_and(|t| t.contains(needle)),
