@@ -912,7 +912,16 @@ async fn check_logs(out: &mut Outcome, kubelet: &Kubelet, when: &str) {
         ("crashy", "restarter", "restarter run at", "?previous=true"),
     ] {
         let url = format!("{base}/{pod}-{NODE}/{container}{query}");
-        let got = https_get(url.clone()).await;
+        // Retried for a while: `previous` is the kubelet's pod status's
+        // last terminated instance, and with the crash loop that status
+        // can lag the removal of that instance by up to a back-off period
+        // (seen: 21 s, with a 40 s back-off, after the crid restart).
+        let mut got = https_get(url.clone()).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !got.as_ref().is_ok_and(|t| t.contains(needle)) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            got = https_get(url.clone()).await;
+        }
         out.check(
             &format!("{when}: kubelet serves {pod}/{container} logs"),
             got.as_ref().is_ok_and(|t| t.contains(needle)),
