@@ -19,8 +19,8 @@ mod sandbox;
 mod server;
 mod store;
 mod streaming;
-mod timing;
 mod systemd_cgroups;
+mod timing;
 // CreateContainer (issue 5) wires the spec generator; until then only its tests use it.
 #[allow(dead_code)]
 mod spec;

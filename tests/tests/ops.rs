@@ -344,8 +344,12 @@ async fn systemd_cgroup_driver_needs_a_reachable_systemd() {
     })
     .await
     .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "crid started without systemd: {text}");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "crid started without systemd: {text}"
+    );
     assert!(
         text.contains("cgroup_driver = \\\"systemd\\\" needs systemd as the init system")
             || text.contains("cgroup_driver = \"systemd\" needs systemd as the init system"),
