@@ -2,6 +2,8 @@
 //! kubelet), containerd's gRPC API (crid is its client), and the runc shim
 //! options that containerd-client does not carry, and NRI's plugin API.
 
+pub mod codec;
+
 /// CRI v1 (`runtime.v1`) messages, servers and clients, from crid's own copy of
 /// the API (`protos/cri/v1.proto`: k8s-cri 0.11's file plus later fields).
 pub mod cri {

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs the upstream CRI validation suite (critest) against crid, as root:
 #   tests/critest/run.sh [/path/to/critest] [critest args, e.g. --ginkgo.focus=REGEX]
-# The critest binary (built from cri-tools' ./cmd/critest; this repo does not
-# build it) comes from the first argument, else $CRITEST, else
-# target/critest/critest. Without one it prints "critest: not run" and exits 0.
+# The critest binary (built from cri-tools' ./cmd/critest) comes from the
+# first argument, else $CRITEST, else target/critest/critest, which
+# tests/critest/build.sh makes from the source tree $CRI_TOOLS_SRC names.
+# Without either it prints "critest: not run" and exits 0.
 #
 # crid-testenv does the work (tests/src/critest.rs): builds the suite's images
 # from Debian's busybox and nginx packages (fetched with apt-get download into
@@ -23,7 +24,14 @@ if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then
   shift
 fi
 target=${CARGO_TARGET_DIR:-$PWD/target}
-[ -n "$critest" ] || critest=$target/critest/critest
+if [ -z "$critest" ]; then
+  critest=$target/critest/critest
+  # A cri-tools source tree at hand ($CRI_TOOLS_SRC): build the binary once,
+  # cached under target/ (tests/critest/build.sh).
+  if [ ! -x "$critest" ] && [ -n "${CRI_TOOLS_SRC:-}" ]; then
+    bash tests/critest/build.sh "$CRI_TOOLS_SRC"
+  fi
+fi
 if [ ! -x "$critest" ]; then
   echo "critest: not run (no binary; set CRITEST=/path/to/critest)"
   exit 0

@@ -20,15 +20,47 @@ command -v "$crictl_bin" >/dev/null || { echo "packaging smoke: no crictl (set C
 work="$(mktemp -d /var/tmp/crid-pkg-XXXXXX)"
 root="$work/root"
 ctrd_pid=""
+pod=""
+# Pids of processes this run started (crid, pod helpers, shims, containerd):
+# their command line or executable names the work dir.
+ours() {
+  local p
+  for p in /proc/[0-9]*; do
+    [ "${p#/proc/}" = $$ ] && continue
+    if tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF "$work" ||
+      readlink "$p/exe" 2>/dev/null | grep -qF "$work"; then
+      echo "${p#/proc/}"
+    fi
+  done
+}
 cleanup() {
   local rc=$?
   set +e
   if [ "$rc" != 0 ] && [ -e "$work/crid.log" ]; then
     echo "--- crid log (last 30 lines)"; tail -n 30 "$work/crid.log"
   fi
+  # A run cut between runp and rmp: the pod is removed through crid, as an
+  # operator would (crid is started again if a failed step left it down), so
+  # its helper, container, netns and cgroups go the normal way.
+  if [ -n "$pod" ] && [ -n "${CRID_SERVICE:-}" ]; then
+    "$CRID_SERVICE" status >/dev/null 2>&1 || "$CRID_SERVICE" start >/dev/null 2>&1
+    crictl stopp "$pod" >/dev/null 2>&1
+    crictl rmp -f "$pod" >/dev/null 2>&1
+  fi
   [ -n "${CRID_SERVICE:-}" ] && "$CRID_SERVICE" stop >/dev/null
   if [ -n "$ctrd_pid" ]; then kill "$ctrd_pid"; wait "$ctrd_pid" 2>/dev/null; fi
+  # Whatever that could not remove (crid never came up again, say).
+  local left
+  left=$(ours)
+  if [ -n "$left" ]; then
+    echo "packaging smoke: killing leftover processes: $left" >&2
+    kill -9 $left 2>/dev/null
+    sleep 0.5
+  fi
   grep " $work" /proc/self/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l
+  if [ -n "$pod" ]; then # the pod's cgroups, deepest first, in every hierarchy
+    find /sys/fs/cgroup -depth -type d -path "*$pod*" -exec rmdir {} \; 2>/dev/null
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT

@@ -22,8 +22,17 @@ pub struct CriClients {
 
 /// Connects CRI clients to a unix socket.
 pub async fn connect(socket: &Path) -> Result<CriClients, BoxError> {
+    let channel = channel(socket).await?;
+    Ok(CriClients {
+        runtime: RuntimeServiceClient::new(channel.clone()),
+        image: ImageServiceClient::new(channel),
+    })
+}
+
+/// A gRPC channel to a CRI unix socket (for calls the generated clients cannot make).
+pub async fn channel(socket: &Path) -> Result<Channel, BoxError> {
     let path = socket.to_path_buf();
-    let channel = Endpoint::from_static("http://crid")
+    Ok(Endpoint::from_static("http://crid")
         .connect_with_connector(tower::service_fn(move |_: http::Uri| {
             let path = path.clone();
             async move {
@@ -31,11 +40,7 @@ pub async fn connect(socket: &Path) -> Result<CriClients, BoxError> {
                 Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
             }
         }))
-        .await?;
-    Ok(CriClients {
-        runtime: RuntimeServiceClient::new(channel.clone()),
-        image: ImageServiceClient::new(channel),
-    })
+        .await?)
 }
 
 /// A crid process; SIGTERMed on drop.

@@ -317,3 +317,151 @@ async fn json_logs_carry_one_span_per_cri_call() {
         "{found}"
     );
 }
+
+/// Sends `bytes` as the request of the unary RPC at `path` and decodes the
+/// answer as `R`: how a request that prost cannot produce (invalid UTF-8 in
+/// a `string`) reaches crid.
+async fn raw_unary<R: prost::Message + Default + Send + 'static>(
+    crid: &CridProcess,
+    path: &'static str,
+    bytes: Vec<u8>,
+) -> Result<R, tonic::Status> {
+    /// Encodes pre-encoded bytes; decodes `R` with prost.
+    struct Raw<R>(std::marker::PhantomData<R>);
+    struct RawEncoder;
+    impl tonic::codec::Encoder for RawEncoder {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn encode(
+            &mut self,
+            item: Vec<u8>,
+            dst: &mut tonic::codec::EncodeBuf<'_>,
+        ) -> Result<(), tonic::Status> {
+            use prost::bytes::BufMut;
+            dst.put_slice(&item);
+            Ok(())
+        }
+    }
+    impl<R: prost::Message + Default + Send + 'static> tonic::codec::Codec for Raw<R> {
+        type Encode = Vec<u8>;
+        type Decode = R;
+        type Encoder = RawEncoder;
+        type Decoder = tonic_prost::ProstDecoder<R>;
+        fn encoder(&mut self) -> RawEncoder {
+            RawEncoder
+        }
+        fn decoder(&mut self) -> Self::Decoder {
+            tonic_prost::ProstDecoder::default()
+        }
+    }
+    let channel = crid_e2e::crid::channel(&crid.config.socket).await.unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    grpc.unary(
+        tonic::Request::new(bytes),
+        http::uri::PathAndQuery::from_static(path),
+        Raw::<R>(std::marker::PhantomData),
+    )
+    .await
+    .map(|r| r.into_inner())
+}
+
+/// `msg` encoded, with the bytes of `marker` replaced by as many bytes that
+/// are not UTF-8.
+fn with_invalid_utf8(msg: &impl prost::Message, marker: &str) -> Vec<u8> {
+    let mut bytes = msg.encode_to_vec();
+    let at = bytes
+        .windows(marker.len())
+        .position(|w| w == marker.as_bytes())
+        .expect("marker encoded");
+    bytes[at..at + marker.len()].fill(0xff);
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_that_do_not_decode_are_invalid_argument_and_create_nothing() {
+    let dir = test_dir();
+    let ctrd = PrivateContainerd::start(&dir.path().join("containerd"))
+        .await
+        .unwrap();
+    let crid = CridProcess::start(CridProcess::test_config(dir.path(), &ctrd.socket()))
+        .await
+        .unwrap();
+    const MARK: &str = "MARKER-NOT-UTF8";
+    let pod = cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: "utf8".into(),
+            uid: "utf8-uid".into(),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        labels: [("app".to_string(), MARK.to_string())].into(),
+        ..Default::default()
+    };
+    let run = cri::RunPodSandboxRequest {
+        config: Some(pod.clone()),
+        ..Default::default()
+    };
+    let err = raw_unary::<cri::RunPodSandboxResponse>(
+        &crid,
+        "/runtime.v1.RuntimeService/RunPodSandbox",
+        with_invalid_utf8(&run, MARK),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("UTF-8"), "{err:?}");
+
+    let mut ann = pod.clone();
+    ann.labels.clear();
+    ann.annotations = [(MARK.to_string(), "v".to_string())].into();
+    let create = cri::CreateContainerRequest {
+        pod_sandbox_id: "nosuchpod".into(),
+        config: Some(cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata {
+                name: "c".into(),
+                attempt: 0,
+            }),
+            image: Some(cri::ImageSpec {
+                image: "busybox".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        sandbox_config: Some(ann),
+    };
+    let err = raw_unary::<cri::CreateContainerResponse>(
+        &crid,
+        "/runtime.v1.RuntimeService/CreateContainer",
+        with_invalid_utf8(&create, MARK),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+
+    // The same requests, valid, reach the handlers: the codec only maps
+    // decode errors.
+    let err = raw_unary::<cri::CreateContainerResponse>(
+        &crid,
+        "/runtime.v1.RuntimeService/CreateContainer",
+        prost::Message::encode_to_vec(&create),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+
+    let mut c = crid.clients().await.unwrap();
+    let pods = c
+        .runtime
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(pods.is_empty(), "{pods:?}");
+    let status = c
+        .runtime
+        .status(cri::StatusRequest { verbose: false })
+        .await;
+    assert!(status.is_ok(), "crid keeps serving: {status:?}");
+}
