@@ -15,6 +15,19 @@ fn condition<'a>(resp: &'a cri::StatusResponse, kind: &str) -> &'a cri::RuntimeC
         .unwrap_or_else(|| panic!("no {kind} condition in {resp:?}"))
 }
 
+/// A private containerd and crid on it with the test config, in a test dir
+/// (dropped in reverse: crid, containerd, the dir).
+async fn node() -> (tempfile::TempDir, PrivateContainerd, CridProcess) {
+    let dir = test_dir();
+    let ctrd = PrivateContainerd::start(&dir.path().join("containerd"))
+        .await
+        .unwrap();
+    let crid = CridProcess::start(CridProcess::test_config(dir.path(), &ctrd.socket()))
+        .await
+        .unwrap();
+    (dir, ctrd, crid)
+}
+
 async fn status(crid: &CridProcess, verbose: bool) -> cri::StatusResponse {
     let mut c = crid.clients().await.unwrap();
     c.runtime
@@ -26,13 +39,7 @@ async fn status(crid: &CridProcess, verbose: bool) -> cri::StatusResponse {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn version_reports_crid_and_cri_v1() {
-    let dir = test_dir();
-    let ctrd = PrivateContainerd::start(&dir.path().join("containerd"))
-        .await
-        .unwrap();
-    let crid = CridProcess::start(CridProcess::test_config(dir.path(), &ctrd.socket()))
-        .await
-        .unwrap();
+    let (_dir, _ctrd, crid) = node().await;
     let mut c = crid.clients().await.unwrap();
     let v = c
         .runtime
@@ -114,13 +121,7 @@ async fn status_follows_containerd_and_the_cni_config_dir() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rpcs_without_their_issue_answer_unimplemented_naming_the_rpc() {
-    let dir = test_dir();
-    let ctrd = PrivateContainerd::start(&dir.path().join("containerd"))
-        .await
-        .unwrap();
-    let crid = CridProcess::start(CridProcess::test_config(dir.path(), &ctrd.socket()))
-        .await
-        .unwrap();
+    let (_dir, _ctrd, crid) = node().await;
     let mut c = crid.clients().await.unwrap();
     let err = c
         .runtime
@@ -172,13 +173,7 @@ async fn crid_started_before_containerd_becomes_ready_when_it_comes_up() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn containerd_going_away_is_reported_and_sigterm_leaves_no_socket() {
-    let dir = test_dir();
-    let mut ctrd = PrivateContainerd::start(&dir.path().join("containerd"))
-        .await
-        .unwrap();
-    let mut crid = CridProcess::start(CridProcess::test_config(dir.path(), &ctrd.socket()))
-        .await
-        .unwrap();
+    let (_dir, mut ctrd, mut crid) = node().await;
     assert!(condition(&status(&crid, false).await, "RuntimeReady").status);
     ctrd.stop();
     let down = wait_for(Duration::from_secs(10), || async {
@@ -380,13 +375,7 @@ fn with_invalid_utf8(msg: &impl prost::Message, marker: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn requests_that_do_not_decode_are_invalid_argument_and_create_nothing() {
-    let dir = test_dir();
-    let ctrd = PrivateContainerd::start(&dir.path().join("containerd"))
-        .await
-        .unwrap();
-    let crid = CridProcess::start(CridProcess::test_config(dir.path(), &ctrd.socket()))
-        .await
-        .unwrap();
+    let (_dir, _ctrd, crid) = node().await;
     const MARK: &str = "MARKER-NOT-UTF8";
     let pod = cri::PodSandboxConfig {
         metadata: Some(cri::PodSandboxMetadata {
