@@ -233,7 +233,7 @@ mod tests {
 
     #[test]
     fn names_list_the_default_first() {
-        assert_eq!(names(&config()), vec!["", "crun", "runc"]);
+        assert_eq!(names(&config()), vec!["", "crun", "runc", "runc-v2"]);
     }
 
     #[test]
