@@ -285,8 +285,9 @@ async fn helper_sigkill_mid_stream(handler: &str) {
         let new = n.wait_helper_replaced(&pod, helper).await;
         // Nothing orphaned: the container's process and the old helper are
         // gone (not even a zombie: the node's init reaped them), containerd
-        // has no task for it, the pod's cgroups hold only the new helper
-        // and its children (the pod root).
+        // has no task for it, the pod's cgroups hold only the new helper,
+        // its children and the pod's PID-namespace init (which the new
+        // helper re-adopted: the old one's child, now the node init's).
         for p in [cpid, helper] {
             let gone = crid_e2e::wait_for(Duration::from_secs(10), || async move {
                 crid_e2e::parent_pid(p).is_none().then_some(())
@@ -296,12 +297,15 @@ async fn helper_sigkill_mid_stream(handler: &str) {
         }
         let tasks = n.ctr(&["tasks", "ls", "-q"]);
         assert!(!tasks.lines().any(|l| l.trim() == id), "{tasks}");
+        let reaper = n.pod_info(&pod).await["reaperPid"]
+            .as_u64()
+            .map(|p| p as u32);
         let in_pod = crid_e2e::pids_in_cgroup(&format!("crid/{pod}"));
         assert!(in_pod.contains(&(new as i32)), "{in_pod:?}");
         for p in in_pod {
             let p = p as u32;
             assert!(
-                p == new || crid_e2e::parent_pid(p) == Some(new),
+                p == new || Some(p) == reaper || crid_e2e::parent_pid(p) == Some(new),
                 "process {p} (parent {:?}) left in the pod's cgroup",
                 crid_e2e::parent_pid(p)
             );
