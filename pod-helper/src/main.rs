@@ -100,6 +100,7 @@ fn run(spec_path: &str) -> ExitCode {
                 notes: pod.notes.clone(),
             });
             sys::detach_stdout();
+            sys::trim_heap();
             serve::serve(pod);
             ExitCode::SUCCESS
         }
