@@ -64,11 +64,12 @@ for b in crid crid-pod-helper; do
   install -m 0755 "$binaries/$b" "$bindir/.$b.new"
   mv -f "$bindir/.$b.new" "$bindir/$b"
 done
-# Further names of the installed binaries go here, e.g. a containerd shim
-# v2 entry point served by crid-pod-helper:
-#   ln -sf crid-pod-helper "$bindir/containerd-shim-crid-v1"
-# (containerd finds runtime `io.containerd.crid.v1` as
-# containerd-shim-crid-v1 on its PATH; uninstall.sh removes the same names.)
+# No further names: the default handler's shim command (runtime type
+# io.containerd.crid.v1) is a link <runtime_dir>/containerd-shim-crid-v1 to
+# crid-pod-helper that crid makes at start and names to containerd by its
+# absolute path, so nothing is needed on containerd's PATH. (uninstall.sh
+# still removes a $bindir/containerd-shim-crid-v1 an older script may have
+# left.)
 install -m 0755 packaging/crid-service "$sbindir/crid-service"
 # The unit's Documentation= points here.
 install -d "$destdir/usr/share/doc/crid"

@@ -72,13 +72,21 @@ pub struct Config {
     /// NRI (node resource interface) plugins.
     pub nri: NriConfig,
     /// Runtime handlers by name (`[runtimes.<handler>]`, the `handler` of a
-    /// Kubernetes RuntimeClass). `runc` is always present: a file that does not
-    /// define it gets the default one.
+    /// Kubernetes RuntimeClass). `runc` (the pod helper as shim) and `runc-v2`
+    /// (containerd's runc shim) are always present: a file that does not
+    /// define them gets the default ones.
     pub runtimes: BTreeMap<String, RuntimeHandlerConfig>,
 }
 
-/// The runtime handler every node has.
+/// The runtime handler every node has, and the default: runc driven by the
+/// pod's helper as its containerd shim.
 pub const DEFAULT_RUNTIME_HANDLER: &str = "runc";
+
+/// The second handler every node has: runc under containerd's own
+/// `containerd-shim-runc-v2` (one extra process per pod), for pods that
+/// need containerd's shim (its `Stats`, a shim that survives a helper crash).
+/// Named after its runtime type's `v2`, as handler names are DNS labels.
+pub const RUNC_V2_RUNTIME_HANDLER: &str = "runc-v2";
 
 /// containerd's runc shim (one shim process per pod).
 pub const RUNC_V2_RUNTIME_TYPE: &str = "io.containerd.runc.v2";
@@ -104,9 +112,11 @@ pub struct RuntimeHandlerConfig {
 }
 
 impl Default for RuntimeHandlerConfig {
+    /// The default handler's settings; a `[runtimes.<handler>]` table that
+    /// leaves `runtime_type` out gets the helper shim, like the default.
     fn default() -> Self {
         RuntimeHandlerConfig {
-            runtime_type: RUNC_V2_RUNTIME_TYPE.into(),
+            runtime_type: CRID_SHIM_RUNTIME_TYPE.into(),
             binary_name: "runc".into(),
             root: PathBuf::new(),
             systemd_cgroup: false,
@@ -115,10 +125,19 @@ impl Default for RuntimeHandlerConfig {
 }
 
 fn default_runtimes() -> BTreeMap<String, RuntimeHandlerConfig> {
-    BTreeMap::from([(
-        DEFAULT_RUNTIME_HANDLER.to_string(),
-        RuntimeHandlerConfig::default(),
-    )])
+    BTreeMap::from([
+        (
+            DEFAULT_RUNTIME_HANDLER.to_string(),
+            RuntimeHandlerConfig::default(),
+        ),
+        (
+            RUNC_V2_RUNTIME_HANDLER.to_string(),
+            RuntimeHandlerConfig {
+                runtime_type: RUNC_V2_RUNTIME_TYPE.into(),
+                ..RuntimeHandlerConfig::default()
+            },
+        ),
+    ])
 }
 
 impl Default for Config {
@@ -371,11 +390,12 @@ impl Config {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        // A file defining other handlers keeps the built-in `runc` one, the
-        // way containerd's runtimes table merges over its default.
-        cfg.runtimes
-            .entry(DEFAULT_RUNTIME_HANDLER.to_string())
-            .or_default();
+        // A file defining other handlers keeps the built-in `runc` and
+        // `runc-v2` ones, the way containerd's runtimes table merges over
+        // its default.
+        for (name, h) in default_runtimes() {
+            cfg.runtimes.entry(name).or_insert(h);
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -854,28 +874,46 @@ mod tests {
         let (name, h) = cfg.runtime_handler("").unwrap();
         assert_eq!(name, "runc");
         assert_eq!(h.binary_name, "runc");
-        assert_eq!(h.runtime_type, "io.containerd.runc.v2");
+        assert_eq!(h.runtime_type, "io.containerd.crid.v1");
         assert_eq!(cfg.runtime_handler("runc").unwrap().0, "runc");
+        let (name, v2) = cfg.runtime_handler("runc-v2").unwrap();
+        assert_eq!(name, "runc-v2");
+        assert_eq!(v2.runtime_type, "io.containerd.runc.v2");
+        assert_eq!(v2.binary_name, "runc");
+        assert_eq!(cfg.runtimes.len(), 2);
         assert!(cfg.runtime_handler("kata").is_none());
-        assert!(Config::default_toml().contains("[runtimes.runc]"));
+        let text = Config::default_toml();
+        assert!(text.contains("[runtimes.runc]"), "{text}");
+        assert!(text.contains("[runtimes.runc-v2]"), "{text}");
+        assert!(
+            text.contains("runtime_type = \"io.containerd.crid.v1\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("runtime_type = \"io.containerd.runc.v2\""),
+            "{text}"
+        );
+        // The printed defaults parse back to the same config.
+        assert_eq!(parse(&text).unwrap(), cfg);
 
         let cfg = parse(
             "[runtimes.crun]\nruntime_type = \"io.containerd.runc.v2\"\nbinary_name = \"/usr/bin/crun\"\nroot = \"/run/crun\"\n",
         )
         .unwrap();
-        // runc stays, crun is added.
-        assert_eq!(cfg.runtimes.len(), 2);
+        // runc and runc-v2 stay, crun is added.
+        assert_eq!(cfg.runtimes.len(), 3);
         let (_, crun) = cfg.runtime_handler("crun").unwrap();
         assert_eq!(crun.binary_name, "/usr/bin/crun");
         assert_eq!(crun.root, PathBuf::from("/run/crun"));
         assert_eq!(cfg.runtime_handler("").unwrap().0, "runc");
 
+        // A handler that leaves runtime_type out gets the default's type.
         let cfg =
             parse("default_runtime = \"crun\"\n[runtimes.crun]\nbinary_name = \"crun\"\n").unwrap();
         assert_eq!(cfg.runtime_handler("").unwrap().0, "crun");
         assert_eq!(
             cfg.runtime_handler("").unwrap().1.runtime_type,
-            "io.containerd.runc.v2"
+            "io.containerd.crid.v1"
         );
         // A handler table round-trips through the printed form.
         let mut with = Config::default();
@@ -902,7 +940,38 @@ mod tests {
         );
         assert_eq!(
             c.runtime_handler("runc").unwrap().1.runtime_type,
+            CRID_SHIM_RUNTIME_TYPE
+        );
+        assert_eq!(
+            c.runtime_handler("runc-v2").unwrap().1.runtime_type,
             RUNC_V2_RUNTIME_TYPE
+        );
+    }
+
+    #[test]
+    fn a_file_can_go_back_to_the_runc_v2_shim() {
+        // The default handler by name, or a redefined `runc`.
+        let c = parse("default_runtime = \"runc-v2\"\n").unwrap();
+        assert_eq!(c.runtime_handler("").unwrap().0, "runc-v2");
+        assert_eq!(
+            c.runtime_handler("").unwrap().1.runtime_type,
+            RUNC_V2_RUNTIME_TYPE
+        );
+        let c = parse("[runtimes.runc]\nruntime_type = \"io.containerd.runc.v2\"\n").unwrap();
+        assert_eq!(
+            c.runtime_handler("").unwrap().1.runtime_type,
+            RUNC_V2_RUNTIME_TYPE
+        );
+        // A redefined runc-v2 is kept as written, not overwritten.
+        let c = parse("[runtimes.runc-v2]\nruntime_type = \"io.containerd.runc.v2\"\nbinary_name = \"/opt/runc\"\n")
+            .unwrap();
+        assert_eq!(
+            c.runtime_handler("runc-v2").unwrap().1.binary_name,
+            "/opt/runc"
+        );
+        assert_eq!(
+            c.runtime_handler("runc").unwrap().1.runtime_type,
+            CRID_SHIM_RUNTIME_TYPE
         );
     }
 

@@ -145,15 +145,27 @@ pub fn runc_options_json(handler: &RuntimeHandlerConfig, shim_cgroup: &str) -> s
     serde_json::Value::Object(m)
 }
 
+/// The containerd runtime type of a pod's containers as verbose status
+/// shows it (`info.runtimeType`): taken from the record, so it stays true
+/// for a pod made before a config change.
+pub fn pod_runtime_type(sb: &crate::sandbox::record::SandboxRecord) -> &'static str {
+    if sb.shim.is_some() {
+        crid_common::config::CRID_SHIM_RUNTIME_TYPE
+    } else {
+        crid_common::config::RUNC_V2_RUNTIME_TYPE
+    }
+}
+
 /// The runtime options of a pod's containers (its handler, its shim cgroup
-/// leaf); None when the pod's handler is no longer configured.
+/// leaf, none when the helper is the shim: it already is in the pod's
+/// cgroup); None when the pod's handler is no longer configured.
 pub fn pod_runtime_options(
     config: &crid_common::config::Config,
     sb: &crate::sandbox::record::SandboxRecord,
 ) -> Option<serde_json::Value> {
     let (_, handler) = resolve(config, &sb.runtime_handler).ok()?;
     let systemd = config.cgroup_driver == crid_common::config::CgroupDriver::Systemd;
-    let shim_cgroup = if sb.systemd.is_some() {
+    let shim_cgroup = if sb.systemd.is_some() || sb.shim.is_some() {
         String::new()
     } else {
         let pod = crate::cri::container::pod_cgroup(sb).ok()?;
@@ -233,7 +245,7 @@ mod tests {
 
     #[test]
     fn names_list_the_default_first() {
-        assert_eq!(names(&config()), vec!["", "crun", "runc"]);
+        assert_eq!(names(&config()), vec!["", "crun", "runc", "runc-v2"]);
     }
 
     #[test]

@@ -51,6 +51,7 @@ fn main() -> ExitCode {
 }
 
 fn run(spec_path: &str) -> ExitCode {
+    let arena_note = sys::limit_malloc_arenas();
     let spec: HelperSpec = match std::fs::read(spec_path)
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
@@ -89,7 +90,7 @@ fn run(spec_path: &str) -> ExitCode {
                 std::process::id(),
                 pod.reaper_pid
             ));
-            for n in &pod.notes {
+            for n in arena_note.iter().chain(&pod.notes) {
                 log(n);
             }
             report(&SetupReport::Ready {
@@ -99,6 +100,7 @@ fn run(spec_path: &str) -> ExitCode {
                 notes: pod.notes.clone(),
             });
             sys::detach_stdout();
+            sys::trim_heap();
             serve::serve(pod);
             ExitCode::SUCCESS
         }

@@ -252,7 +252,12 @@ pub fn set_up(spec: &HelperSpec) -> Result<Pod, SetupError> {
         .map_err(os(format!("binding {}", spec.socket.display())))?;
 
     // 7. Only what later duties need stays; as the pod's shim the helper
-    //    runs the OCI runtime, which needs what containerd's shim has.
+    //    runs the OCI runtime, which needs what containerd's shim has, and
+    //    mounts the containers' overlay root filesystems: overlayfs keeps
+    //    the mounter's credentials and uses them for every later copy-up
+    //    (chown, mknod, setfcap, DAC), so they stay whole. (Lowering only
+    //    the effective set between mounts would leave the permitted set
+    //    whole, so a compromised helper could raise it again: no gain.)
     if spec.shim.is_none() {
         notes.extend(sys::drop_capabilities());
     }

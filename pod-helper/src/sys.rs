@@ -218,6 +218,37 @@ pub fn kill_reaper(pid: u32, own_child: bool) {
     }
 }
 
+/// glibc malloc arenas the helper may use.
+const MALLOC_ARENAS: i32 = 1;
+
+/// Limits glibc to [`MALLOC_ARENAS`] malloc arena; call first, before any
+/// thread exists. glibc otherwise gives each thread that allocates (control
+/// connections, log drains, and as the pod's shim the ttrpc readers,
+/// writers and workers, the reaper, the event forwarder) an arena of its
+/// own, each keeping the pages it once touched: per pod that is most of the
+/// helper's private memory. The helper's allocations are few and small, so
+/// one arena's lock is never contended. Returns a note when refused.
+pub fn limit_malloc_arenas() -> Option<String> {
+    // SAFETY: mallopt only changes malloc's parameters; it runs before any
+    // other thread exists, so no allocation is concurrent, and
+    // M_ARENA_MAX takes any positive count.
+    let ok = unsafe { libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS) };
+    (ok != 1).then(|| "mallopt(M_ARENA_MAX) refused; glibc's default arenas stay".to_string())
+}
+
+/// Hands the heap's free pages back to the kernel. glibc returns memory by
+/// itself only from the top of the heap; what set-up and a container's
+/// create/start/delete allocated and freed below a live allocation stays
+/// resident otherwise. Cheap (one walk of the one arena); called after
+/// those bursts, not on a hot path.
+pub fn trim_heap() {
+    // SAFETY: malloc_trim takes the arena's lock and touches only memory
+    // malloc owns that no live allocation uses.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Keeps only the capabilities later duties need: CAP_SYS_ADMIN and
 /// CAP_SYS_PTRACE (setns into the pod's and containers' namespaces for
 /// exec/port-forward), CAP_KILL (ending the reaper). Returns a note.

@@ -64,8 +64,9 @@ impl CridProcess {
         c.containerd.address = containerd_socket.to_path_buf();
         c.cni.conf_dir = dir.join("cni/net.d");
         c.log.level = "debug,h2=info,tower=info,hyper=info".into();
-        // CRID_TEST_RUNC_RUNTIME_TYPE=io.containerd.crid.v1 runs the suites
-        // with the pod helper as the shim of the default `runc` handler.
+        // The default `runc` handler is the pod helper as shim
+        // (`io.containerd.crid.v1`); CRID_TEST_RUNC_RUNTIME_TYPE=io.containerd.runc.v2
+        // runs the suites with containerd's runc shim behind it instead.
         if let Ok(t) = std::env::var("CRID_TEST_RUNC_RUNTIME_TYPE") {
             if let Some(h) = c.runtimes.get_mut("runc") {
                 h.runtime_type = t;

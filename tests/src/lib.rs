@@ -267,6 +267,26 @@ pub fn pod_processes(dir: &Path) -> Vec<(i32, String)> {
     out
 }
 
+/// The parent pid of `pid` (field 4 of /proc/PID/stat, read after the
+/// command name, which may hold spaces and parentheses); `None` once gone.
+pub fn parent_pid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Whether the handler `name` (empty: the default) of `config` runs pods
+/// with the pod helper as their shim (`io.containerd.crid.v1`).
+pub fn helper_is_shim(config: &crid_common::config::Config, name: &str) -> bool {
+    config
+        .runtime_handler(name)
+        .is_some_and(|(_, h)| h.runtime_type == crid_common::config::CRID_SHIM_RUNTIME_TYPE)
+}
+
 /// mountinfo escapes space, tab, newline and backslash as octal.
 fn unescape_mountinfo(s: &str) -> String {
     let b = s.as_bytes();

@@ -242,18 +242,43 @@ impl Node {
         host_network_pod(&self.dir.path().join("logs"), name)
     }
 
-    /// Runs a pod from `cfg`; returns its id.
+    /// Runs a pod from `cfg` with the default runtime handler; returns its id.
     pub async fn run_pod(&mut self, cfg: &cri::PodSandboxConfig) -> String {
+        self.run_pod_with(cfg, "").await
+    }
+
+    /// Runs a pod from `cfg` with runtime handler `handler`; returns its id.
+    pub async fn run_pod_with(&mut self, cfg: &cri::PodSandboxConfig, handler: &str) -> String {
         self.c
             .runtime
             .run_pod_sandbox(cri::RunPodSandboxRequest {
                 config: Some(cfg.clone()),
-                runtime_handler: String::new(),
+                runtime_handler: handler.into(),
             })
             .await
             .unwrap()
             .into_inner()
             .pod_sandbox_id
+    }
+
+    /// The pid of pod `pod`'s helper (verbose PodSandboxStatus).
+    pub async fn helper_pid(&mut self, pod: &str) -> u32 {
+        crate::bench::helper_pid(&mut self.c, pod).await.unwrap()
+    }
+
+    /// Waits until crid's supervisor has replaced pod `pod`'s helper `old`
+    /// with a running one; returns the new pid. Panics after 20 s.
+    pub async fn wait_helper_replaced(&mut self, pod: &str, old: u32) -> u32 {
+        let new = crate::wait_for(Duration::from_secs(20), || {
+            let mut c = self.c.clone();
+            let pod = pod.to_string();
+            async move {
+                let pid = crate::bench::helper_pid(&mut c, &pod).await.ok()?;
+                (pid != old && crate::parent_pid(pid).is_some()).then_some(pid)
+            }
+        })
+        .await;
+        new.unwrap_or_else(|| panic!("helper {old} not replaced; log:\n{}", self.crid.log()))
     }
 
     /// CreateContainer.

@@ -275,12 +275,31 @@ async fn create_status_list_remove() {
     assert_eq!(info["snapshotKey"], web.as_str());
 
     // What containerd holds: the container, referencing its active snapshot,
-    // with the runc v2 runtime.
+    // with the default handler's runtime: the pod helper's shim command
+    // (crid's `containerd-shim-crid-v1` link to crid-pod-helper, by absolute
+    // path), or containerd's runc v2 shim under
+    // CRID_TEST_RUNC_RUNTIME_TYPE=io.containerd.runc.v2.
     assert_eq!(w.ctrd_containers(), vec![web.clone()]);
     assert_eq!(w.active_snapshots(), vec![web.clone()]);
     let ci: serde_json::Value =
         serde_json::from_str(&w.ctr(&["containers", "info", &web])).unwrap();
-    assert_eq!(ci["Runtime"]["Name"], "io.containerd.runc.v2");
+    if crid_e2e::helper_is_shim(&w.crid.config, "") {
+        let link = w.crid.config.runtime_dir.join("containerd-shim-crid-v1");
+        assert_eq!(ci["Runtime"]["Name"], link.display().to_string().as_str());
+        assert_eq!(
+            std::fs::canonicalize(&link).unwrap(),
+            std::fs::canonicalize(crid_e2e::workspace_bin("crid-pod-helper")).unwrap()
+        );
+        assert_eq!(
+            spec["annotations"]["io.crid.shim.address"]
+                .as_str()
+                .map(|a| a.starts_with("unix:///") && a.ends_with(".sock")),
+            Some(true),
+            "{spec}"
+        );
+    } else {
+        assert_eq!(ci["Runtime"]["Name"], "io.containerd.runc.v2");
+    }
     assert_eq!(ci["SnapshotKey"], web.as_str());
     assert_eq!(ci["Snapshotter"], "overlayfs");
     // The image view used to read /etc/passwd is unmounted again.

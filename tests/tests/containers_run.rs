@@ -8,7 +8,7 @@
 //! [`Node`]) and, where a pod needs its own network, its own bridge and
 //! subnet; each asserts that nothing of its pods is left behind.
 
-use crid_common::config::RuntimeHandlerConfig;
+use crid_common::config::{RuntimeHandlerConfig, RUNC_V2_RUNTIME_HANDLER, RUNC_V2_RUNTIME_TYPE};
 use crid_e2e::images::ImageBuilder;
 use crid_e2e::net::TestNet;
 use crid_e2e::pods::Node;
@@ -289,6 +289,8 @@ async fn runtime_handlers_choose_the_runc_binary_and_root() {
         runtimes: vec![(
             "fast",
             RuntimeHandlerConfig {
+                // containerd's runc shim: its options carry the shim cgroup.
+                runtime_type: RUNC_V2_RUNTIME_TYPE.into(),
                 binary_name: runc_path().display().to_string(),
                 root: root.clone(),
                 ..Default::default()
@@ -310,7 +312,7 @@ async fn runtime_handlers_choose_the_runc_binary_and_root() {
         .iter()
         .map(|h| h.name.as_str())
         .collect();
-    assert_eq!(names, vec!["", "fast", "runc"]);
+    assert_eq!(names, vec!["", "fast", "runc", "runc-v2"]);
 
     // An unknown handler is refused, naming the known ones; nothing is made.
     let err = w.run_pod_with("h-bad", false, "kata").await.unwrap_err();
@@ -659,12 +661,28 @@ fn task_pid(w: &World, id: &str) -> u32 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn containers_of_a_pod_share_ip_shm_and_one_shim_and_nothing_leaks() {
+    // The default handler: the pod helper is the shim (or containerd's runc
+    // shim under CRID_TEST_RUNC_RUNTIME_TYPE=io.containerd.runc.v2).
+    pair_shares_ip_shm_and_one_shim(201, "").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn containers_of_a_runc_v2_pod_share_ip_shm_and_one_runc_shim() {
+    pair_shares_ip_shm_and_one_shim(202, RUNC_V2_RUNTIME_HANDLER).await;
+}
+
+/// Two containers of one pod (network `net`, runtime handler `handler`)
+/// see the pod's IP and /dev/shm, are served by one shim (the pod helper
+/// with `io.containerd.crid.v1`, one `containerd-shim-runc-v2` with
+/// `io.containerd.runc.v2`), and removing the pod ends all of it.
+async fn pair_shares_ip_shm_and_one_shim(net: u8, handler: &str) {
     let mut w = World::start(Opts {
-        net: Some(201),
+        net: Some(net),
         ..Default::default()
     })
     .await;
-    let pod = w.run_pod_with("pair", true, "").await.unwrap();
+    let helper_shim = crid_e2e::helper_is_shim(&w.crid.config, handler);
+    let pod = w.run_pod_with("pair", true, handler).await.unwrap();
     let pod_ip =
         w.c.runtime
             .pod_sandbox_status(cri::PodSandboxStatusRequest {
@@ -679,7 +697,7 @@ async fn containers_of_a_pod_share_ip_shm_and_one_shim_and_nothing_leaks() {
             .network
             .unwrap()
             .ip;
-    assert!(pod_ip.starts_with("10.244.201."), "{pod_ip}");
+    assert!(pod_ip.starts_with(&format!("10.244.{net}.")), "{pod_ip}");
     let image = w.image.clone();
     let (out_a, out_b) = (w.out_dir("a"), w.out_dir("b"));
     let show_ip = "ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1";
@@ -718,21 +736,36 @@ async fn containers_of_a_pod_share_ip_shm_and_one_shim_and_nothing_leaks() {
     assert_eq!(wait_file(&out_b.join("ip")).await.trim(), pod_ip);
     assert_eq!(wait_file(&out_b.join("shm")).await, "token-a\n");
 
-    // One shim for the pod: this containerd has exactly one
-    // containerd-shim-runc-v2, and both tasks run.
+    // One shim for the pod, and both tasks run.
     let (pa, pb) = (task_pid(&w, &a), task_pid(&w, &b));
     let sock = w.ctrd.socket().display().to_string();
-    let shims: Vec<_> = processes_matching(&[&sock])
+    let runc_shims: Vec<_> = processes_matching(&[&sock])
         .into_iter()
         .filter(|(_, cmd)| cmd.contains("containerd-shim-runc-v2"))
         .collect();
-    assert_eq!(shims.len(), 1, "{shims:?}");
-    let sa = shims[0].0 as u32;
+    let shim = if helper_shim {
+        // The pod's helper: no containerd-shim-runc-v2 exists for this
+        // containerd, and both containers are the helper's children.
+        assert_eq!(runc_shims, vec![], "a runc shim for a helper-shim pod");
+        let helper = crid_e2e::bench::helper_pid(&mut w.c, &pod.0).await.unwrap();
+        for p in [pa, pb] {
+            assert_eq!(crid_e2e::parent_pid(p), Some(helper), "parent of {p}");
+        }
+        helper
+    } else {
+        // Exactly one containerd-shim-runc-v2, the parent of both.
+        assert_eq!(runc_shims.len(), 1, "{runc_shims:?}");
+        let shim = runc_shims[0].0 as u32;
+        for p in [pa, pb] {
+            assert_eq!(crid_e2e::parent_pid(p), Some(shim), "parent of {p}");
+        }
+        shim
+    };
 
     // Removing the pod with both containers running leaves nothing.
     w.stop_remove_pod(&pod.0).await;
     w.assert_nothing_left(&[&pod.0]).await;
-    for p in [pa, pb, sa] {
+    for p in [pa, pb, shim] {
         assert!(gone(p as i32), "process {p} still alive");
     }
 }

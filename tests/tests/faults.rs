@@ -5,8 +5,11 @@
 //! in flight leave nothing or objects that Remove cleans up, and once
 //! everything is removed no process, mount, cgroup, IPAM entry or iptables
 //! rule of the test is left. Also: torn state records are skipped at start.
-//! Each test has its own CNI network (10.244.17N.0/24).
+//! Each test has its own CNI network (10.244.17N.0/24). The tests run with
+//! the default runtime handler (the pod helper as shim); the helper kill
+//! also with containerd's runc shim (`runc-v2`).
 
+use crid_common::config::RUNC_V2_RUNTIME_HANDLER;
 use crid_e2e::pods::sh;
 use crid_e2e::pods::Node;
 use crid_e2e::workload;
@@ -255,14 +258,18 @@ async fn remove_all_and_assert_no_leak(n: &mut Node, net: Option<(&crid_e2e::net
     }
 }
 
-/// Two CNI pods, each with a ticker, ready for a fault.
-async fn two_ticking_pods(n: &mut Node) -> (Vec<String>, Vec<String>, Vec<std::path::PathBuf>) {
+/// Two CNI pods of runtime handler `handler`, each with a ticker, ready
+/// for a fault.
+async fn two_ticking_pods(
+    n: &mut Node,
+    handler: &str,
+) -> (Vec<String>, Vec<String>, Vec<std::path::PathBuf>) {
     let mut pods = Vec::new();
     let mut ctrs = Vec::new();
     let mut logs = Vec::new();
     for name in ["fa", "fb"] {
         let cfg = n.pod_config_with_netns(name);
-        let pod = n.run_pod(&cfg).await;
+        let pod = n.run_pod_with(&cfg, handler).await;
         let c = n.run(&pod, &cfg, ticker("t", &n.image.clone())).await;
         let log = n.log_dir(name).join("t.log");
         pods.push(pod);
@@ -278,7 +285,7 @@ async fn two_ticking_pods(n: &mut Node) -> (Vec<String>, Vec<String>, Vec<std::p
 #[tokio::test(flavor = "multi_thread")]
 async fn crid_sigkill_under_load_keeps_everything_and_leaks_nothing() {
     let (mut n, net) = Node::start_with_net(171).await;
-    let (pods, ctrs, logs) = two_ticking_pods(&mut n).await;
+    let (pods, ctrs, logs) = two_ticking_pods(&mut n, "").await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = start_load(&n, ctrs.clone(), stop.clone());
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -301,51 +308,80 @@ async fn crid_sigkill_under_load_keeps_everything_and_leaks_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn helper_sigkill_under_load_keeps_everything_and_leaks_nothing() {
-    let (mut n, net) = Node::start_with_net(172).await;
-    let (pods, ctrs, logs) = two_ticking_pods(&mut n).await;
-    let helper = n.pod_info(&pods[0]).await["helperPid"].as_i64().unwrap() as i32;
+    // The default handler: the pod helper is the shim.
+    helper_sigkill_under_load(172, "").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn helper_sigkill_under_load_with_the_runc_v2_shim() {
+    helper_sigkill_under_load(174, RUNC_V2_RUNTIME_HANDLER).await;
+}
+
+/// SIGKILLs the helper of one of two ticking pods (runtime handler
+/// `handler`, network `k`) under load. The pod stays, with a new helper.
+/// With containerd's runc shim its container keeps running and no tick is
+/// lost; with the helper as shim containerd ends the container (exited
+/// 137, its process gone), what it logged has no hole, and a new container
+/// in the pod runs and logs. The other pod is untouched either way, and
+/// nothing is left once everything is removed.
+async fn helper_sigkill_under_load(k: u8, handler: &str) {
+    let (mut n, net) = Node::start_with_net(k).await;
+    let helper_shim = crid_e2e::helper_is_shim(&n.crid.config, handler);
+    let (pods, ctrs, logs) = two_ticking_pods(&mut n, handler).await;
+    let helper = n.helper_pid(&pods[0]).await;
+    let cpid = n.container_info(&ctrs[0]).await["pid"]
+        .as_u64()
+        .expect("pid") as u32;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = start_load(&n, ctrs.clone(), stop.clone());
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    kill(Pid::from_raw(helper), Signal::SIGKILL).unwrap();
+    kill(Pid::from_raw(helper as i32), Signal::SIGKILL).unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop_load(load, stop).await;
     // The supervisor has put a new helper in place.
-    let new = wait_for(Duration::from_secs(20), || {
-        let mut c = n.c.clone();
-        let pod = pods[0].clone();
-        async move {
-            let info = c
-                .runtime
-                .pod_sandbox_status(cri::PodSandboxStatusRequest {
-                    pod_sandbox_id: pod,
-                    verbose: true,
-                })
-                .await
-                .ok()?
-                .into_inner()
-                .info;
-            let v: serde_json::Value = serde_json::from_str(info.get("info")?).ok()?;
-            let pid = v["helperPid"].as_i64()? as i32;
-            (pid != helper).then_some(pid)
-        }
-    })
-    .await;
-    assert!(new.is_some(), "the helper was not replaced");
+    n.wait_helper_replaced(&pods[0], helper).await;
     assert_listed_states_true(&n).await;
-    let before = *ticks(&logs[0]).last().unwrap();
-    assert_originals_intact(&mut n, &pods, &ctrs).await;
-    wait_ticks_beyond(&logs[0], before + 10).await;
-    let last = assert_no_tick_lost(&logs[0], true);
+    if helper_shim {
+        let s = n.wait_exited(&ctrs[0], Duration::from_secs(30)).await;
+        assert_eq!((s.exit_code, s.reason.as_str()), (137, "Error"), "{s:?}");
+        let gone = wait_for(Duration::from_secs(10), || async move {
+            crid_e2e::parent_pid(cpid).is_none().then_some(())
+        })
+        .await;
+        assert!(gone.is_some(), "container process {cpid} still there");
+        let last = assert_no_tick_lost(&logs[0], true);
+        // The pod is still ready and runs a new ticker, which logs.
+        let listed = n.list_pods().await;
+        assert!(
+            listed
+                .iter()
+                .any(|p| p.id == pods[0] && p.state == cri::PodSandboxState::SandboxReady as i32),
+            "{listed:?}"
+        );
+        let cfg = n.pod_config_with_netns("fa");
+        let again = n.run(&pods[0], &cfg, ticker("t2", &n.image.clone())).await;
+        let again_log = n.log_dir("fa").join("t2.log");
+        wait_ticks_beyond(&again_log, 10).await;
+        assert_no_tick_lost(&again_log, false);
+        assert_originals_intact(&mut n, &pods, &[again, ctrs[1].clone()]).await;
+        eprintln!("helper SIGKILL under load (helper shim): exited 137 after tick{last}");
+    } else {
+        assert_originals_intact(&mut n, &pods, &ctrs).await;
+        let before = *ticks(&logs[0]).last().unwrap();
+        wait_ticks_beyond(&logs[0], before + 10).await;
+        let last = assert_no_tick_lost(&logs[0], true);
+        eprintln!("helper SIGKILL under load: ticks 0..={last} all logged");
+    }
+    let before = *ticks(&logs[1]).last().unwrap();
+    wait_ticks_beyond(&logs[1], before + 10).await;
     assert_no_tick_lost(&logs[1], false);
-    eprintln!("helper SIGKILL under load: ticks 0..={last} all logged");
-    remove_all_and_assert_no_leak(&mut n, Some((&net, 172))).await;
+    remove_all_and_assert_no_leak(&mut n, Some((&net, k))).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn containerd_sigkill_under_load_keeps_everything_and_leaks_nothing() {
     let (mut n, net) = Node::start_with_net(173).await;
-    let (pods, ctrs, logs) = two_ticking_pods(&mut n).await;
+    let (pods, ctrs, logs) = two_ticking_pods(&mut n, "").await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = start_load(&n, ctrs.clone(), stop.clone());
     tokio::time::sleep(Duration::from_millis(1500)).await;

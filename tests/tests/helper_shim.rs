@@ -3,7 +3,7 @@
 //! right codes through the helper, no runc shim process exists for the pod,
 //! and the pod keeps working across a crid restart.
 
-use crid_common::config::{RuntimeHandlerConfig, CRID_SHIM_RUNTIME_TYPE};
+use crid_common::config::{RuntimeHandlerConfig, CRID_SHIM_RUNTIME_TYPE, DEFAULT_RUNTIME_HANDLER};
 use crid_e2e::images::ImageBuilder;
 use crid_e2e::pods::{parse_cri_log, sh, Node};
 use crid_e2e::CridProcess;
@@ -13,17 +13,19 @@ use std::time::Duration;
 const EXITED: i32 = cri::ContainerState::ContainerExited as i32;
 const RUNNING: i32 = cri::ContainerState::ContainerRunning as i32;
 
-/// A node whose default handler is the helper shim.
+/// A node with the default handler as it ships: `runc`, the helper shim
+/// (also when CRID_TEST_RUNC_RUNTIME_TYPE sends the other suites to
+/// containerd's runc shim).
 async fn node() -> Node {
     Node::start_with_image(ImageBuilder::busybox().unwrap(), |c| {
         c.runtimes.insert(
-            "crid".into(),
+            DEFAULT_RUNTIME_HANDLER.into(),
             RuntimeHandlerConfig {
                 runtime_type: CRID_SHIM_RUNTIME_TYPE.into(),
                 ..Default::default()
             },
         );
-        c.default_runtime = "crid".into();
+        assert_eq!(c.default_runtime, DEFAULT_RUNTIME_HANDLER);
     })
     .await
 }
@@ -113,17 +115,12 @@ async fn containers_run_log_exec_and_stop_through_the_helper() {
         processes_with("containerd-shim-runc-v2", &address),
         Vec::<String>::new()
     );
-    // The containers are children of the helper (it reaps them).
+    // The containers are children of the pod's helper (it reaps them).
     let info = n.container_info(&long).await;
     let pid = info["pid"].as_u64().expect("pid") as u32;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let ppid: u32 = stat
-        .rsplit(')')
-        .next()
-        .and_then(|r| r.split_whitespace().nth(1))
-        .and_then(|p| p.parse().ok())
-        .unwrap();
-    let parent = std::fs::read_to_string(format!("/proc/{ppid}/comm")).unwrap();
+    let helper = n.helper_pid(&pod).await;
+    assert_eq!(crid_e2e::parent_pid(pid), Some(helper));
+    let parent = std::fs::read_to_string(format!("/proc/{helper}/comm")).unwrap();
     assert_eq!(parent.trim(), "crid-pod-helper");
 
     n.stop_container(&long, 5).await.unwrap();

@@ -2,6 +2,7 @@
 //! to the pod helper's FIFOs and the kubelet reads the CRI log files. Every
 //! assertion is on the log file as the kubelet would parse it.
 
+use crid_common::config::RUNC_V2_RUNTIME_HANDLER;
 use crid_e2e::pods::{join_lines, parse_cri_log, sh, Node};
 use crid_proto::cri;
 use std::path::{Path, PathBuf};
@@ -240,21 +241,110 @@ async fn rotation_mid_stream_keeps_every_line_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn helper_sigkill_mid_stream_loses_no_line() {
+    // containerd's runc shim outlives the helper: the container goes on.
+    helper_sigkill_mid_stream(RUNC_V2_RUNTIME_HANDLER).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn helper_sigkill_mid_stream_with_the_default_handler() {
+    // The pod helper as shim (unless CRID_TEST_RUNC_RUNTIME_TYPE says
+    // otherwise): the container dies with it.
+    helper_sigkill_mid_stream("").await;
+}
+
+/// SIGKILLs the helper of a pod (runtime handler `handler`) while its
+/// container logs 20,000 paced lines. With containerd's runc shim the
+/// container survives and no line is lost. With the helper as shim
+/// containerd cleans the task up: the container is reported exited 137,
+/// its process is gone and nothing of it is left, what was logged is every
+/// line up to some point, in order; the replaced helper runs new
+/// containers and writes their logs.
+async fn helper_sigkill_mid_stream(handler: &str) {
     let mut n = Node::start(vec![]).await;
+    let helper_shim = crid_e2e::helper_is_shim(&n.crid.config, handler);
     let pod_cfg = n.pod_config("logs-kill");
-    let pod = n.run_pod(&pod_cfg).await;
+    let pod = n.run_pod_with(&pod_cfg, handler).await;
     let count = 20_000;
     let path = n.log_dir("logs-kill").join("k.log");
     let id = n.run(&pod, &pod_cfg, paced("k", &n.image, count, 50)).await;
     wait_lines(&path, 2000).await;
 
-    let v = n.pod_info(&pod).await;
-    let helper = v["helperPid"].as_i64().unwrap() as i32;
+    let helper = n.helper_pid(&pod).await;
+    let cpid = n.container_info(&id).await["pid"].as_u64().expect("pid") as u32;
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(helper),
+        nix::unistd::Pid::from_raw(helper as i32),
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
+
+    if helper_shim {
+        // containerd sees the shim connection close and runs
+        // `containerd-shim-crid-v1 delete`: the container is killed.
+        let s = n.wait_exited(&id, Duration::from_secs(60)).await;
+        assert_eq!((s.exit_code, s.reason.as_str()), (137, "Error"), "{s:?}");
+        let new = n.wait_helper_replaced(&pod, helper).await;
+        // Nothing orphaned: the container's process and the old helper are
+        // gone (not even a zombie: the node's init reaped them), containerd
+        // has no task for it, the pod's cgroups hold only the new helper,
+        // its children and the pod's PID-namespace init (which the new
+        // helper re-adopted: the old one's child, now the node init's).
+        for p in [cpid, helper] {
+            let gone = crid_e2e::wait_for(Duration::from_secs(10), || async move {
+                crid_e2e::parent_pid(p).is_none().then_some(())
+            })
+            .await;
+            assert!(gone.is_some(), "process {p} still there");
+        }
+        let tasks = n.ctr(&["tasks", "ls", "-q"]);
+        assert!(!tasks.lines().any(|l| l.trim() == id), "{tasks}");
+        let reaper = n.pod_info(&pod).await["reaperPid"]
+            .as_u64()
+            .map(|p| p as u32);
+        let in_pod = crid_e2e::pids_in_cgroup(&format!("crid/{pod}"));
+        assert!(in_pod.contains(&(new as i32)), "{in_pod:?}");
+        for p in in_pod {
+            let p = p as u32;
+            assert!(
+                p == new || Some(p) == reaper || crid_e2e::parent_pid(p) == Some(new),
+                "process {p} (parent {:?}) left in the pod's cgroup",
+                crid_e2e::parent_pid(p)
+            );
+        }
+        // What was logged is every line from the first to some point, in
+        // order (at most one batch written again, as below), no hole.
+        let got = numbers(&read(&path));
+        let rewinds = (1..got.len()).filter(|&i| got[i] <= got[i - 1]).count();
+        assert!(rewinds <= 1, "{rewinds} steps back");
+        let mut once = got.clone();
+        once.dedup_by(|b, a| b <= a);
+        assert!(once.len() >= 2000, "{} lines", once.len());
+        assert_eq!(once, (0..once.len() as u32).collect::<Vec<_>>(), "a hole");
+        eprintln!(
+            "helper SIGKILL (helper shim): container exited 137 after line{}",
+            once.len() - 1
+        );
+        // The new helper serves the pod: a new container runs and its
+        // lines are logged, every one.
+        let again = n
+            .run(&pod, &pod_cfg, paced("again", &n.image, 500, 50))
+            .await;
+        let s = n.wait_exited(&again, Duration::from_secs(60)).await;
+        assert_eq!((s.exit_code, s.reason.as_str()), (0, "Completed"), "{s:?}");
+        let again_log = n.log_dir("logs-kill").join("again.log");
+        let got = crid_e2e::wait_for(Duration::from_secs(10), || {
+            let p = again_log.clone();
+            async move {
+                let nums = numbers(&read(&p));
+                (nums.len() == 500).then_some(nums)
+            }
+        })
+        .await
+        .expect("500 lines logged by the new helper");
+        assert_eq!(got, (0..500).collect::<Vec<_>>());
+        n.stop_remove_pod(&pod).await;
+        n.assert_no_container_left().await;
+        return;
+    }
 
     // The container is not blocked or killed by its log reader's death.
     let s = n.wait_exited(&id, Duration::from_secs(120)).await;
@@ -287,4 +377,5 @@ async fn helper_sigkill_mid_stream_loses_no_line() {
     );
     eprintln!("helper SIGKILL: 0 of {count} lines lost, {rewritten} written twice");
     n.stop_remove_pod(&pod).await;
+    n.assert_no_container_left().await;
 }

@@ -706,9 +706,12 @@ pub async fn status(
     if req.verbose {
         // The keys of containerd's CRI plugin (crictl inspect, and tools that
         // read `info.pid` or `info.runtimeSpec.linux.namespaces`), plus crid's.
-        let runtime_options = match sandbox_of(crid, &r.sandbox_id).await {
-            Ok(sb) => crate::runtime_handler::pod_runtime_options(&crid.config, &sb),
-            Err(_) => None,
+        let (runtime_type, runtime_options) = match sandbox_of(crid, &r.sandbox_id).await {
+            Ok(sb) => (
+                crate::runtime_handler::pod_runtime_type(&sb),
+                crate::runtime_handler::pod_runtime_options(&crid.config, &sb),
+            ),
+            Err(_) => (ctrd::RUNTIME, None),
         };
         let v = serde_json::json!({
             "sandboxID": r.sandbox_id,
@@ -716,7 +719,7 @@ pub async fn status(
             "removing": false,
             "snapshotter": r.snapshotter,
             "snapshotKey": r.snapshot_key,
-            "runtimeType": ctrd::RUNTIME,
+            "runtimeType": runtime_type,
             "runtimeOptions": runtime_options,
             "config": r.config,
             "runtimeSpec": r.spec,

@@ -288,7 +288,7 @@ fn verbose_info(config: &crid_common::config::Config, r: &SandboxRecord) -> serd
         "snapshotKey": "",
         "snapshotter": "",
         "runtimeHandler": r.runtime_handler,
-        "runtimeType": crate::container::ctrd::RUNTIME,
+        "runtimeType": crate::runtime_handler::pod_runtime_type(r),
         "runtimeOptions": crate::runtime_handler::pod_runtime_options(config, r),
         "config": r.config,
         "runtimeSpec": {

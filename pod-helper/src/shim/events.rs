@@ -10,7 +10,7 @@ use containerd_shim_protos::events::task::{
 };
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
-use containerd_shim_protos::protobuf::{MessageField, MessageFull};
+use containerd_shim_protos::protobuf::{Message, MessageField};
 use containerd_shim_protos::shim::event::Envelope;
 use containerd_shim_protos::shim::events::ForwardRequest;
 use containerd_shim_protos::EventsClient;
@@ -27,12 +27,38 @@ pub struct Event {
     pub event: Any,
 }
 
+/// An event message with containerd's name for it (the `Any` type URL).
+/// A constant rather than `MessageFull::descriptor().full_name()`: asking
+/// rust-protobuf for a descriptor builds the reflection of the whole proto
+/// file set once, hundreds of KiB of heap kept for the helper's life.
+trait Named: Message {
+    /// The message's full proto name.
+    const FULL_NAME: &'static str;
+}
+
+macro_rules! named {
+    ($($t:ident),*) => {
+        $(impl Named for $t {
+            const FULL_NAME: &'static str = concat!("containerd.events.", stringify!($t));
+        })*
+    };
+}
+named!(
+    TaskCreate,
+    TaskStart,
+    TaskExit,
+    TaskDelete,
+    TaskOOM,
+    TaskExecAdded,
+    TaskExecStarted
+);
+
 /// Builds an [`Event`] from a containerd event message.
-fn event<M: MessageFull>(topic: &'static str, m: &M) -> Event {
+fn event<M: Named>(topic: &'static str, m: &M) -> Event {
     Event {
         topic,
         event: Any {
-            type_url: M::descriptor().full_name().to_string(),
+            type_url: M::FULL_NAME.to_string(),
             value: m.write_to_bytes().unwrap_or_default(),
             ..Default::default()
         },
@@ -160,7 +186,21 @@ impl Publish for Forwarder {
 fn forward(rx: Receiver<Event>, address: &std::path::Path, namespace: &str) {
     let addr = format!("unix://{}", address.display());
     let mut client: Option<EventsClient> = None;
-    for e in rx {
+    loop {
+        let e = match rx.try_recv() {
+            Ok(e) => e,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
+            Err(std::sync::mpsc::TryRecvError::Empty) => {
+                // Events come in bursts (a container's create, start,
+                // exit, delete): between them the connection and the
+                // client's threads would only hold memory, so they go.
+                client = None;
+                match rx.recv() {
+                    Ok(e) => e,
+                    Err(_) => return,
+                }
+            }
+        };
         let req = ForwardRequest {
             envelope: MessageField::some(Envelope {
                 timestamp: timestamp(SystemTime::now()),
@@ -192,5 +232,28 @@ fn forward(rx: Receiver<Event>, address: &std::path::Path, namespace: &str) {
                 req.envelope.topic
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use containerd_shim_protos::protobuf::MessageFull;
+
+    fn name_is_the_descriptors<M: Named + MessageFull>() {
+        assert_eq!(M::FULL_NAME, M::descriptor().full_name());
+    }
+
+    #[test]
+    fn event_names_are_the_proto_names() {
+        name_is_the_descriptors::<TaskCreate>();
+        name_is_the_descriptors::<TaskStart>();
+        name_is_the_descriptors::<TaskExit>();
+        name_is_the_descriptors::<TaskDelete>();
+        name_is_the_descriptors::<TaskOOM>();
+        name_is_the_descriptors::<TaskExecAdded>();
+        name_is_the_descriptors::<TaskExecStarted>();
+        let e = make::exec_started("c", "e", 7);
+        assert_eq!(e.event.type_url, "containerd.events.TaskExecStarted");
     }
 }

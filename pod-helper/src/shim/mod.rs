@@ -62,10 +62,12 @@ pub fn start(spec: &ShimSpec) -> Result<(), String> {
         .map_err(|e| format!("binding {}: {e}", spec.socket.display()))?
         .register_service(methods)
         // Per connection: a Wait holds its worker until the process exits,
-        // and a new worker is started whenever fewer than `min` are idle.
+        // and a new worker is started whenever fewer than `min` are idle;
+        // `max` caps the idle ones (each idle thread is ~8 KiB of the pod's
+        // memory), not the busy ones. ttrpc wants min < default < max.
         .set_thread_count_min(1)
         .set_thread_count_default(2)
-        .set_thread_count_max(4);
+        .set_thread_count_max(3);
     server
         .start()
         .map_err(|e| format!("starting the shim server: {e}"))?;

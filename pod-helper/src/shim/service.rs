@@ -198,6 +198,8 @@ impl containerd_shim_protos::Task for Service {
 
     fn create(&self, _: &TtrpcContext, req: api::CreateTaskRequest) -> R<api::CreateTaskResponse> {
         let pid = self.create_task(&req).map_err(status)?;
+        // The end of a burst of allocation (spec, runc output, bookkeeping).
+        crate::sys::trim_heap();
         Ok(api::CreateTaskResponse {
             pid,
             ..Default::default()
@@ -206,6 +208,8 @@ impl containerd_shim_protos::Task for Service {
 
     fn start(&self, _: &TtrpcContext, req: api::StartRequest) -> R<api::StartResponse> {
         let pid = self.tasks.start(&req.id, &req.exec_id).map_err(status)?;
+        // The end of a burst of allocation (spec, runc output, bookkeeping).
+        crate::sys::trim_heap();
         Ok(api::StartResponse {
             pid,
             ..Default::default()
@@ -214,6 +218,8 @@ impl containerd_shim_protos::Task for Service {
 
     fn delete(&self, _: &TtrpcContext, req: api::DeleteRequest) -> R<api::DeleteResponse> {
         let (pid, exit) = self.tasks.delete(&req.id, &req.exec_id).map_err(status)?;
+        // The end of a burst of allocation (spec, runc output, bookkeeping).
+        crate::sys::trim_heap();
         Ok(api::DeleteResponse {
             pid,
             exit_status: exit.code,

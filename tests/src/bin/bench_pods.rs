@@ -5,11 +5,15 @@
 //! StartContainer of busybox `sleep 3600`, timed until StartContainer
 //! returns (then checked running via ContainerStatus, untimed). With all N
 //! pods running: per-pod memory of what each runtime adds besides the
-//! container (crid: pod helper + containerd shim; containerd: shim +
-//! pause), as PSS. Then every pod is stopped and removed (also timed).
+//! container (crid: its pod helper, which with the default handler
+//! `io.containerd.crid.v1` is also the pod's shim, plus any containerd
+//! shim; containerd: shim + pause), as PSS. Then every pod is stopped and
+//! removed (also timed).
 //!
 //! Usage (as root): `bench_pods [PODS]`; uses the release `crid` and
 //! `crid-pod-helper` beside it unless `CRID_BIN_DIR` says otherwise.
+//! `CRID_TEST_RUNC_RUNTIME_TYPE=io.containerd.runc.v2` measures crid with
+//! containerd's runc shim instead.
 
 use crid_e2e::bench::{helper_pid, ms, ratio, sandbox_pid, BenchWorld, Which};
 use crid_e2e::workload::{self, percentile, rollup_kb, unimplemented};
@@ -90,7 +94,11 @@ async fn run() -> Result<(), BoxError> {
                 for p in &side.pods {
                     other.push(helper_pid(&mut c, p).await?);
                 }
-                "pod helper"
+                if shims.is_empty() {
+                    "pod helper (the pod's shim)"
+                } else {
+                    "pod helper"
+                }
             }
             Which::Peer => {
                 for p in &side.pods {
@@ -121,6 +129,13 @@ async fn run() -> Result<(), BoxError> {
     }
 
     println!("pods: {n} per runtime, alternating; busybox `sleep 3600`, own netns (CNI bridge + host-local + portmap)");
+    let crid_type = world
+        .crid
+        .crid
+        .config
+        .runtime_handler("")
+        .map_or("?", |(_, h)| h.runtime_type.as_str());
+    println!("crid: default handler's runtime_type {crid_type}");
     let mut p50s = vec![];
     let mut p90s = vec![];
     for (w, side) in sides.iter_mut() {
