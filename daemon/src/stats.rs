@@ -5,6 +5,8 @@
 //! process count, per-interface network counters.
 
 use crate::cgroups::{CgroupFs, Hierarchy};
+use crid_common::cgroup_io::device;
+pub use crid_common::cgroup_io::{parse_io_stat, DeviceIo};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -58,23 +60,6 @@ pub struct CgroupStats {
     pub pids_max: Option<u64>,
     /// Block I/O per device.
     pub io: Vec<DeviceIo>,
-}
-
-/// Block I/O of a cgroup on one device.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DeviceIo {
-    /// Device major number.
-    pub major: u64,
-    /// Device minor number.
-    pub minor: u64,
-    /// Bytes read.
-    pub read_bytes: u64,
-    /// Bytes written.
-    pub write_bytes: u64,
-    /// Reads completed.
-    pub reads: u64,
-    /// Writes completed.
-    pub writes: u64,
 }
 
 /// Pressure stall information of one cgroup; `None` where the kernel or the
@@ -307,41 +292,6 @@ fn read_memory(fs: &dyn CgroupFs, dir: &std::path::Path, v2: bool, s: &mut Cgrou
                 .map(|(sw, m)| sw.saturating_sub(m));
         }
     }
-}
-
-/// `major:minor` of a blkio/io.stat line.
-fn device(f: &str) -> Option<(u64, u64)> {
-    let (a, b) = f.split_once(':')?;
-    Some((a.parse().ok()?, b.parse().ok()?))
-}
-
-/// cgroup v2 `io.stat` (`8:0 rbytes=1 wbytes=2 rios=3 wios=4 ...`).
-pub fn parse_io_stat(text: &str) -> Vec<DeviceIo> {
-    text.lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let (major, minor) = device(f.next()?)?;
-            let mut d = DeviceIo {
-                major,
-                minor,
-                ..Default::default()
-            };
-            for kv in f {
-                let Some((k, v)) = kv.split_once('=') else {
-                    continue;
-                };
-                let v = v.parse().unwrap_or(0);
-                match k {
-                    "rbytes" => d.read_bytes = v,
-                    "wbytes" => d.write_bytes = v,
-                    "rios" => d.reads = v,
-                    "wios" => d.writes = v,
-                    _ => {}
-                }
-            }
-            Some(d)
-        })
-        .collect()
 }
 
 /// cgroup v1 `blkio.throttle.io_service_bytes_recursive` and

@@ -109,6 +109,24 @@ async fn containers_run_log_exec_and_stop_through_the_helper() {
         (&b"out\n"[..], &b"err\n"[..], 4)
     );
 
+    // The task API's Stats, as containerd's clients see it: the
+    // container's cgroup counters (one live process, memory in use).
+    let metrics: serde_json::Value =
+        serde_json::from_str(&n.ctr(&["tasks", "metrics", "--format", "json", &long]))
+            .expect("ctr tasks metrics --format json");
+    let (pids, memory) = if metrics["memory"]["usage"].is_object() {
+        // cgroups v1 Metrics.
+        (
+            &metrics["pids"]["current"],
+            &metrics["memory"]["usage"]["usage"],
+        )
+    } else {
+        // cgroups v2 Metrics.
+        (&metrics["pids"]["current"], &metrics["memory"]["usage"])
+    };
+    assert!(pids.as_u64().unwrap_or(0) >= 1, "{metrics}");
+    assert!(memory.as_u64().unwrap_or(0) > 0, "{metrics}");
+
     // The helper is the shim: no runc shim serves this containerd.
     let address = n.ctrd.socket().display().to_string();
     assert_eq!(

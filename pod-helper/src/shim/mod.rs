@@ -5,6 +5,7 @@
 //! runs, which only points containerd at the running helper.
 
 pub mod binary;
+mod cgroup;
 mod events;
 mod mount;
 mod oom;
@@ -12,6 +13,7 @@ mod procio;
 mod reaper;
 mod runc;
 mod service;
+mod stats;
 mod task;
 
 use crid_common::protocol::ShimSpec;

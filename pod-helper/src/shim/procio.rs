@@ -112,7 +112,7 @@ impl ProcOs for HostProcOs {
     }
 
     fn oom_control(&self, pid: u32) -> Option<std::path::PathBuf> {
-        Some(super::oom::memory_dir(pid)?.join("memory.oom_control"))
+        super::oom::oom_counter(pid)
     }
 
     fn oom_kills(&self, oom_control: &Path) -> Option<u64> {

@@ -310,11 +310,21 @@ impl containerd_shim_protos::Task for Service {
         })
     }
 
-    fn stats(&self, _: &TtrpcContext, _: api::StatsRequest) -> R<api::StatsResponse> {
-        // crid reads the containers' cgroups itself.
-        Err(status(TaskError::Unimplemented(
-            "stats are read from the cgroups by crid".into(),
-        )))
+    fn stats(&self, _: &TtrpcContext, req: api::StatsRequest) -> R<api::StatsResponse> {
+        // The cgroup exists only while the init lives (a stopped init's pid
+        // may belong to someone else by now).
+        let (pid, st, ..) = self.tasks.state(&req.id, "").map_err(status)?;
+        if pid == 0 || st == Status::Stopped {
+            return Err(status(TaskError::FailedPrecondition(format!(
+                "container {} is not running",
+                req.id
+            ))));
+        }
+        let stats = super::stats::metrics(pid).map_err(|e| status(TaskError::Internal(e)))?;
+        Ok(api::StatsResponse {
+            stats: containerd_shim_protos::protobuf::MessageField::some(stats),
+            ..Default::default()
+        })
     }
 
     fn connect(&self, _: &TtrpcContext, req: api::ConnectRequest) -> R<api::ConnectResponse> {
