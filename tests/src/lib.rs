@@ -14,6 +14,7 @@ pub mod kubelet;
 pub mod net;
 pub mod pods;
 pub mod registry;
+pub mod soak;
 pub mod stream_client;
 pub mod workload;
 

@@ -96,22 +96,11 @@ async fn sample(
     Ok(t.elapsed())
 }
 
-/// VmRSS (kB) from /proc/PID/status; 0 if unreadable.
-fn vm_rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 fn mem_line(what: &str, pid: Option<u32>) -> String {
     match pid {
         Some(p) => format!(
             "{what}: RSS {:.1} MiB, PSS {:.1} MiB",
-            vm_rss_kb(p) as f64 / 1024.0,
+            crid_e2e::soak::rss_kb(p) as f64 / 1024.0,
             rollup_kb(p, "Pss:") as f64 / 1024.0
         ),
         None => format!("{what}: not running"),

@@ -11,42 +11,12 @@
 //! (default 1000).
 
 use crid_e2e::images::ImageBuilder;
-use crid_e2e::pods::{sh, Node};
-use crid_e2e::{mounts_under, pod_processes, workload};
+use crid_e2e::pods::Node;
+use crid_e2e::soak::{cycle, fd_count, leftovers, rss_kb};
 use std::time::Instant;
 
 /// Subnet / bridge number of the soak's network (10.244.N.0/24).
 const NET: u8 = 174;
-
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|rd| rd.count())
-        .unwrap_or(0)
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Pod cgroups (`crid/<id>`) of removed pods that still exist, any hierarchy.
-fn cgroups_left(ids: &[String]) -> usize {
-    let roots: Vec<_> = std::fs::read_dir("/sys/fs/cgroup")
-        .map(|rd| rd.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    ids.iter()
-        .filter(|id| roots.iter().any(|r| r.join("crid").join(id).exists()))
-        .count()
-}
-
-fn count_files(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir).map(|rd| rd.count()).unwrap_or(0)
-}
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<(), crid_e2e::BoxError> {
@@ -64,50 +34,29 @@ async fn main() -> Result<(), crid_e2e::BoxError> {
     .await;
     let net = net.ok_or("no network")?;
     let pid = n.crid.pid().ok_or("crid not running")?;
-    let dir = n.dir.path().to_path_buf();
-    let state = n.crid.config.state_dir.clone();
     let mut removed: Vec<String> = Vec::new();
     let t0 = Instant::now();
     let mut failures = 0usize;
     let report = |i: usize, removed: &[String], n: &Node, t: f64| {
-        let (ctrs, tasks) = n.ctrd_objects();
-        let active = n
-            .ctr(&["snapshots", "ls"])
-            .lines()
-            .filter(|l| l.trim_end().ends_with("Active"))
-            .count();
+        let l = leftovers(n, &net, removed);
         println!(
             "cycle {i:>5}  {t:>7.1} s  crid fds {:>4}  rss {:>6} kB  | left: mounts {} cgroups {} ipam {} procs {} ctrd containers {} tasks {} active snapshots {} records {}+{}",
             fd_count(pid),
             rss_kb(pid),
-            mounts_under(&dir).len(),
-            cgroups_left(removed),
-            net.allocations().len(),
-            pod_processes(&dir).len(),
-            ctrs.lines().filter(|l| !l.trim().is_empty()).count(),
-            tasks.lines().filter(|l| !l.trim().is_empty()).count(),
-            active,
-            count_files(&state.join("sandboxes")),
-            count_files(&state.join("containers")),
+            l.mounts,
+            l.cgroups,
+            l.ipam,
+            l.procs,
+            l.containers,
+            l.tasks,
+            l.snapshots,
+            l.sandbox_records,
+            l.container_records,
         );
     };
     report(0, &removed, &n, 0.0);
     for i in 1..=n_cycles {
-        let name = format!("soak-{i}");
-        let cfg = n.pod_config_with_netns(&name);
-        let r: Result<String, crid_e2e::BoxError> = async {
-            let pod = workload::run_pod(&mut n.c, &cfg).await?;
-            let c =
-                workload::create_and_start(&mut n.c, &pod, &cfg, &sh("c", &n.image, "sleep 1000"))
-                    .await?;
-            let e = workload::exec_sync(&mut n.c, &c, &["/bin/echo", "ok"], 10).await?;
-            if e.exit_code != 0 || e.stdout != b"ok\n" {
-                return Err(format!("exec answered {e:?}").into());
-            }
-            workload::remove_pod(&mut n.c, &pod).await?;
-            Ok(pod)
-        }
-        .await;
+        let r = cycle(&mut n, &format!("soak-{i}")).await;
         match r {
             Ok(pod) => removed.push(pod),
             Err(e) => {
