@@ -1,5 +1,20 @@
-//! Per-device block I/O counters of a cgroup, as the kernel writes them,
-//! read by the daemon (CRI stats) and the helper (the shim's `Stats`).
+//! Parsers of cgroup files as the kernel writes them (flat `key value`
+//! files, per-device block I/O), used by the daemon (CRI stats) and the
+//! helper (the shim's `Stats` and OOM counts).
+
+use std::collections::HashMap;
+
+/// A flat-keyed file (`memory.stat`, `cpu.stat`, `memory.events`,
+/// `memory.oom_control`): `key value` per line; lines that do not parse
+/// are skipped.
+pub fn parse_kv(text: &str) -> HashMap<&str, u64> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            Some((f.next()?, f.next()?.parse().ok()?))
+        })
+        .collect()
+}
 
 /// Block I/O of a cgroup on one device.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

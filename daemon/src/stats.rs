@@ -5,9 +5,8 @@
 //! process count, per-interface network counters.
 
 use crate::cgroups::{CgroupFs, Hierarchy};
-use crid_common::cgroup_io::device;
+use crid_common::cgroup_io::{device, parse_kv};
 pub use crid_common::cgroup_io::{parse_io_stat, DeviceIo};
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 /// Usage of one cgroup; `None` where the file is missing or unreadable.
@@ -141,16 +140,6 @@ impl CgroupStats {
 
 /// A limit this large means "no limit" (v1 reports ~2^63 rounded to pages).
 const UNLIMITED: u64 = 1 << 62;
-
-/// `key value` lines (memory.stat, cpu.stat) as a map.
-fn parse_kv(text: &str) -> HashMap<&str, u64> {
-    text.lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            Some((f.next()?, f.next()?.parse().ok()?))
-        })
-        .collect()
-}
 
 fn read_u64(fs: &dyn CgroupFs, p: PathBuf) -> Option<u64> {
     fs.read(&p).ok()?.trim().parse().ok()
@@ -445,6 +434,7 @@ pub fn nano_cores(prev: (i64, u64), now: (i64, u64)) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
     use std::path::Path;
 
     struct Files(HashMap<PathBuf, String>);

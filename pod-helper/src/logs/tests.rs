@@ -222,16 +222,22 @@ fn a_100_kib_line_becomes_partial_pieces_that_join() {
     assert_eq!(entries[7].2, b"after");
 }
 
+/// Padding of the interleaving test's lines.
+const PAD: &str = "pppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppp";
+
 #[test]
 fn stdout_and_stderr_interleaved_are_tagged() {
     let d = tempfile::tempdir().unwrap();
     let log = d.path().join("0.log");
     let p = prepare(d.path(), &spec("c", &log, false));
-    run_sh(
-        "i=0; while [ $i -lt 2000 ]; do i=$((i+1)); echo out$i; echo err$i >&2; done",
-        &p.stdout,
-        p.stderr.as_deref(),
+    // 200-byte lines: each stream writes ~400 KB, more than a pipe holds
+    // (256 KiB at most), so the writer blocks until the drain reads and the
+    // streams interleave in the file however the threads are scheduled
+    // (with short lines a drain scheduled late found both pipes complete).
+    let script = format!(
+        "pad={PAD}; i=0; while [ $i -lt 2000 ]; do i=$((i+1)); echo out$i $pad; echo err$i $pad >&2; done"
     );
+    run_sh(&script, &p.stdout, p.stderr.as_deref());
     p.io.release("c").unwrap();
     let entries = read_log(&log);
     assert_eq!(entries.len(), 4000);
@@ -241,7 +247,7 @@ fn stdout_and_stderr_interleaved_are_tagged() {
             .filter(|e| e.0 == stream)
             .map(|e| String::from_utf8(e.2.clone()).unwrap())
             .collect();
-        let want: Vec<String> = (1..=2000).map(|i| format!("{prefix}{i}")).collect();
+        let want: Vec<String> = (1..=2000).map(|i| format!("{prefix}{i} {PAD}")).collect();
         assert_eq!(got, want, "{stream}");
     }
     // Both streams really were interleaved in the file, not one after the other.

@@ -13,12 +13,12 @@ use std::path::PathBuf;
 /// Stack of a watch thread.
 const WATCH_STACK: usize = 64 * 1024;
 
-/// The `oom_kill` count in a `memory.oom_control` text (0 when absent).
+/// The `oom_kill` count in a `memory.oom_control` (v1) or `memory.events`
+/// (v2) text (0 when absent).
 pub fn oom_kills(oom_control: &str) -> u64 {
-    oom_control
-        .lines()
-        .find_map(|l| l.strip_prefix("oom_kill "))
-        .and_then(|n| n.trim().parse().ok())
+    crid_common::cgroup_io::parse_kv(oom_control)
+        .get("oom_kill")
+        .copied()
         .unwrap_or(0)
 }
 

@@ -42,14 +42,11 @@ pub fn metrics(pid: u32) -> Result<Any, String> {
     })
 }
 
-/// `key value` lines (memory.stat, cpu.stat, memory.events).
+/// A flat-keyed file, owned (the text is read per call).
 fn kv(text: Option<String>) -> HashMap<String, u64> {
-    text.unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            Some((k.to_string(), v.trim().parse().ok()?))
-        })
+    crid_common::cgroup_io::parse_kv(&text.unwrap_or_default())
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
         .collect()
 }
 
