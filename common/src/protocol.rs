@@ -14,8 +14,9 @@ pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Additive revision within [`PROTOCOL_VERSION`]: a peer with a lower one
 /// understands every message except those added later (1: container io and
-/// logs; 2: stream hand-off and exec I/O).
-pub const PROTOCOL_REVISION: u32 = 2;
+/// logs; 2: stream hand-off and exec I/O; 3: ExecSync run by a helper that
+/// is the pod's shim).
+pub const PROTOCOL_REVISION: u32 = 3;
 
 /// Largest frame either side accepts; bigger frames mean a confused peer.
 pub const MAX_FRAME: usize = 4 << 20;
@@ -213,6 +214,57 @@ pub enum Request {
         /// Bytes kept per stream; more is read and discarded.
         max_output: usize,
     },
+    /// Run an ExecSync process to its end (revision 3; only a helper that
+    /// is the pod's shim): the helper starts it with the OCI runtime itself,
+    /// with no containerd round trip, and collects its output. Answered on
+    /// this connection with [`StreamEvent::ExecStarted`] (unless the start
+    /// failed) and then [`StreamEvent::ExecSyncDone`].
+    ExecSyncRun(ExecSyncRun),
+}
+
+/// What [`Request::ExecSyncRun`] asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecSyncRun {
+    /// The container.
+    pub container_id: String,
+    /// The exec id (one safe path component).
+    pub exec_id: String,
+    /// The OCI process spec (JSON text), as containerd's Exec would get it.
+    pub process: String,
+    /// Kill the process after this many milliseconds (0: no limit).
+    pub timeout_ms: u64,
+    /// Bytes kept per stream; more is read and discarded.
+    pub max_output: usize,
+}
+
+/// How an ExecSync run by the helper ended (see [`Request::ExecSyncRun`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ExecSyncOutcome {
+    /// The process exited; `stdout_len + stderr_len` raw bytes follow.
+    Exited {
+        /// Its exit code (128 + signal when killed).
+        exit_code: i32,
+        /// Bytes of stdout that follow.
+        stdout_len: usize,
+        /// Bytes of stderr that follow (after stdout).
+        stderr_len: usize,
+    },
+    /// The timeout passed; the process was killed.
+    TimedOut,
+    /// The OCI runtime could not start the process (its message).
+    StartFailed {
+        /// Why.
+        message: String,
+    },
+    /// The helper could not run it (no such container, not running, not a
+    /// shim, ...).
+    Refused {
+        /// Why.
+        message: String,
+        /// The container is unknown to the helper.
+        not_found: bool,
+    },
 }
 
 /// A client connection handed to the helper (see [`Request::ServeStream`]).
@@ -290,6 +342,13 @@ pub enum StreamEvent {
     /// FIFO; crid closes the shim's (Tasks.CloseIO), so the process sees
     /// end of input.
     StdinClosed,
+    /// An ExecSync run by the helper has started (revision 3).
+    ExecStarted {
+        /// The process's host pid.
+        pid: u32,
+    },
+    /// An ExecSync run by the helper is over (revision 3).
+    ExecSyncDone(ExecSyncOutcome),
     /// ExecSync output; `stdout_len + stderr_len` raw bytes follow the frame.
     Output {
         /// Bytes of stdout that follow.
@@ -525,6 +584,43 @@ mod tests {
         ));
         let end: Option<Hello> = read_frame_sync(&mut r).unwrap();
         assert!(end.is_none());
+    }
+
+    #[test]
+    fn exec_sync_run_and_its_outcomes_round_trip() {
+        let req = Request::ExecSyncRun(ExecSyncRun {
+            container_id: "c".into(),
+            exec_id: "e".into(),
+            process: r#"{"args":["true"]}"#.into(),
+            timeout_ms: 1500,
+            max_output: 16,
+        });
+        let events = [
+            StreamEvent::ExecStarted { pid: 42 },
+            StreamEvent::ExecSyncDone(ExecSyncOutcome::Exited {
+                exit_code: 3,
+                stdout_len: 1,
+                stderr_len: 2,
+            }),
+            StreamEvent::ExecSyncDone(ExecSyncOutcome::TimedOut),
+            StreamEvent::ExecSyncDone(ExecSyncOutcome::StartFailed {
+                message: "no such file".into(),
+            }),
+            StreamEvent::ExecSyncDone(ExecSyncOutcome::Refused {
+                message: "gone".into(),
+                not_found: true,
+            }),
+        ];
+        let mut wire = Vec::new();
+        write_frame_sync(&mut wire, &req).unwrap();
+        for e in &events {
+            write_frame_sync(&mut wire, e).unwrap();
+        }
+        let mut r = std::io::Cursor::new(wire);
+        assert_eq!(read_frame_sync::<_, Request>(&mut r).unwrap(), Some(req));
+        for e in events {
+            assert_eq!(read_frame_sync::<_, StreamEvent>(&mut r).unwrap(), Some(e));
+        }
     }
 
     #[test]

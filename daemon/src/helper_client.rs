@@ -220,6 +220,28 @@ pub async fn exec_sync_channel(
     exec_id: &str,
     max_output: usize,
 ) -> Result<tokio::net::UnixStream, String> {
+    let req = Request::ExecSyncIo {
+        container_id: container_id.to_string(),
+        exec_id: exec_id.to_string(),
+        max_output,
+    };
+    let (s, peer) = pipelined(socket, &req).await?;
+    if peer.revision < 2 {
+        return Err(format!(
+            "pod helper {} (protocol revision {}) predates exec; restart the sandbox",
+            peer.build, peer.revision
+        ));
+    }
+    Ok(s)
+}
+
+/// Connects to the helper and sends `req` right behind our hello (the
+/// helper reads it after answering): one exchange instead of two. Returns
+/// the connection and the helper's hello.
+async fn pipelined(
+    socket: &Path,
+    req: &Request,
+) -> Result<(tokio::net::UnixStream, Hello), String> {
     use crid_common::protocol::{read_frame, write_frame};
     // A local connect does not wait for the helper: it only queues on its
     // listen backlog.
@@ -227,14 +249,9 @@ pub async fn exec_sync_channel(
         .map_err(|e| format!("{}: {e}", socket.display()))?;
     s.set_nonblocking(true).map_err(|e| e.to_string())?;
     let mut s = tokio::net::UnixStream::from_std(s).map_err(|e| e.to_string())?;
-    let req = Request::ExecSyncIo {
-        container_id: container_id.to_string(),
-        exec_id: exec_id.to_string(),
-        max_output,
-    };
     let exchange = async {
         write_frame(&mut s, &Hello::ours()).await?;
-        write_frame(&mut s, &req).await?;
+        write_frame(&mut s, req).await?;
         read_frame::<_, Hello>(&mut s).await
     };
     let peer = tokio::time::timeout(Duration::from_secs(5), exchange)
@@ -243,13 +260,20 @@ pub async fn exec_sync_channel(
         .map_err(|e| e.to_string())?
         .ok_or("helper closed the connection")?;
     check_hello(&peer).map_err(|e| e.to_string())?;
-    if peer.revision < 2 {
-        return Err(format!(
-            "pod helper {} (protocol revision {}) predates exec; restart the sandbox",
-            peer.build, peer.revision
-        ));
-    }
-    Ok(s)
+    Ok((s, peer))
+}
+
+/// Asks the pod's helper (its shim) to run an ExecSync process itself
+/// ([`Request::ExecSyncRun`], pipelined behind the hello like
+/// [`exec_sync_channel`]); the connection then carries the run's events.
+/// `Ok(None)`: the helper predates it (revision < 3) and has dropped the
+/// request; the caller takes containerd's path.
+pub async fn exec_sync_run(
+    socket: &Path,
+    run: crid_common::protocol::ExecSyncRun,
+) -> Result<Option<tokio::net::UnixStream>, String> {
+    let (s, peer) = pipelined(socket, &Request::ExecSyncRun(run)).await?;
+    Ok((peer.revision >= 3).then_some(s))
 }
 
 /// Whether `pid` is alive (not a zombie) and its comm is `comm`.

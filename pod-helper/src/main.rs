@@ -75,13 +75,17 @@ fn run(spec_path: &str) -> ExitCode {
     }
     match setup::set_up(&spec) {
         Ok(pod) => {
+            let mut exec_runner = None;
             if let Some(shim) = &pod.spec.shim {
                 // Before Ready: containerd may connect as soon as crid knows.
-                if let Err(e) = shim::start(shim) {
-                    report(&SetupReport::Failed {
-                        message: format!("serving as the pod's shim: {e}"),
-                    });
-                    return ExitCode::FAILURE;
+                match shim::start(shim) {
+                    Ok(r) => exec_runner = Some(r),
+                    Err(e) => {
+                        report(&SetupReport::Failed {
+                            message: format!("serving as the pod's shim: {e}"),
+                        });
+                        return ExitCode::FAILURE;
+                    }
                 }
             }
             log(&format!(
@@ -101,7 +105,7 @@ fn run(spec_path: &str) -> ExitCode {
             });
             sys::detach_stdout();
             sys::trim_heap();
-            serve::serve(pod);
+            serve::serve(pod, exec_runner);
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -19,8 +19,9 @@ struct Served {
     streams: Arc<crate::streaming::server::Ctx>,
 }
 
-/// Serves until a `Shutdown` request ends the process.
-pub fn serve(pod: Pod) {
+/// Serves until a `Shutdown` request ends the process. `exec_runner`: the
+/// helper is the pod's shim and runs ExecSync processes itself.
+pub fn serve(pod: Pod, exec_runner: Option<crate::shim::ExecRunner>) {
     // FIFOs live beside the control socket, in the sandbox dir.
     let io_dir = pod
         .spec
@@ -35,6 +36,7 @@ pub fn serve(pod: Pod) {
     let streams = Arc::new(crate::streaming::server::Ctx {
         exec_dir,
         io: Arc::clone(&io),
+        exec_runner,
     });
     if pod.spec.adopt.is_some() {
         // A restarted helper drains on where its predecessor stopped.
@@ -127,6 +129,17 @@ fn connection(served: &Served, mut s: UnixStream) -> Result<(), FrameError> {
                     s,
                     exec_id,
                     max_output,
+                    Arc::clone(&served.streams),
+                ) {
+                    crate::log(&e);
+                }
+                return Ok(());
+            }
+            Request::ExecSyncRun(run) => {
+                // This connection carries the run's events and result.
+                if let Err(e) = crate::streaming::server::spawn_exec_sync_run(
+                    s,
+                    run,
                     Arc::clone(&served.streams),
                 ) {
                     crate::log(&e);

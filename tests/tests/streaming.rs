@@ -585,7 +585,24 @@ async fn exec_with_tty_resize_and_over_websocket() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_sync_output_exit_code_timeout_cap_and_missing_binary() {
-    let (mut n, pod, ctr) = sleeper("ex-sync").await;
+    // The default handler: the pod's helper is its shim and runs the process.
+    let (n, pod, ctr) = sleeper("ex-sync").await;
+    exec_sync_behaviour(n, pod, ctr).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_sync_behaves_the_same_through_containerds_runc_shim() {
+    // The `runc-v2` handler: the process is containerd's (Exec, Start, Wait).
+    let mut n = Node::start(vec![]).await;
+    let pod_cfg = n.pod_config("ex-sync-v2");
+    let pod = n.run_pod_with(&pod_cfg, "runc-v2").await;
+    let ctr = n
+        .run(&pod, &pod_cfg, sh("main", &n.image, "exec sleep 3600"))
+        .await;
+    exec_sync_behaviour(n, pod, ctr).await;
+}
+
+async fn exec_sync_behaviour(mut n: Node, pod: String, ctr: String) {
     let run = |cmd: &[&str], timeout: i64| cri::ExecSyncRequest {
         container_id: ctr.clone(),
         cmd: cmd.iter().map(|s| s.to_string()).collect(),

@@ -154,6 +154,123 @@ fn start_failure_code(message: &str) -> i32 {
     }
 }
 
+/// ExecSync when the pod's helper is its shim: the helper starts the
+/// process with the OCI runtime itself and answers with its exit and
+/// output; no containerd call is on the probe's path (CRI-O's conmon runs
+/// ExecSync the same way). `Ok(None)`: the helper predates this (protocol
+/// revision < 3); containerd's path is taken instead.
+async fn exec_sync_in_helper(
+    crid: &Arc<Crid>,
+    rec: &ContainerRecord,
+    sb: &SandboxRecord,
+    exec_id: &str,
+    req: &cri::ExecSyncRequest,
+) -> Result<Option<cri::ExecSyncResponse>> {
+    use crid_common::protocol::{read_frame, ExecSyncOutcome, ExecSyncRun, StreamEvent};
+    use tokio::io::AsyncReadExt;
+
+    let mut phases = crate::timing::Phases::new();
+    let spec = crate::container::exec::process_spec(&rec.spec, &req.cmd, false)?;
+    let run = ExecSyncRun {
+        container_id: rec.id.clone(),
+        exec_id: exec_id.to_string(),
+        process: serde_json::to_string(&spec).map_err(|e| Error::Internal(e.to_string()))?,
+        timeout_ms: u64::try_from(req.timeout).unwrap_or(0).saturating_mul(1000),
+        max_output: EXEC_SYNC_MAX_OUTPUT,
+    };
+    // As on containerd's path: a few runtime starts at a time per pod.
+    let slot = crid
+        .streaming
+        .exec_starts(&rec.sandbox_id)
+        .acquire_owned()
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let helper_err = |e: String| Error::Internal(format!("pod helper: {e}"));
+    let Some(mut ctl) = crate::helper_client::exec_sync_run(&sb.socket(), run)
+        .await
+        .map_err(helper_err)?
+    else {
+        return Ok(None);
+    };
+    phases.mark("helper");
+    let events = async {
+        let mut slot = Some(slot);
+        loop {
+            match read_frame::<_, StreamEvent>(&mut ctl).await {
+                Ok(Some(StreamEvent::ExecStarted { .. })) => {
+                    slot = None;
+                    phases.mark("exec_start");
+                }
+                Ok(Some(StreamEvent::ExecSyncDone(outcome))) => {
+                    drop(slot);
+                    return Ok(outcome);
+                }
+                Ok(other) => return Err(format!("answered {other:?} for an exec")),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    };
+    // The helper enforces the timeout; this only bounds a helper that hangs.
+    let outcome = if req.timeout > 0 {
+        let limit = std::time::Duration::from_secs(req.timeout as u64 + 15);
+        tokio::time::timeout(limit, events)
+            .await
+            .map_err(|_| Error::DeadlineExceeded(format!("pod helper silent after {limit:?}")))?
+    } else {
+        events.await
+    }
+    .map_err(helper_err)?;
+    let (exit_code, out_len, err_len) = match outcome {
+        ExecSyncOutcome::Exited {
+            exit_code,
+            stdout_len,
+            stderr_len,
+        } if stdout_len <= EXEC_SYNC_MAX_OUTPUT && stderr_len <= EXEC_SYNC_MAX_OUTPUT => {
+            (exit_code, stdout_len, stderr_len)
+        }
+        ExecSyncOutcome::Exited { .. } => {
+            return Err(Error::Internal("pod helper: output over the cap".into()))
+        }
+        ExecSyncOutcome::TimedOut => {
+            return Err(Error::DeadlineExceeded(format!(
+                "timeout {}s exceeded: command {:?} killed",
+                req.timeout, req.cmd
+            )))
+        }
+        ExecSyncOutcome::StartFailed { message } => {
+            return Ok(Some(cri::ExecSyncResponse {
+                stdout: Vec::new(),
+                exit_code: start_failure_code(&message),
+                stderr: message.into_bytes(),
+            }))
+        }
+        ExecSyncOutcome::Refused { message, not_found } => {
+            return Err(if not_found {
+                Error::NotFound(message)
+            } else {
+                Error::FailedPrecondition(message)
+            })
+        }
+    };
+    phases.mark("exit");
+    let mut stdout = vec![0u8; out_len];
+    let mut stderr = vec![0u8; err_len];
+    ctl.read_exact(&mut stdout)
+        .await
+        .map_err(|e| helper_err(e.to_string()))?;
+    ctl.read_exact(&mut stderr)
+        .await
+        .map_err(|e| helper_err(e.to_string()))?;
+    let (stdout, stderr) = fit_outputs(stdout, stderr);
+    phases.mark("output");
+    tracing::debug!(exec_id, phases = %phases.summary(), "ExecSync timings (in the helper)");
+    Ok(Some(cri::ExecSyncResponse {
+        stdout,
+        stderr,
+        exit_code,
+    }))
+}
+
 /// CRI ExecSync: runs `cmd` in the container, its output collected by the
 /// pod's helper. A timeout kills the process and answers DeadlineExceeded
 /// (what the kubelet reads as a probe timeout); a command the runtime cannot
@@ -175,6 +292,11 @@ pub async fn exec_sync(
         .await?
         .ok_or_else(|| Error::NotFound(format!("pod sandbox {} not found", rec.sandbox_id)))?;
     let exec_id = crate::streaming::session::new_exec_id().map_err(Error::Internal)?;
+    if sb.shim.is_some() {
+        if let Some(r) = exec_sync_in_helper(crid, &rec, &sb, &exec_id, &req).await? {
+            return Ok(r);
+        }
+    }
     let mut ctl = crate::helper_client::exec_sync_channel(
         &sb.socket(),
         &rec.id,

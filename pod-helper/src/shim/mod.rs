@@ -25,9 +25,69 @@ use std::sync::Arc;
 const GENERATED_SERVICE: &str = "/containerd.task.v3.Task/";
 const SERVED_SERVICE: &str = "/containerd.task.v2.Task/";
 
+/// Why [`ExecRunner::start`] did not start a process.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecStartError {
+    /// The container is unknown here or not running.
+    #[error("{message}")]
+    Refused {
+        /// Why.
+        message: String,
+        /// No such container.
+        not_found: bool,
+    },
+    /// The OCI runtime failed to start it (its words).
+    #[error("{0}")]
+    Runtime(String),
+}
+
+/// Runs processes in the pod's containers without containerd (CRI
+/// ExecSync's short path: one `runc exec`, no task API round trips).
+#[derive(Clone)]
+pub struct ExecRunner(Arc<task::Tasks>);
+
+impl ExecRunner {
+    /// Starts `spec` (an OCI process, JSON) in container `id` with the
+    /// given stdout/stderr; `on_exit` gets its exit code. Returns its pid.
+    pub fn start(
+        &self,
+        id: &str,
+        exec_id: &str,
+        spec: &[u8],
+        stdout: std::fs::File,
+        stderr: std::fs::File,
+        on_exit: Box<dyn FnOnce(u32) + Send>,
+    ) -> Result<u32, ExecStartError> {
+        let io = runc::ProcIo {
+            stdin: None,
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+        };
+        let tell: task::DirectExit = Box::new(move |x| on_exit(x.code));
+        self.0
+            .exec_detached(id, exec_id, spec, io, tell)
+            .map_err(|e| match e {
+                task::TaskError::NotFound(message) => ExecStartError::Refused {
+                    message,
+                    not_found: true,
+                },
+                task::TaskError::FailedPrecondition(message) => ExecStartError::Refused {
+                    message,
+                    not_found: false,
+                },
+                other => ExecStartError::Runtime(other.to_string()),
+            })
+    }
+
+    /// SIGKILLs a process [`ExecRunner::start`] started, unless it is over.
+    pub fn kill(&self, pid: u32) {
+        self.0.kill_detached(pid);
+    }
+}
+
 /// Starts serving containerd's task API for the pod; runs until the
-/// process ends.
-pub fn start(spec: &ShimSpec) -> Result<(), String> {
+/// process ends. Returns the runner of ExecSync processes.
+pub fn start(spec: &ShimSpec) -> Result<ExecRunner, String> {
     // Container processes are re-parented to the helper when runc exits.
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| format!("becoming a child subreaper: {e}"))?;
@@ -46,6 +106,7 @@ pub fn start(spec: &ShimSpec) -> Result<(), String> {
         .stack_size(128 * 1024)
         .spawn(move || r.run(Box::new(move |pid, exit| t.on_exit(pid, exit))))
         .map_err(|e| format!("starting the reaper thread: {e}"))?;
+    let runner = ExecRunner(Arc::clone(&tasks));
     let service = service::Service {
         tasks,
         reaper,
@@ -75,5 +136,5 @@ pub fn start(spec: &ShimSpec) -> Result<(), String> {
         .map_err(|e| format!("starting the shim server: {e}"))?;
     // Serves for the rest of the process's life.
     std::mem::forget(server);
-    Ok(())
+    Ok(runner)
 }

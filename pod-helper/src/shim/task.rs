@@ -153,9 +153,15 @@ pub struct Console {
     pub listener: std::os::unix::net::UnixListener,
 }
 
+/// Told the exit of a process run by [`Tasks::exec_detached`].
+pub type DirectExit = Box<dyn FnOnce(Exit) + Send>;
+
 /// All tasks of the pod.
 pub struct Tasks {
     state: Mutex<HashMap<String, Container>>,
+    /// Processes started by [`Tasks::exec_detached`] (pid → who waits for
+    /// its exit): not containerd's, so not in any exec table.
+    direct: Mutex<HashMap<u32, DirectExit>>,
     exited: Condvar,
     reaper: Arc<Reaper>,
     events: Arc<dyn Publish>,
@@ -171,6 +177,7 @@ impl Tasks {
     pub fn new(reaper: Arc<Reaper>, events: Arc<dyn Publish>, os: Arc<dyn ProcOs>) -> Tasks {
         Tasks {
             state: Mutex::new(HashMap::new()),
+            direct: Mutex::new(HashMap::new()),
             exited: Condvar::new(),
             reaper,
             events,
@@ -199,6 +206,15 @@ impl Tasks {
 
     /// Marks the claimed process `pid` exited (the reaper's callback).
     pub fn on_exit(&self, pid: i32, exit: Exit) {
+        let waiter = self
+            .direct
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(pid as u32));
+        if let Some(tell) = waiter {
+            tell(exit);
+            return;
+        }
         let mut map = self.lock();
         for (id, c) in map.iter_mut() {
             if c.init.pid == pid as u32 && exit.code == 128 + libc::SIGKILL as u32 {
@@ -372,6 +388,66 @@ impl Tasks {
         self.started(&mut map, id, exec_id, pid);
         self.events.publish(make::exec_started(id, exec_id, pid));
         Ok(pid)
+    }
+
+    /// Starts a process in running container `id` that containerd does not
+    /// know (CRI ExecSync's short path): `runtime exec` with `spec` (an OCI
+    /// process, JSON) and `io`; no exec record and no events. `on_exit` is
+    /// told its exit (at once if it is already over). Returns its pid.
+    pub fn exec_detached(
+        &self,
+        id: &str,
+        exec_id: &str,
+        spec: &[u8],
+        io: ProcIo,
+        on_exit: DirectExit,
+    ) -> Result<u32, TaskError> {
+        let (runtime, bundle) = {
+            let map = self.lock();
+            let c = map.get(id).ok_or_else(|| not_found(id))?;
+            if c.init.status != Status::Running {
+                return Err(TaskError::FailedPrecondition(format!(
+                    "container {id} is not running"
+                )));
+            }
+            (Arc::clone(&c.runtime), c.bundle.clone())
+        };
+        let process = bundle.join(format!("{exec_id}.process.json"));
+        std::fs::write(&process, spec)
+            .map_err(|e| TaskError::Internal(format!("writing {}: {e}", process.display())))?;
+        let r = runtime.exec(id, &bundle, exec_id, &process, io, None);
+        let _ = std::fs::remove_file(&process);
+        let pid = r?;
+        // Claimed under the waiters' lock: the reaper's callback for this
+        // pid cannot run before the waiter is in place.
+        let early = {
+            let mut direct = self.direct.lock().unwrap_or_else(|p| p.into_inner());
+            match self.reaper.claim(pid as i32) {
+                Some(exit) => Some((exit, on_exit)),
+                None => {
+                    direct.insert(pid, on_exit);
+                    None
+                }
+            }
+        };
+        if let Some((exit, tell)) = early {
+            tell(exit);
+        }
+        Ok(pid)
+    }
+
+    /// SIGKILLs a process started by [`Tasks::exec_detached`] whose exit
+    /// has not been reaped yet (so `pid` is still that process).
+    pub fn kill_detached(&self, pid: u32) {
+        let direct = self.direct.lock().unwrap_or_else(|p| p.into_inner());
+        if direct.contains_key(&pid) {
+            // Held under the waiters' lock: the exit cannot be delivered
+            // (and the waiter removed) while the signal goes out.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
 
     /// Adds an exec process (started by a later Start).

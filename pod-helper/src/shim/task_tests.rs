@@ -329,3 +329,90 @@ fn an_oom_killed_init_is_reported_before_its_exit() {
     f.exits(pid, 137);
     assert!(!f.topics().contains(&"/tasks/oom".to_string()));
 }
+
+/// What a detached exec's waiter was told.
+fn waiter() -> (DirectExit, std::sync::mpsc::Receiver<u32>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    (
+        Box::new(move |x: Exit| {
+            let _ = tx.send(x.code);
+        }),
+        rx,
+    )
+}
+
+#[test]
+fn a_detached_exec_reports_its_exit_to_its_waiter_only() {
+    let f = fixture();
+    let init = f.create("c1");
+    f.tasks.start("c1", "").unwrap();
+    let before = f.topics();
+    let (tell, told) = waiter();
+    let pid = f
+        .tasks
+        .exec_detached(
+            "c1",
+            "e1",
+            b"{\"args\":[\"true\"]}",
+            ProcIo::default(),
+            tell,
+        )
+        .unwrap();
+    assert_eq!(pid, init + 1);
+    assert!(f
+        .rt
+        .calls()
+        .contains(&"exec c1 e1 {\"args\":[\"true\"]}".to_string()));
+    assert!(
+        !f.dir.path().join("e1.process.json").exists(),
+        "the process file is removed once started"
+    );
+    assert!(told.try_recv().is_err(), "still running");
+    f.exits(pid, 3);
+    assert_eq!(told.recv().unwrap(), 3);
+    assert_eq!(f.topics(), before, "containerd hears nothing of it");
+    assert_eq!(
+        f.tasks.state("c1", "").unwrap().1,
+        Status::Running,
+        "the init is untouched"
+    );
+    assert!(matches!(
+        f.tasks.state("c1", "e1"),
+        Err(TaskError::NotFound(_))
+    ));
+}
+
+#[test]
+fn a_detached_exec_that_exits_before_its_pid_is_known_is_not_lost() {
+    let f = fixture();
+    let init = f.create("c1");
+    f.tasks.start("c1", "").unwrap();
+    f.exits(init + 1, 137);
+    let (tell, told) = waiter();
+    f.tasks
+        .exec_detached("c1", "e1", b"{}", ProcIo::default(), tell)
+        .unwrap();
+    assert_eq!(told.recv().unwrap(), 137);
+}
+
+#[test]
+fn a_detached_exec_needs_a_running_container() {
+    let f = fixture();
+    let (tell, _) = waiter();
+    assert!(matches!(
+        f.tasks
+            .exec_detached("nope", "e1", b"{}", ProcIo::default(), tell),
+        Err(TaskError::NotFound(_))
+    ));
+    f.create("c1");
+    let (tell, _) = waiter();
+    assert!(matches!(
+        f.tasks
+            .exec_detached("c1", "e1", b"{}", ProcIo::default(), tell),
+        Err(TaskError::FailedPrecondition(_))
+    ));
+    assert!(
+        !f.rt.calls().iter().any(|c| c.starts_with("exec")),
+        "the runtime is not asked"
+    );
+}

@@ -22,7 +22,8 @@ use super::remotecommand::{
 use super::spdy::session::{Session, SessionConfig, StreamReader, StreamWriter};
 use super::websocket::{self, ChannelCodec, ChannelMessage, WsConfig, WsWriter};
 use crid_common::protocol::{
-    read_frame, write_frame, StreamControl, StreamEvent, StreamHandoff, StreamKind, StreamStdio,
+    read_frame, write_frame, ExecSyncOutcome, ExecSyncRun, StreamControl, StreamEvent,
+    StreamHandoff, StreamKind, StreamStdio,
 };
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -51,6 +52,8 @@ pub struct Ctx {
     pub exec_dir: PathBuf,
     /// The containers' stdio (attach).
     pub io: Arc<crate::logs::container_io::ContainerIo>,
+    /// Runs ExecSync processes when the helper is the pod's shim.
+    pub exec_runner: Option<crate::shim::ExecRunner>,
 }
 
 /// What an exec/attach connection is for.
@@ -64,6 +67,7 @@ enum Target {
 enum Job {
     Serve(StreamHandoff, OwnedFd, std::os::unix::net::UnixStream),
     ExecSync(std::os::unix::net::UnixStream, String, usize),
+    ExecSyncRun(std::os::unix::net::UnixStream, ExecSyncRun),
 }
 
 static RUNTIME: Mutex<Option<mpsc::UnboundedSender<Job>>> = Mutex::new(None);
@@ -84,8 +88,11 @@ fn submit(job: Job, ctx: &Arc<Ctx>) -> Result<(), String> {
         .name("streams".into())
         .stack_size(512 * 1024)
         .spawn(move || {
+            // Blocking threads only start OCI runtime commands.
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
+                .thread_stack_size(256 * 1024)
+                .max_blocking_threads(4)
                 .build()
             {
                 Ok(rt) => rt,
@@ -112,6 +119,14 @@ fn submit(job: Job, ctx: &Arc<Ctx>) -> Result<(), String> {
                                 }
                             });
                         }
+                        Job::ExecSyncRun(ctl, run) => {
+                            tokio::spawn(async move {
+                                let exec_id = run.exec_id.clone();
+                                if let Err(e) = exec_sync_run(ctl, run, &ctx).await {
+                                    crate::log(&format!("exec sync {exec_id}: {e}"));
+                                }
+                            });
+                        }
                     }
                 }
             });
@@ -131,6 +146,15 @@ pub fn spawn(
     ctx: Arc<Ctx>,
 ) -> Result<(), String> {
     submit(Job::Serve(h, fd, ctl), &ctx)
+}
+
+/// Runs an ExecSync process and answers on `ctl` (see `Request::ExecSyncRun`).
+pub fn spawn_exec_sync_run(
+    ctl: std::os::unix::net::UnixStream,
+    run: ExecSyncRun,
+    ctx: Arc<Ctx>,
+) -> Result<(), String> {
+    submit(Job::ExecSyncRun(ctl, run), &ctx)
 }
 
 /// Collects an ExecSync process's output on `ctl` (see `Request::ExecSyncIo`).
@@ -166,6 +190,19 @@ impl Ctl {
         write_frame(&mut *self.w.lock().await, ev)
             .await
             .map_err(|e| e.to_string())
+    }
+    /// Sends `ev` followed by the raw output bytes it announces.
+    async fn send_with_output(
+        &self,
+        ev: &StreamEvent,
+        stdout: &[u8],
+        stderr: &[u8],
+    ) -> Result<(), String> {
+        let mut w = self.w.lock().await;
+        write_frame(&mut *w, ev).await.map_err(|e| e.to_string())?;
+        w.write_all(stdout).await.map_err(|e| e.to_string())?;
+        w.write_all(stderr).await.map_err(|e| e.to_string())?;
+        w.flush().await.map_err(|e| e.to_string())
     }
     async fn recv(&mut self) -> Result<Option<StreamControl>, String> {
         read_frame(&mut self.r).await.map_err(|e| e.to_string())
@@ -924,15 +961,13 @@ async fn exec_sync(
         stderr,
     })
     .await?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut collectors = Vec::new();
-    for f in [fifos.stdout.as_ref(), fifos.stderr.as_ref()]
-        .into_iter()
-        .flatten()
-    {
-        let read = f.read.try_clone().map_err(|e| e.to_string())?;
-        collectors.push(tokio::spawn(collect(read, max_output, stop_rx.clone())));
-    }
+    let (Some(out), Some(err)) = (fifos.stdout.as_ref(), fifos.stderr.as_ref()) else {
+        return Err("exec FIFOs missing".into());
+    };
+    let out = out.read.try_clone().map_err(|e| e.to_string())?;
+    let err = err.read.try_clone().map_err(|e| e.to_string())?;
+    let (exited_tx, exited_rx) = tokio::sync::oneshot::channel();
+    let outputs = tokio::spawn(collect_both(out, err, max_output, exited_rx));
     loop {
         match ctl.recv().await? {
             // The shim holds its write sides now: ours may go.
@@ -942,30 +977,120 @@ async fn exec_sync(
         }
     }
     fifos.drop_keepers();
+    let _ = exited_tx.send(());
+    let (stdout, stderr) = outputs.await.unwrap_or_default();
+    let ev = StreamEvent::Output {
+        stdout_len: stdout.len(),
+        stderr_len: stderr.len(),
+    };
+    ctl.send_with_output(&ev, &stdout, &stderr).await?;
+    drop(fifos);
+    Ok(())
+}
+
+/// Reads both outputs until end of file, or until [`OUTPUT_GRACE`] after
+/// `exited` fires (a background child may hold them open).
+async fn collect_both(
+    stdout: std::fs::File,
+    stderr: std::fs::File,
+    max: usize,
+    exited: tokio::sync::oneshot::Receiver<()>,
+) -> (Vec<u8>, Vec<u8>) {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let out = tokio::spawn(collect(stdout, max, stop_rx.clone()));
+    let err = tokio::spawn(collect(stderr, max, stop_rx));
     let stopper = tokio::spawn(async move {
+        let _ = exited.await;
         tokio::time::sleep(OUTPUT_GRACE).await;
         let _ = stop_tx.send(true);
     });
-    let mut outs = Vec::new();
-    for c in collectors {
-        outs.push(c.await.unwrap_or_default());
-    }
+    let out = out.await.unwrap_or_default();
+    let err = err.await.unwrap_or_default();
     stopper.abort();
-    let stdout = outs.first().cloned().unwrap_or_default();
-    let stderr = outs.get(1).cloned().unwrap_or_default();
-    let mut w = ctl.w.lock().await;
-    write_frame(
-        &mut *w,
-        &StreamEvent::Output {
-            stdout_len: stdout.len(),
-            stderr_len: stderr.len(),
-        },
-    )
+    (out, err)
+}
+
+/// ExecSync with the helper as the shim: the process is started by the OCI
+/// runtime from here (no containerd call), its output read from pipes, its
+/// exit from the shim's reaper; a timeout kills it.
+async fn exec_sync_run(
+    ctl: std::os::unix::net::UnixStream,
+    run: ExecSyncRun,
+    ctx: &Ctx,
+) -> Result<(), String> {
+    let ctl = Ctl::new(ctl)?;
+    let done = |o: ExecSyncOutcome| StreamEvent::ExecSyncDone(o);
+    let Some(runner) = ctx.exec_runner.clone() else {
+        return ctl
+            .send(&done(ExecSyncOutcome::Refused {
+                message: "this pod's helper is not its shim".into(),
+                not_found: false,
+            }))
+            .await;
+    };
+    let pipe = || -> Result<(std::fs::File, std::fs::File), String> {
+        let (r, w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+        Ok((r.into(), w.into()))
+    };
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (exit_tx, exit_rx) = tokio::sync::oneshot::channel::<u32>();
+    let (id, exec_id, spec) = (
+        run.container_id.clone(),
+        run.exec_id.clone(),
+        run.process.into_bytes(),
+    );
+    let starter = runner.clone();
+    let started = tokio::task::spawn_blocking(move || {
+        let tell = Box::new(move |code: u32| {
+            let _ = exit_tx.send(code);
+        });
+        starter.start(&id, &exec_id, &spec, out_w, err_w, tell)
+    })
     .await
-    .map_err(|e| e.to_string())?;
-    w.write_all(&stdout).await.map_err(|e| e.to_string())?;
-    w.write_all(&stderr).await.map_err(|e| e.to_string())?;
-    w.flush().await.map_err(|e| e.to_string())?;
-    drop(fifos);
-    Ok(())
+    .map_err(|e| format!("exec start task: {e}"))?;
+    let pid = match started {
+        Ok(pid) => pid,
+        Err(crate::shim::ExecStartError::Refused { message, not_found }) => {
+            return ctl
+                .send(&done(ExecSyncOutcome::Refused { message, not_found }))
+                .await
+        }
+        Err(crate::shim::ExecStartError::Runtime(message)) => {
+            return ctl
+                .send(&done(ExecSyncOutcome::StartFailed { message }))
+                .await
+        }
+    };
+    ctl.send(&StreamEvent::ExecStarted { pid }).await?;
+    let (exited_tx, exited_rx) = tokio::sync::oneshot::channel();
+    let outputs = tokio::spawn(collect_both(out_r, err_r, run.max_output, exited_rx));
+    let mut exit_rx = exit_rx;
+    let code = if run.timeout_ms > 0 {
+        let limit = Duration::from_millis(run.timeout_ms);
+        match tokio::time::timeout(limit, &mut exit_rx).await {
+            Ok(code) => code.ok(),
+            Err(_) => {
+                runner.kill(pid);
+                // Reaped soon after SIGKILL. Its output is not wanted: the
+                // readers end by themselves within the grace period.
+                let _ = tokio::time::timeout(Duration::from_secs(10), exit_rx).await;
+                let _ = exited_tx.send(());
+                drop(outputs);
+                return ctl.send(&done(ExecSyncOutcome::TimedOut)).await;
+            }
+        }
+    } else {
+        exit_rx.await.ok()
+    };
+    let _ = exited_tx.send(());
+    let (stdout, stderr) = outputs.await.unwrap_or_default();
+    // The waiter is only dropped unheard if the helper is going down.
+    let ev = done(ExecSyncOutcome::Exited {
+        exit_code: code.map(|c| c as i32).unwrap_or(255),
+        stdout_len: stdout.len(),
+        stderr_len: stderr.len(),
+    });
+    ctl.send_with_output(&ev, &stdout, &stderr).await
 }
