@@ -181,6 +181,25 @@ pub fn create(fs: &dyn CgroupFs, hs: &[Hierarchy], parent: &[String]) -> Result<
     }
 }
 
+/// The dirs [`create`] would make for `parent` (those missing now), in
+/// creation order. Recorded before they are made: a crash of crid between
+/// the mkdirs and the record would otherwise leave cgroups nobody knows.
+pub fn planned(fs: &dyn CgroupFs, hs: &[Hierarchy], parent: &[String]) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    for h in hs {
+        for leaf in [HELPER_LEAF, SHIM_LEAF] {
+            let mut dir = h.mount.clone();
+            for comp in parent.iter().map(String::as_str).chain([leaf]) {
+                dir.push(comp);
+                if !fs.exists(&dir) && !dirs.contains(&dir) {
+                    dirs.push(dir.clone());
+                }
+            }
+        }
+    }
+    dirs
+}
+
 /// Makes the missing dirs of `<parent>/<leaf>` below one mount.
 fn walk(
     fs: &dyn CgroupFs,
@@ -424,7 +443,9 @@ mod tests {
             .insert("/sys/fs/cgroup/cpuset/cpuset.mems".into(), "0\n".into());
         let hs = hierarchies(MOUNTINFO);
         let parent = parent_components("/kubepods/pod1", "x").unwrap();
+        let plan = planned(&fs, &hs, &parent);
         let p = create(&fs, &hs, &parent).unwrap();
+        assert_eq!(plan, p.created, "the plan names exactly what is made");
         assert_eq!(p.leaves.len(), 4);
         assert_eq!(
             p.leaves[1],
@@ -480,6 +501,23 @@ mod tests {
             .iter()
             .any(|d| d.ends_with("sb") || d.starts_with(&ctr)));
         assert!(dirs.contains(Path::new("/sys/fs/cgroup/memory/crid")));
+    }
+
+    #[test]
+    fn planned_dirs_removed_before_any_was_made_are_fine() {
+        let fs = Fake::default();
+        for h in hierarchies(MOUNTINFO) {
+            fs.dirs.lock().unwrap().insert(h.mount);
+        }
+        let hs = hierarchies(MOUNTINFO);
+        let parent = parent_components("", "sb").unwrap();
+        let plan = planned(&fs, &hs, &parent);
+        assert!(plan.contains(&PathBuf::from("/sys/fs/cgroup/unified/crid/sb/crid-shim")));
+        // crid died after recording the plan, before (or while) making it.
+        remove(&fs, &plan).unwrap();
+        create(&fs, &hs, &parent).unwrap();
+        remove(&fs, &plan).unwrap();
+        assert_eq!(fs.dirs.lock().unwrap().len(), 4, "nothing left");
     }
 
     #[test]

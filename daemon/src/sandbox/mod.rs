@@ -343,11 +343,20 @@ impl Sandboxes {
             // systemd owns the cgroups: the pod's slice now, the helper's
             // scope once the helper has a pid (after set-up; see
             // ARCHITECTURE.md, "systemd cgroup driver").
+            // Recorded first: a crash in between must not leave a unit
+            // the record does not name (stopping an absent unit is fine).
             let units = systemd_cgroups::pod_slice(&linux.cgroup_parent, &rec.id)?;
+            rec.systemd = Some(units.clone());
+            self.store.put(&rec.id, &rec)?;
             systemd_cgroups::create_pod(mgr.as_ref(), &units, &rec.id)?;
-            rec.systemd = Some(units);
         } else {
+            // What will be made is recorded before it is made (removing a
+            // dir that was never made is fine), so a crash of crid in the
+            // middle leaves no cgroup the record does not name.
             let parent = cgroups::parent_components(&linux.cgroup_parent, &rec.id)?;
+            rec.cgroups.created =
+                cgroups::planned(self.cgroupfs.as_ref(), &self.hierarchies, &parent);
+            self.store.put(&rec.id, &rec)?;
             let placement = cgroups::create(self.cgroupfs.as_ref(), &self.hierarchies, &parent)?;
             rec.cgroups = placement;
         }
