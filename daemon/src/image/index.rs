@@ -16,6 +16,8 @@
 //!
 //! Every event is handled by re-reading containerd's current state of that
 //! name, so events handled late or twice cannot leave stale data behind.
+//! A reload keeps the names changed while it read containerd (a pull that
+//! answered meanwhile), as those entries are newer than what it read.
 //! While the event stream is down (containerd restarting) the index is not
 //! trusted: queries re-read the whole image store until the stream is back
 //! and the index has been reloaded after it. Metadata is kept per target
@@ -77,6 +79,10 @@ impl Entry {
 pub struct IndexState {
     names: HashMap<String, Entry>,
     by_id: HashMap<String, BTreeSet<String>>,
+    /// Names set or removed since a reload began listing containerd's
+    /// records (None outside a reload): their entries here are at least as
+    /// new as what the reload read.
+    touched: Option<BTreeSet<String>>,
 }
 
 impl IndexState {
@@ -84,6 +90,9 @@ impl IndexState {
     /// with the same target whose content was missing (a pull repaired it).
     pub fn set(&mut self, name: &str, entry: Entry) {
         self.remove(name);
+        if let Some(t) = &mut self.touched {
+            t.insert(name.to_string());
+        }
         if let Some(meta) = &entry.meta {
             let repaired: Vec<String> = self
                 .names
@@ -107,6 +116,9 @@ impl IndexState {
 
     /// Forgets record `name`.
     pub fn remove(&mut self, name: &str) -> Option<Entry> {
+        if let Some(t) = &mut self.touched {
+            t.insert(name.to_string());
+        }
         let e = self.names.remove(name)?;
         if let Some(m) = &e.meta {
             if let Some(set) = self.by_id.get_mut(&m.id) {
@@ -199,6 +211,27 @@ impl IndexState {
     /// How many records are indexed.
     pub fn len(&self) -> usize {
         self.names.len()
+    }
+
+    /// Starts noting the names changed from now on (a reload begins).
+    pub fn begin_reload(&mut self) {
+        self.touched = Some(BTreeSet::new());
+    }
+
+    /// Replaces the state with `next`, read from containerd by a reload,
+    /// except for names changed since [`IndexState::begin_reload`]: a pull
+    /// that answered or an event handled meanwhile is not undone.
+    pub fn finish_reload(&mut self, mut next: IndexState) {
+        for name in self.touched.take().unwrap_or_default() {
+            match self.names.get(&name) {
+                Some(e) => next.set(&name, e.clone()),
+                None => {
+                    next.remove(&name);
+                }
+            }
+        }
+        next.touched = None;
+        *self = next;
     }
 }
 
@@ -312,7 +345,9 @@ impl ImageIndex {
 
     /// Re-reads the whole image store (metadata of known targets reused).
     #[tracing::instrument(level = "debug", skip_all)]
+    /// Callers hold `reloading`.
     pub async fn reload(&self) -> Result<(), Error> {
+        self.write(IndexState::begin_reload)?;
         let records = self.store.records().await?;
         let mut next = IndexState::default();
         let mut resolved: HashMap<String, Option<Arc<ImageMeta>>> = HashMap::new();
@@ -331,23 +366,36 @@ impl ImageIndex {
             }
         }
         let n = next.len();
-        self.write(|s| *s = next)?;
+        self.write(|s| s.finish_reload(next))?;
         tracing::debug!(records = n, "image index reloaded");
         Ok(())
     }
 
-    /// Re-reads one record from containerd (`fresh`: re-resolve its content).
-    pub async fn refresh(&self, name: &str, fresh: bool) -> Result<(), Error> {
-        match self.store.record(name).await? {
-            None => self.forget(name),
-            Some(rec) => {
-                let meta = self.meta_of(&rec, fresh).await;
-                match Entry::of(&rec, meta) {
-                    Some(e) => self.write(|s| s.set(name, e)),
-                    None => self.forget(name),
+    /// Re-reads records from containerd (`fresh`: re-resolve their
+    /// content) and applies them at once: the names of one image change
+    /// together, never one answered before the others.
+    pub async fn refresh(&self, names: &[String], fresh: bool) -> Result<(), Error> {
+        let mut entries = Vec::with_capacity(names.len());
+        for name in names {
+            let entry = match self.store.record(name).await? {
+                None => None,
+                Some(rec) => {
+                    let meta = self.meta_of(&rec, fresh).await;
+                    Entry::of(&rec, meta)
+                }
+            };
+            entries.push((name, entry));
+        }
+        self.write(|s| {
+            for (name, entry) in entries {
+                match entry {
+                    Some(e) => s.set(name, e),
+                    None => {
+                        s.remove(name);
+                    }
                 }
             }
-        }
+        })
     }
 
     /// Follows containerd's image and content events for `namespace` until
@@ -413,6 +461,7 @@ impl ImageIndex {
                     None => return Ok(()),
                 },
                 _ = tick.tick() => {
+                    let _one = self.reloading.lock().await;
                     if let Err(e) = self.reload().await {
                         tracing::warn!(error = %e, "periodic image index reload");
                     }
@@ -439,13 +488,13 @@ impl ImageIndex {
                 tracing::warn!(topic = %env.topic, "undecodable containerd event");
                 continue;
             };
-            for name in names {
+            for name in &names {
                 tracing::debug!(image = %name, topic = %env.topic, "image changed in containerd");
-                if let Err(e) = self.refresh(&name, fresh).await {
-                    // Not trusted any more: reload on the next query.
-                    tracing::warn!(image = %name, error = %e, "refreshing an image record");
-                    self.live.store(false, Ordering::Release);
-                }
+            }
+            if let Err(e) = self.refresh(&names, fresh).await {
+                // Not trusted any more: reload on the next query.
+                tracing::warn!(images = ?names, error = %e, "refreshing image records");
+                self.live.store(false, Ordering::Release);
             }
         }
     }
@@ -484,6 +533,39 @@ mod tests {
             pinned: false,
             meta: m,
         }
+    }
+
+    #[test]
+    fn a_reload_keeps_changes_made_while_it_read_containerd() {
+        let mut live = IndexState::default();
+        live.set("old", entry("t0", Some(meta(ID_B, "m0"))));
+        live.set("gone", entry("t0", Some(meta(ID_B, "m0"))));
+        live.begin_reload();
+        // Meanwhile: a pull answers with two names, a removal forgets one.
+        live.set("reg.example/a:1", entry("t1", Some(meta(ID_A, "m1"))));
+        live.set(
+            "reg.example/a@sha256:1",
+            entry("t1", Some(meta(ID_A, "m1"))),
+        );
+        live.remove("gone");
+        // The reload listed containerd before the pull's tag record and the removal.
+        let mut read = IndexState::default();
+        read.set("old", entry("t0", Some(meta(ID_B, "m0"))));
+        read.set("gone", entry("t0", Some(meta(ID_B, "m0"))));
+        read.set(
+            "reg.example/a@sha256:1",
+            entry("t1", Some(meta(ID_A, "m1"))),
+        );
+        live.finish_reload(read);
+        assert_eq!(
+            live.find("reg.example/a:1").unwrap().unwrap().names,
+            vec!["reg.example/a:1", "reg.example/a@sha256:1"]
+        );
+        assert_eq!(live.names_of(ID_B), vec!["old"]);
+        assert_eq!(live.len(), 3);
+        // Outside a reload nothing is noted.
+        live.set("later", entry("t0", Some(meta(ID_B, "m0"))));
+        assert!(live.touched.is_none());
     }
 
     #[test]

@@ -70,6 +70,7 @@ impl Images {
                 ctrd,
                 registry: config.registry.clone(),
                 snapshotter: config.containerd.snapshotter.clone(),
+                clients: registry::ClientCache::default(),
             }),
             inflight: Arc::new(Mutex::new(HashMap::new())),
             progress_timeout: Duration::from_secs(config.registry.progress_timeout_secs),

@@ -11,10 +11,10 @@ use super::index::ImageIndex;
 use super::manifest::{self, Parsed};
 use super::progress::Progress;
 use super::reference::ImageRef;
-use super::registry::{Credentials, Registry};
+use super::registry::{ClientCache, Credentials, Registry};
 use super::session::Session;
 use super::store::{ImageMeta, ImageStore};
-use super::unpack::{chain_ids, unpack_layer};
+use super::unpack::{chain_ids, snapshot_exists, unpack_layer};
 use crate::containerd::Containerd;
 use crate::error::Error;
 use crid_common::config::RegistryConfig;
@@ -36,6 +36,8 @@ pub struct PullContext {
     pub registry: RegistryConfig,
     /// Snapshotter to unpack into.
     pub snapshotter: String,
+    /// Registry clients kept across pulls.
+    pub clients: ClientCache,
 }
 
 fn desc(d: &manifest::Desc, media_type_default: &str) -> Descriptor {
@@ -90,22 +92,54 @@ async fn put_small(
     content::set_labels(s, &digest, &labels).await
 }
 
-/// Fetches one layer into the content store unless it is there; labels it
-/// with its uncompressed digest as containerd's unpacker does.
+/// What the verified image config tells the layer tasks: each layer's
+/// uncompressed digest and chain ID.
+struct LayerIds {
+    diff_ids: Vec<String>,
+    chains: Vec<String>,
+}
+
+/// Published by the config task once the config is verified; None until then.
+type IdsRx = tokio::sync::watch::Receiver<Option<Arc<LayerIds>>>;
+
+/// Waits for the config task's layer ids. Fails if the config task failed
+/// (its own error is what the pull reports).
+async fn layer_ids(rx: &IdsRx) -> Result<Arc<LayerIds>, Error> {
+    let mut rx = rx.clone();
+    let got = rx
+        .wait_for(Option::is_some)
+        .await
+        .map_err(|_| Error::Internal("image config unavailable".into()))?;
+    (*got)
+        .clone()
+        .ok_or_else(|| Error::Internal("image config unavailable".into()))
+}
+
+/// Fetches layer `i` into the content store unless it is there; labels it
+/// with its uncompressed digest as containerd's unpacker does. The fetch
+/// starts before the config is in: only the commit waits for the label.
 async fn ensure_layer(
     s: &Session,
     reg: &Registry,
     layer: &Descriptor,
-    diff_id: &str,
+    i: usize,
+    ids: &IdsRx,
     progress: &Progress,
 ) -> Result<(), Error> {
-    let labels = HashMap::from([(
-        "containerd.io/uncompressed".to_string(),
-        diff_id.to_string(),
-    )]);
+    let labels = |ids: &LayerIds| -> Result<HashMap<String, String>, Error> {
+        let diff_id = ids
+            .diff_ids
+            .get(i)
+            .ok_or_else(|| Error::Internal(format!("no diff id for layer {i}")))?;
+        Ok(HashMap::from([(
+            "containerd.io/uncompressed".to_string(),
+            diff_id.clone(),
+        )]))
+    };
     if content::info(s, &layer.digest).await?.is_none() {
         let body = reg.blob(&layer.digest).await?;
         progress.mark(0);
+        let labels = labels(&*layer_ids(ids).await?)?;
         if content::write(s, &layer.digest, layer.size, labels.clone(), body, &|n| {
             progress.mark(n)
         })
@@ -115,8 +149,103 @@ async fn ensure_layer(
         }
         // Another pull committed it meanwhile: hold it like a found one.
         s.hold("content", &layer.digest).await?;
+        return content::set_labels(s, &layer.digest, &labels).await;
     }
+    let labels = labels(&*layer_ids(ids).await?)?;
     content::set_labels(s, &layer.digest, &labels).await
+}
+
+/// The config blob: from containerd if it has it, else from the registry;
+/// verified against its digest either way.
+async fn fetch_config(
+    s: &Session,
+    reg: &Registry,
+    image: &ImageRef,
+    digest: &str,
+    progress: &Progress,
+) -> Result<Vec<u8>, Error> {
+    let bytes = match content::info(s, digest).await? {
+        Some(_) => content::read_small(s, digest).await?,
+        None => {
+            let mut body = reg.blob(digest).await?;
+            let mut buf = Vec::new();
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| Error::Internal(format!("fetching config: {e}")))?;
+                progress.mark(chunk.len());
+                buf.extend_from_slice(&chunk);
+                if buf.len() as i64 > content::MAX_SMALL_BLOB {
+                    return Err(Error::Internal("image config too large".into()));
+                }
+            }
+            buf
+        }
+    };
+    if sha256(&bytes) != digest {
+        return Err(Error::Internal(format!(
+            "{}: config blob does not match its digest {digest}",
+            image.name(),
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Unpacks the layers in order, each as soon as its download is reported
+/// on `done`. Chains already committed (looked up together while the
+/// layers download) are not unpacked again.
+async fn unpack_all(
+    s: &Session,
+    snapshotter: &str,
+    layers: &[Descriptor],
+    ids: &IdsRx,
+    done: &mut tokio::sync::mpsc::UnboundedReceiver<usize>,
+    progress: &Progress,
+) -> Result<(), Error> {
+    let ids = layer_ids(ids).await?;
+    let present = futures_util::future::try_join_all(
+        ids.chains
+            .iter()
+            .map(|c| snapshot_exists(s, snapshotter, c)),
+    )
+    .await?;
+    // A committed chain's parents are committed too: unpack from the first gap.
+    let first_missing = present.iter().position(|p| !p).unwrap_or(layers.len());
+    for (i, layer) in layers.iter().enumerate() {
+        match done.recv().await {
+            Some(got) if got == i => {}
+            _ => return Err(Error::Internal("layer download ended early".into())),
+        }
+        if i < first_missing {
+            continue;
+        }
+        let parent = if i == 0 {
+            ""
+        } else {
+            ids.chains[i - 1].as_str()
+        };
+        let work = unpack_layer(
+            s,
+            snapshotter,
+            layer,
+            &ids.diff_ids[i],
+            parent,
+            &ids.chains[i],
+        );
+        tokio::pin!(work);
+        // containerd applying a big layer is progress too: without this a
+        // large last layer could outlast the timeout with no bytes arriving.
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                r = &mut work => {
+                    r?;
+                    break;
+                }
+                _ = tick.tick() => progress.mark(0),
+            }
+        }
+        progress.mark(0);
+    }
+    Ok(())
 }
 
 /// Pulls `image` and returns its id (the config digest).
@@ -127,6 +256,7 @@ pub async fn pull(
     server_address: &str,
     progress: &Progress,
 ) -> Result<String, Error> {
+    let mut phases = crate::timing::Phases::new();
     let hosts = hosts_for(&cx.registry.config_path, &image.registry)?;
     let reg = Registry::new(
         image,
@@ -134,21 +264,27 @@ pub async fn pull(
         auth,
         server_address,
         cx.registry.max_concurrent_downloads,
+        &cx.clients,
     )?;
-    let mut phases = crate::timing::Phases::new();
-    let (top_bytes, top_digest) = reg.resolve().await?;
-    progress.mark(0);
-    phases.mark("resolve");
-    if let Some(want) = &image.digest {
-        if &sha256(&top_bytes) != want {
-            return Err(Error::Internal(format!(
-                "{}: registry sent a manifest that does not match the digest",
-                image.name()
-            )));
+    phases.mark("setup");
+    // The lease is taken while the reference resolves: neither needs the
+    // other, and nothing is written before both are done.
+    let (resolved, leased) = tokio::join!(
+        reg.resolve(),
+        Session::leased(&cx.ctrd, lease_id(&image.name()))
+    );
+    let (top_bytes, top_digest) = match resolved {
+        Ok(r) => r,
+        Err(e) => {
+            if let Ok(s) = leased {
+                s.release().await;
+            }
+            return Err(e);
         }
-    }
-    let s = Session::leased(&cx.ctrd, lease_id(&image.name())).await?;
-    phases.mark("lease");
+    };
+    let s = leased?;
+    progress.mark(0);
+    phases.mark("resolve_lease");
     let result = pull_under_lease(
         cx,
         image,
@@ -180,7 +316,14 @@ async fn pull_under_lease(
     progress: &Progress,
     phases: &mut crate::timing::Phases,
 ) -> Result<String, Error> {
-    let s = s.clone();
+    if let Some(want) = &image.digest {
+        if &sha256(&top_bytes) != want {
+            return Err(Error::Internal(format!(
+                "{}: registry sent a manifest that does not match the digest",
+                image.name()
+            )));
+        }
+    }
     let top = manifest::parse(&top_bytes, &top_digest)?;
     let (top_media_type, index, manifest_bytes) = match &top {
         Parsed::Index {
@@ -215,57 +358,80 @@ async fn pull_under_lease(
             image.name()
         )));
     };
-
-    // The config is small: fetch it whole, verify, parse.
-    let config_bytes = match content::info(&s, &config.digest).await? {
-        Some(_) => content::read_small(&s, &config.digest).await?,
-        None => {
-            let mut body = reg.blob(&config.digest).await?;
-            let mut buf = Vec::new();
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| Error::Internal(format!("fetching config: {e}")))?;
-                progress.mark(chunk.len());
-                buf.extend_from_slice(&chunk);
-                if buf.len() as i64 > content::MAX_SMALL_BLOB {
-                    return Err(Error::Internal("image config too large".into()));
-                }
-            }
-            buf
-        }
-    };
-    if sha256(&config_bytes) != config.digest {
-        return Err(Error::Internal(format!(
-            "{}: config blob does not match its digest {}",
-            image.name(),
-            config.digest
-        )));
-    }
-    let cfg = manifest::parse_config(&config_bytes, &config.digest)?;
-    let diff_ids = cfg.rootfs.map(|r| r.diff_ids).unwrap_or_default();
-    if diff_ids.len() != layers.len() {
-        return Err(Error::Internal(format!(
-            "{}: manifest has {} layers but config lists {} diff ids",
-            image.name(),
-            layers.len(),
-            diff_ids.len()
-        )));
-    }
-    phases.mark("manifest_config");
-    let chains = chain_ids(&diff_ids);
+    phases.mark("manifest");
     let layer_descs: Vec<Descriptor> = layers
         .iter()
         .map(|l| desc(l, "application/vnd.oci.image.layer.v1.tar+gzip"))
         .collect();
 
-    // Download in parallel, unpack in order as soon as each layer is in.
+    // Three tasks at once, as containerd's client fetches children
+    // concurrently: the config (then the GC-labelled config, manifest and
+    // index blobs), the layer downloads (bounded), and the in-order unpack.
+    // Layer commits and unpacks wait for the config's diff ids.
+    let (ids_tx, ids_rx) = tokio::sync::watch::channel::<Option<Arc<LayerIds>>>(None);
+    let config_task = async {
+        let ids_tx = ids_tx;
+        let config_bytes = fetch_config(s, reg, image, &config.digest, progress).await?;
+        let cfg = manifest::parse_config(&config_bytes, &config.digest)?;
+        let diff_ids = cfg.rootfs.map(|r| r.diff_ids).unwrap_or_default();
+        if diff_ids.len() != layers.len() {
+            return Err(Error::Internal(format!(
+                "{}: manifest has {} layers but config lists {} diff ids",
+                image.name(),
+                layers.len(),
+                diff_ids.len()
+            )));
+        }
+        let chains = chain_ids(&diff_ids);
+        let top_chain = chains.last().cloned();
+        let _ = ids_tx.send(Some(Arc::new(LayerIds { diff_ids, chains })));
+        // Config, manifest and index, each labelled with what it keeps
+        // alive. Written while the layers come in: the pull's lease keeps
+        // everything until the image record references it.
+        let mut config_labels = HashMap::new();
+        if let Some(top_chain) = top_chain {
+            config_labels.insert(
+                format!("containerd.io/gc.ref.snapshot.{}", cx.snapshotter),
+                top_chain,
+            );
+        }
+        let mut manifest_labels = HashMap::from([(
+            "containerd.io/gc.ref.content.config".to_string(),
+            config.digest.clone(),
+        )]);
+        for (i, l) in layers.iter().enumerate() {
+            manifest_labels.insert(
+                format!("containerd.io/gc.ref.content.l.{i}"),
+                l.digest.clone(),
+            );
+        }
+        let index_blob = async {
+            match &index {
+                Some((pos, chosen)) => {
+                    let labels = HashMap::from([(
+                        format!("containerd.io/gc.ref.content.m.{pos}"),
+                        chosen.digest.clone(),
+                    )]);
+                    put_small(s, &top_bytes, labels).await
+                }
+                None => Ok(()),
+            }
+        };
+        tokio::try_join!(
+            put_small(s, &config_bytes, config_labels),
+            put_small(s, &manifest_bytes, manifest_labels),
+            index_blob
+        )?;
+        Ok::<Vec<u8>, Error>(config_bytes)
+    };
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
     let downloads = async {
         // Futures built up front: a lazily mapping stream adapter held across
         // awaits trips rustc's higher-ranked Send check in tokio::spawn.
         let mut jobs = Vec::with_capacity(layer_descs.len());
-        for (i, (l, diff_id)) in layer_descs.iter().zip(&diff_ids).enumerate() {
-            let (s, reg) = (&s, &reg);
-            jobs.push(async move { ensure_layer(s, reg, l, diff_id, progress).await.map(|_| i) });
+        for (i, l) in layer_descs.iter().enumerate() {
+            let ids = &ids_rx;
+            jobs.push(async move { ensure_layer(s, reg, l, i, ids, progress).await.map(|_| i) });
         }
         let mut fetches =
             futures_util::stream::iter(jobs).buffered(cx.registry.max_concurrent_downloads);
@@ -274,68 +440,16 @@ async fn pull_under_lease(
         }
         Ok::<(), Error>(())
     };
-    let unpacks = async {
-        for i in 0..layer_descs.len() {
-            match done_rx.recv().await {
-                Some(got) if got == i => {}
-                _ => return Err(Error::Internal("layer download ended early".into())),
-            }
-            let parent = if i == 0 { "" } else { chains[i - 1].as_str() };
-            let work = unpack_layer(
-                &s,
-                &cx.snapshotter,
-                &layer_descs[i],
-                &diff_ids[i],
-                parent,
-                &chains[i],
-            );
-            tokio::pin!(work);
-            // containerd applying a big layer is progress too: without this a
-            // large last layer could outlast the timeout with no bytes arriving.
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-            loop {
-                tokio::select! {
-                    r = &mut work => {
-                        r?;
-                        break;
-                    }
-                    _ = tick.tick() => progress.mark(0),
-                }
-            }
-            progress.mark(0);
-        }
-        Ok::<(), Error>(())
-    };
-    tokio::try_join!(downloads, unpacks)?;
-    phases.mark("layers");
-
-    // Config, manifest and index, each labelled with what it keeps alive.
-    let mut config_labels = HashMap::new();
-    if let Some(top_chain) = chains.last() {
-        config_labels.insert(
-            format!("containerd.io/gc.ref.snapshot.{}", cx.snapshotter),
-            top_chain.clone(),
-        );
-    }
-    put_small(&s, &config_bytes, config_labels).await?;
-    let mut manifest_labels = HashMap::from([(
-        "containerd.io/gc.ref.content.config".to_string(),
-        config.digest.clone(),
-    )]);
-    for (i, l) in layers.iter().enumerate() {
-        manifest_labels.insert(
-            format!("containerd.io/gc.ref.content.l.{i}"),
-            l.digest.clone(),
-        );
-    }
-    put_small(&s, &manifest_bytes, manifest_labels).await?;
-    if let Some((pos, chosen)) = &index {
-        let labels = HashMap::from([(
-            format!("containerd.io/gc.ref.content.m.{pos}"),
-            chosen.digest.clone(),
-        )]);
-        put_small(&s, &top_bytes, labels).await?;
-    }
+    let unpacks = unpack_all(
+        s,
+        &cx.snapshotter,
+        &layer_descs,
+        &ids_rx,
+        &mut done_rx,
+        progress,
+    );
+    let (config_bytes, (), ()) = tokio::try_join!(config_task, downloads, unpacks)?;
+    phases.mark("fetch_unpack");
 
     let target = Descriptor {
         media_type: top_media_type,
@@ -343,16 +457,15 @@ async fn pull_under_lease(
         size: top_bytes.len() as i64,
         ..Default::default()
     };
-    phases.mark("blobs");
     let name = image.name();
     let digest_name = image.digest_name(&target.digest);
     if digest_name != name {
         tokio::try_join!(
-            cx.store.put(&s, &name, target.clone()),
-            cx.store.put(&s, &digest_name, target.clone())
+            cx.store.put(s, &name, target.clone()),
+            cx.store.put(s, &digest_name, target.clone())
         )?;
     } else {
-        cx.store.put(&s, &name, target.clone()).await?;
+        cx.store.put(s, &name, target.clone()).await?;
     }
     // The index learns the image from what the pull has in hand (no
     // content reads); containerd's events for the records follow.

@@ -4,7 +4,11 @@
 //! mapped to oci-client's anonymous / basic / bearer flows (an identity
 //! token is first traded per host for a bearer token, see `oauth`), and
 //! registry errors mapped to CRI codes (unknown image → NotFound, refused
-//! credentials → Unauthenticated).
+//! credentials → Unauthenticated). Clients are kept across pulls
+//! ([`ClientCache`]); blobs are first asked for without credentials from a
+//! host that answered such requests before (or was never asked), which
+//! spares oci-client's `/v2/` probe per request on registries without
+//! authentication; a refusal falls back to the credentialed request.
 
 use super::hosts::RegistryHost;
 use super::oauth;
@@ -16,7 +20,8 @@ use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientP
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Credentials of a pull, from the CRI's AuthConfig.
 #[derive(Clone)]
@@ -48,10 +53,55 @@ enum SourceAuth {
     },
 }
 
-/// One host to fetch from, with its own client.
+/// A host's clients, kept across pulls by [`ClientCache`].
+pub struct HostClients {
+    /// Given the pull's credentials. oci-client asks `/v2/` how to
+    /// authenticate before each request to a registry that sends no
+    /// challenge (it caches only tokens), one more round trip per blob.
+    client: Client,
+    /// Never given credentials, so it sends blob requests as they are,
+    /// without that probe: what `client` sends to a registry without a
+    /// challenge anyway. None where a token is always sent.
+    bare: Option<Client>,
+    /// Whether plain blob requests last worked (true) or failed (false),
+    /// and when; unknown at first.
+    open: std::sync::Mutex<Option<(bool, Instant)>>,
+}
+
+/// How long a host that refused a plain blob request is asked with
+/// credentials only, before plain requests are tried again.
+const CLOSED_FOR: Duration = Duration::from_secs(600);
+
+impl HostClients {
+    fn new(client: Client, bare: Option<Client>) -> HostClients {
+        HostClients {
+            client,
+            bare,
+            open: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The bare client, unless plain requests failed lately.
+    fn bare(&self) -> Option<&Client> {
+        let open = self.open.lock().ok().and_then(|o| *o);
+        match open {
+            Some((false, at)) if at.elapsed() < CLOSED_FOR => None,
+            _ => self.bare.as_ref(),
+        }
+    }
+
+    /// Records whether a plain request worked.
+    fn mark_open(&self, open: bool) {
+        if let Ok(mut o) = self.open.lock() {
+            *o = Some((open, Instant::now()));
+        }
+    }
+}
+
+/// One host to fetch from, with its own clients.
 struct Source {
     host: RegistryHost,
-    client: Client,
+    clients: Arc<HostClients>,
     reference: Reference,
     auth: SourceAuth,
 }
@@ -211,6 +261,88 @@ fn read_cas(host: &RegistryHost) -> Result<Vec<Vec<u8>>, Error> {
         .collect()
 }
 
+/// Most clients [`ClientCache`] keeps; the oldest goes first.
+const CACHED_CLIENTS: usize = 16;
+
+/// oci-client clients kept across pulls, one per host settings and
+/// credentials. Building one loads the system's CA certificates (several
+/// milliseconds, more than the rest of a small pull's registry work);
+/// reusing one also reuses its open connections and bearer tokens. The
+/// key covers everything the client was built from and the credentials
+/// it stores, so a pull never gets another pull's credentials or tokens.
+#[derive(Default)]
+pub struct ClientCache {
+    clients: std::sync::Mutex<Vec<(String, Arc<HostClients>)>>,
+}
+
+impl ClientCache {
+    /// The client for `key`, built by `build` if there is none.
+    fn get_or_build(
+        &self,
+        key: String,
+        build: impl FnOnce() -> Result<HostClients, Error>,
+    ) -> Result<Arc<HostClients>, Error> {
+        if let Ok(mut clients) = self.clients.lock() {
+            if let Some(pos) = clients.iter().position(|(k, _)| *k == key) {
+                // Most recently used last.
+                let entry = clients.remove(pos);
+                let client = Arc::clone(&entry.1);
+                clients.push(entry);
+                return Ok(client);
+            }
+        }
+        let client = Arc::new(build()?);
+        if let Ok(mut clients) = self.clients.lock() {
+            if !clients.iter().any(|(k, _)| *k == key) {
+                if clients.len() >= CACHED_CLIENTS {
+                    clients.remove(0);
+                }
+                clients.push((key, Arc::clone(&client)));
+            }
+        }
+        Ok(client)
+    }
+}
+
+/// What a client is built from and will authenticate with, hashed: the
+/// [`ClientCache`] key. None for credentials traded per pull (an identity
+/// token's exchanged token may expire; it is not kept).
+fn client_key(
+    host: &RegistryHost,
+    cas: &[Vec<u8>],
+    max_downloads: usize,
+    auth: &SourceAuth,
+) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let SourceAuth::Ready(auth) = auth else {
+        return None;
+    };
+    let mut h = Sha256::new();
+    let mut field = |b: &[u8]| {
+        h.update((b.len() as u64).to_le_bytes());
+        h.update(b);
+    };
+    field(host.host.as_bytes());
+    field(&[u8::from(host.plain_http), u8::from(host.skip_verify)]);
+    field(&(max_downloads as u64).to_le_bytes());
+    for ca in cas {
+        field(ca);
+    }
+    match auth {
+        RegistryAuth::Anonymous => field(b"anonymous"),
+        RegistryAuth::Basic(u, p) => {
+            field(b"basic");
+            field(u.as_bytes());
+            field(p.as_bytes());
+        }
+        RegistryAuth::Bearer(t) => {
+            field(b"bearer");
+            field(t.as_bytes());
+        }
+    }
+    Some(hex::encode(h.finalize()))
+}
+
 fn client_for(host: &RegistryHost, cas: &[Vec<u8>], max_downloads: usize) -> Result<Client, Error> {
     // reqwest's rustls needs a process-wide crypto provider; an error only
     // means one is installed already.
@@ -243,12 +375,14 @@ impl Registry {
     /// The repository of `image` through `hosts`, with credentials `auth`.
     /// As in containerd, the credentials go to every host unless the CRI's
     /// `server_address` names one, then only to that host.
+    /// Clients come from `cache` when one fits.
     pub fn new(
         image: &ImageRef,
         hosts: Vec<RegistryHost>,
         auth: Credentials,
         server_address: &str,
         max_downloads: usize,
+        cache: &ClientCache,
     ) -> Result<Registry, Error> {
         let mut sources = Vec::new();
         for host in hosts {
@@ -269,8 +403,30 @@ impl Registry {
             } else {
                 SourceAuth::Ready(RegistryAuth::Anonymous)
             };
+            // A bearer token is sent with every request: no probe to save.
+            let plain_too = !matches!(auth, SourceAuth::Ready(RegistryAuth::Bearer(_)));
+            let build = || {
+                let bare = if plain_too {
+                    Some(client_for(&host, &cas, max_downloads)?)
+                } else {
+                    None
+                };
+                Ok(HostClients::new(
+                    client_for(&host, &cas, max_downloads)?,
+                    bare,
+                ))
+            };
+            let clients = match client_key(&host, &cas, max_downloads, &auth) {
+                Some(key) => cache.get_or_build(key, build)?,
+                // Traded credentials (identity token): a registry that
+                // wants them challenges; plain requests would be wasted.
+                None => Arc::new(HostClients::new(
+                    client_for(&host, &cas, max_downloads)?,
+                    None,
+                )),
+            };
             sources.push(Source {
-                client: client_for(&host, &cas, max_downloads)?,
+                clients,
                 host,
                 reference,
                 auth,
@@ -303,6 +459,7 @@ impl Registry {
                 }
             };
             match s
+                .clients
                 .client
                 .pull_manifest_raw(&s.reference, &auth, super::manifest::ACCEPTED)
                 .await
@@ -332,6 +489,7 @@ impl Registry {
                 }
             };
             match s
+                .clients
                 .client
                 .pull_manifest_raw(&r, &auth, super::manifest::ACCEPTED)
                 .await
@@ -353,6 +511,21 @@ impl Registry {
     pub async fn blob(&self, digest: &str) -> Result<BlobStream, Error> {
         let mut last = None;
         for s in self.sources.iter().filter(|s| s.host.pull) {
+            if let Some(bare) = s.clients.bare() {
+                match bare.pull_blob_stream(&s.reference, digest).await {
+                    Ok(sized) => {
+                        s.clients.mark_open(true);
+                        return Ok(sized.stream);
+                    }
+                    Err(e) => {
+                        // Refused (or anything else): ask as oci-client
+                        // does, with credentials, and stop trying plain
+                        // requests on this host for a while.
+                        tracing::debug!(host = %s.host.host, error = %e, "plain blob request failed; retrying with credentials");
+                        s.clients.mark_open(false);
+                    }
+                }
+            }
             // Make sure credentials are registered for blob requests too.
             let auth = match s.auth().await {
                 Ok(a) => a,
@@ -361,10 +534,16 @@ impl Registry {
                     continue;
                 }
             };
-            s.client
+            s.clients
+                .client
                 .store_auth_if_needed(s.reference.resolve_registry(), &auth)
                 .await;
-            match s.client.pull_blob_stream(&s.reference, digest).await {
+            match s
+                .clients
+                .client
+                .pull_blob_stream(&s.reference, digest)
+                .await
+            {
                 Ok(sized) => return Ok(sized.stream),
                 Err(e) => last = Some(map_error(&format!("{} blob {digest}", self.what), e)),
             }
@@ -452,6 +631,7 @@ mod tests {
             auth,
             "https://reg.example",
             1,
+            &ClientCache::default(),
         )
         .unwrap();
         assert!(matches!(
@@ -469,6 +649,7 @@ mod tests {
             Credentials::IdentityToken("r".into()),
             "reg.example",
             1,
+            &ClientCache::default(),
         )
         .unwrap();
         assert!(matches!(
@@ -476,6 +657,86 @@ mod tests {
             SourceAuth::Ready(RegistryAuth::Anonymous)
         ));
         assert!(matches!(r.sources[1].auth, SourceAuth::Refresh { .. }));
+    }
+
+    #[test]
+    fn clients_are_shared_only_with_the_same_host_settings_and_credentials() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let host = |h: &str| RegistryHost {
+            plain_http: true,
+            host: h.into(),
+            resolve: true,
+            pull: true,
+            skip_verify: false,
+            ca: vec![],
+        };
+        let ready = |a: RegistryAuth| SourceAuth::Ready(a);
+        let basic = |p: &str| ready(RegistryAuth::Basic("u".into(), p.into()));
+        let key = |h: &RegistryHost, a: &SourceAuth| client_key(h, &[], 3, a).unwrap();
+        let a = host("reg.example");
+        assert_eq!(key(&a, &basic("p")), key(&a, &basic("p")));
+        assert_ne!(key(&a, &basic("p")), key(&a, &basic("q")));
+        assert_ne!(
+            key(&a, &basic("p")),
+            key(&a, &ready(RegistryAuth::Anonymous))
+        );
+        assert_ne!(
+            key(&a, &basic("p")),
+            key(&host("mirror.example"), &basic("p"))
+        );
+        let tls = RegistryHost {
+            plain_http: false,
+            ..a.clone()
+        };
+        assert_ne!(key(&a, &basic("p")), key(&tls, &basic("p")));
+        assert_ne!(
+            client_key(&a, &[b"ca1".to_vec()], 3, &basic("p")),
+            client_key(&a, &[b"ca2".to_vec()], 3, &basic("p"))
+        );
+        // An identity token's traded credentials are never kept.
+        let refresh = SourceAuth::Refresh {
+            refresh_token: "r".into(),
+            http: reqwest::Client::new(),
+            exchanged: tokio::sync::OnceCell::new(),
+        };
+        assert!(client_key(&a, &[], 3, &refresh).is_none());
+
+        let cache = ClientCache::default();
+        let fresh = || HostClients::new(Client::default(), Some(Client::default()));
+        let mut built = 0;
+        for _ in 0..2 {
+            cache
+                .get_or_build("k".into(), || {
+                    built += 1;
+                    Ok(fresh())
+                })
+                .unwrap();
+        }
+        assert_eq!(built, 1, "the second pull reuses the client");
+        for i in 0..CACHED_CLIENTS {
+            cache
+                .get_or_build(format!("other{i}"), || Ok(fresh()))
+                .unwrap();
+        }
+        assert_eq!(cache.clients.lock().unwrap().len(), CACHED_CLIENTS);
+        assert!(!cache.clients.lock().unwrap().iter().any(|(k, _)| k == "k"));
+    }
+
+    #[test]
+    fn plain_requests_pause_after_a_refusal() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let h = HostClients::new(Client::default(), Some(Client::default()));
+        assert!(h.bare().is_some(), "tried while unknown");
+        h.mark_open(true);
+        assert!(h.bare().is_some());
+        h.mark_open(false);
+        assert!(h.bare().is_none(), "not retried right after a refusal");
+        if let Some(long_ago) = Instant::now().checked_sub(CLOSED_FOR) {
+            *h.open.lock().unwrap() = Some((false, long_ago));
+            assert!(h.bare().is_some(), "retried after a while");
+        }
+        let never = HostClients::new(Client::default(), None);
+        assert!(never.bare().is_none());
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! does: for each layer, Prepare an active snapshot on the parent chain,
 //! Diff.Apply the compressed layer onto its mounts (containerd decompresses
 //! and checks the uncompressed digest), Commit it under its chain ID.
-//! Layers whose chain ID is already committed are not unpacked again.
+//! Layers whose chain ID is already committed are not unpacked again (the
+//! pull looks all chain IDs up at once, see `pull`).
 
 use super::session::{cerr, unique, Session};
 use crate::error::Error;
@@ -64,7 +65,10 @@ async fn stat(s: &Session, snapshotter: &str, key: &str) -> Result<bool, Error> 
 }
 
 /// Unpacks one layer on top of `parent` (empty for the base) as `chain_id`.
-/// `diff_id` is the uncompressed digest the image config promises.
+/// `diff_id` is the uncompressed digest the image config promises. The
+/// caller looked up `chain_id` already ([`snapshot_exists`]); if another
+/// pull committed it since, the commit finds it and this layer's work is
+/// dropped.
 pub async fn unpack_layer(
     s: &Session,
     snapshotter: &str,
@@ -73,9 +77,6 @@ pub async fn unpack_layer(
     parent: &str,
     chain_id: &str,
 ) -> Result<(), Error> {
-    if snapshot_exists(s, snapshotter, chain_id).await? {
-        return Ok(());
-    }
     let mut snaps = SnapshotsClient::new(s.ctrd.channel());
     let key = format!("extract-crid-{} {chain_id}", unique());
     let labels = HashMap::from([(SNAPSHOT_REF_LABEL.to_string(), chain_id.to_string())]);
