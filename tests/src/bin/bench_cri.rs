@@ -17,6 +17,10 @@
 //! peer's containerd (CRI plugin inside).
 //!
 //! Usage (as root): `bench_cri [N] [PODS]` (defaults 100 30).
+//! `CRID_BENCH_DUMP=DIR` copies crid's `/proc/PID/{status,smaps}` into DIR
+//! at both idle points (`idle0-*`, `idleN-*`) and then waits for DIR/go to
+//! exist before moving on, so crid can be inspected (gdb, heaptrack) while
+//! it is idle.
 
 use crid_e2e::bench::{ms, ratio, BenchWorld, Which};
 use crid_e2e::images::ImageBuilder;
@@ -107,6 +111,29 @@ fn mem_line(what: &str, pid: Option<u32>) -> String {
     }
 }
 
+/// With `CRID_BENCH_DUMP=DIR`: crid's status and smaps into DIR, then a
+/// wait for DIR/go (removed again) so crid can be inspected while idle.
+async fn dump_and_wait(pid: Option<u32>, tag: &str) -> Result<(), BoxError> {
+    let (Some(dir), Some(pid)) = (std::env::var_os("CRID_BENCH_DUMP"), pid) else {
+        return Ok(());
+    };
+    let dir = std::path::PathBuf::from(dir);
+    std::fs::create_dir_all(&dir)?;
+    for f in ["status", "smaps"] {
+        std::fs::copy(format!("/proc/{pid}/{f}"), dir.join(format!("{tag}-{f}")))?;
+    }
+    let go = dir.join("go");
+    eprintln!(
+        "crid (pid {pid}) idle at {tag}; touch {} to go on",
+        go.display()
+    );
+    while !go.exists() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    std::fs::remove_file(&go)?;
+    Ok(())
+}
+
 async fn run() -> Result<(), BoxError> {
     let [n, pods] = crid_e2e::bench::numeric_args([100, 30])?;
     let world = BenchWorld::start().await?;
@@ -172,6 +199,7 @@ async fn run() -> Result<(), BoxError> {
         mem_line("crid's containerd (no CRI), 0 pods", ctrd_pid),
         mem_line("containerd with CRI plugin, 0 pods", world.peer.pid()),
     );
+    dump_and_wait(crid_pid, "idle0").await?;
     let mut c = world.clients(Which::Crid);
     let cfg = workload::container_config("sleep", &image, &["sleep", "3600"], "sleep.log");
     for i in 0..pods {
@@ -186,6 +214,7 @@ async fn run() -> Result<(), BoxError> {
             ctrd_pid,
         ),
     );
+    dump_and_wait(crid_pid, "idleN").await?;
 
     println!("{n} samples per call and runtime, alternating crid / containerd-cri; PullImage: {small} (2 layers of 64 KiB random, gzip), removed after each pull");
     for op in ops {
