@@ -130,8 +130,15 @@ where
     };
     let containerd = Containerd::new(&config.containerd);
     let health = containerd.spawn_health_watch();
-    let sandboxes =
-        crate::sandbox::Sandboxes::open(&config).map_err(|e| ServeError::State(e.to_string()))?;
+    // Blocking: with the systemd driver this opens zbus's blocking D-Bus
+    // connection, which panics when made on a tokio worker thread.
+    let sandboxes = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || crate::sandbox::Sandboxes::open(&config))
+            .await
+            .map_err(|e| ServeError::State(e.to_string()))?
+            .map_err(|e| ServeError::State(e.to_string()))?
+    };
     let containers = crate::container::Containers::open(&config)
         .map_err(|e| ServeError::State(e.to_string()))?;
     crate::userns::rootfs::sweep_orphans(&config.runtime_dir, |id| {

@@ -24,6 +24,10 @@ pub enum UnitProperty {
     /// `DefaultDependencies`: false keeps the unit out of the shutdown
     /// ordering systemd adds by default (pods are stopped by the kubelet).
     DefaultDependencies(bool),
+    /// `DevicePolicy`: `auto`, `closed` or `strict`.
+    DevicePolicy(String),
+    /// `DeviceAllow`: (device pattern, access) pairs.
+    DeviceAllow(Vec<(String, String)>),
 }
 
 /// systemd's manager, as crid uses it.
@@ -89,6 +93,16 @@ impl SystemdManager for DbusSystemd {
                 UnitProperty::Pids(pids) => ("PIDs", Value::from(pids.clone())),
                 UnitProperty::Delegate(b) => ("Delegate", Value::from(*b)),
                 UnitProperty::DefaultDependencies(b) => ("DefaultDependencies", Value::from(*b)),
+                UnitProperty::DevicePolicy(p) => ("DevicePolicy", Value::from(p.as_str())),
+                UnitProperty::DeviceAllow(rules) => (
+                    "DeviceAllow",
+                    Value::from(
+                        rules
+                            .iter()
+                            .map(|(d, a)| (d.as_str(), a.as_str()))
+                            .collect::<Vec<_>>(),
+                    ),
+                ),
             })
             .collect();
         let aux: Vec<(&str, Vec<(&str, Value<'_>)>)> = Vec::new();
@@ -280,11 +294,35 @@ pub fn place_helper(
             // The helper makes the pod's PID-namespace init its child.
             UnitProperty::Delegate(true),
             UnitProperty::DefaultDependencies(false),
-        ],
+        ]
+        .into_iter()
+        .chain(helper_device_properties())
+        .collect::<Vec<_>>(),
     )
     .map_err(Error::Internal)?;
     units.helper_scope = Some(scope);
     Ok(())
+}
+
+/// The helper scope's device properties: every device allowed (the helper
+/// is crid's, not the pod's), and so systemd realizes the `devices`
+/// controller (cgroup v1) for the pod's slice with the helper, before any
+/// container. Without them the first container lost its devices cgroup:
+/// runc's systemd driver starts a container's scope without device
+/// properties, puts the process in the scope's devices cgroup itself and
+/// only then sets `DevicePolicy`/`DeviceAllow`; systemd, realizing the
+/// slice's devices cgroup for the first time, moved the process up to the
+/// slice's. `runc kill --all` reads the scope's devices cgroup to find the
+/// container's processes: it found none, and StopPodSandbox waited 30 s.
+/// (containerd's CRI has a pause container take that first realization.)
+fn helper_device_properties() -> [UnitProperty; 2] {
+    [
+        UnitProperty::DevicePolicy("auto".into()),
+        UnitProperty::DeviceAllow(vec![
+            ("char-*".into(), "rwm".into()),
+            ("block-*".into(), "rwm".into()),
+        ]),
+    ]
 }
 
 /// Stops the helper's scope and crid's own slice (both idempotent).
@@ -423,6 +461,13 @@ mod tests {
         assert!(scope_props.contains(&UnitProperty::Slice("crid-podabc.slice".into())));
         assert!(scope_props.contains(&UnitProperty::Pids(vec![42, 43])));
         assert!(scope_props.contains(&UnitProperty::Delegate(true)));
+        // Devices: all allowed, and named, so systemd realizes the slice's
+        // v1 devices cgroup before runc's first container scope.
+        assert!(scope_props.contains(&UnitProperty::DevicePolicy("auto".into())));
+        assert!(scope_props.contains(&UnitProperty::DeviceAllow(vec![
+            ("char-*".into(), "rwm".into()),
+            ("block-*".into(), "rwm".into()),
+        ])));
     }
 
     #[test]

@@ -20,6 +20,18 @@ pub struct CriClients {
     pub image: ImageServiceClient<Channel>,
 }
 
+impl CriClients {
+    /// The cgroup driver `RuntimeConfig` reports (a `cri::CgroupDriver`).
+    pub async fn cgroup_driver(&mut self) -> Result<i32, BoxError> {
+        let rc = self
+            .runtime
+            .runtime_config(crid_proto::cri::RuntimeConfigRequest {})
+            .await?
+            .into_inner();
+        Ok(rc.linux.ok_or("RuntimeConfig without linux")?.cgroup_driver)
+    }
+}
+
 /// Connects CRI clients to a unix socket.
 pub async fn connect(socket: &Path) -> Result<CriClients, BoxError> {
     let channel = channel(socket).await?;

@@ -328,14 +328,8 @@ async fn systemd_cgroup_driver_needs_a_reachable_systemd() {
     if Path::new("/run/systemd/system").is_dir() {
         let crid = CridProcess::start(config).await.unwrap();
         let mut c = crid.clients().await.unwrap();
-        let rc = c
-            .runtime
-            .runtime_config(crid_proto::cri::RuntimeConfigRequest {})
-            .await
-            .unwrap()
-            .into_inner();
         assert_eq!(
-            rc.linux.unwrap().cgroup_driver,
+            c.cgroup_driver().await.unwrap(),
             crid_proto::cri::CgroupDriver::Systemd as i32
         );
         return;

@@ -51,14 +51,8 @@ async fn version_reports_crid_and_cri_v1() {
     assert_eq!(v.runtime_api_version, "v1");
     assert_eq!(v.runtime_version, env!("CARGO_PKG_VERSION"));
 
-    let rc = c
-        .runtime
-        .runtime_config(cri::RuntimeConfigRequest {})
-        .await
-        .unwrap()
-        .into_inner();
     assert_eq!(
-        rc.linux.unwrap().cgroup_driver,
+        c.cgroup_driver().await.unwrap(),
         cri::CgroupDriver::Cgroupfs as i32
     );
 }

@@ -132,12 +132,18 @@ fn delete(a: &Args, bundle: &Path) -> Result<(), String> {
         .and_then(|r| r.as_str())
         .map(PathBuf::from)
         .unwrap_or_else(|| default_root(&a.namespace));
+    let systemd_cgroup = record
+        .get("systemd_cgroup")
+        .and_then(|s| s.as_bool())
+        .unwrap_or(false);
     // The container outlived its helper (or never started): end it.
-    let out = std::process::Command::new(&binary)
-        .arg("--root")
-        .arg(&root)
-        .args(["delete", "--force", &a.id])
-        .output();
+    let mut cmd = std::process::Command::new(&binary);
+    cmd.arg("--root").arg(&root);
+    if systemd_cgroup {
+        // runc then also stops the container's scope.
+        cmd.arg("--systemd-cgroup");
+    }
+    let out = cmd.args(["delete", "--force", &a.id]).output();
     match out {
         Ok(o) if !o.status.success() => eprint!("{}", String::from_utf8_lossy(&o.stderr)),
         Err(e) => eprintln!("running {binary}: {e}"),

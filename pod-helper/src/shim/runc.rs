@@ -107,6 +107,10 @@ pub struct RuncCli {
     pub binary: String,
     /// `--root`.
     pub root: PathBuf,
+    /// `--systemd-cgroup`: the spec's `cgroupsPath` is runc's systemd
+    /// `slice:prefix:name` and runc asks systemd for the container's scope
+    /// (containerd's runc option `SystemdCgroup`).
+    pub systemd_cgroup: bool,
     /// Reaps the commands.
     pub reaper: Arc<Reaper>,
 }
@@ -115,6 +119,9 @@ impl RuncCli {
     fn command(&self) -> Command {
         let mut cmd = Command::new(&self.binary);
         cmd.arg("--root").arg(&self.root);
+        if self.systemd_cgroup {
+            cmd.arg("--systemd-cgroup");
+        }
         cmd
     }
 

@@ -38,17 +38,27 @@ fn status(e: TaskError) -> ttrpc::Error {
 
 type R<T> = ttrpc::Result<T>;
 
-/// `binary_name` (6) and `root` (7) of containerd's runc `Options`, the
-/// only fields this shim honours.
-pub fn runc_options(value: &[u8]) -> (String, String) {
+/// The fields of containerd's runc `Options` this shim honours.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RuncOptions {
+    /// `binary_name` (6).
+    pub binary: String,
+    /// `root` (7).
+    pub root: String,
+    /// `systemd_cgroup` (9): runc runs with `--systemd-cgroup`.
+    pub systemd_cgroup: bool,
+}
+
+/// Decodes [`RuncOptions`] from containerd's runc `Options` bytes.
+pub fn runc_options(value: &[u8]) -> RuncOptions {
     use containerd_shim_protos::protobuf::CodedInputStream;
-    let mut binary = String::new();
-    let mut root = String::new();
+    let mut o = RuncOptions::default();
     let mut is = CodedInputStream::from_bytes(value);
     while let Ok(Some(tag)) = is.read_raw_tag_or_eof() {
         let r = match tag >> 3 {
-            6 if tag & 7 == 2 => is.read_string().map(|s| binary = s),
-            7 if tag & 7 == 2 => is.read_string().map(|s| root = s),
+            6 if tag & 7 == 2 => is.read_string().map(|s| o.binary = s),
+            7 if tag & 7 == 2 => is.read_string().map(|s| o.root = s),
+            9 if tag & 7 == 0 => is.read_bool().map(|b| o.systemd_cgroup = b),
             _ => is.skip_field(
                 match containerd_shim_protos::protobuf::rt::WireType::new(tag & 7) {
                     Some(w) => w,
@@ -60,7 +70,7 @@ pub fn runc_options(value: &[u8]) -> (String, String) {
             break;
         }
     }
-    (binary, root)
+    o
 }
 
 fn io_of(stdin: &str, stdout: &str, stderr: &str, terminal: bool) -> IoPaths {
@@ -95,7 +105,11 @@ impl Service {
                 req.bundle
             )));
         }
-        let (binary, root) = req
+        let RuncOptions {
+            binary,
+            root,
+            systemd_cgroup,
+        } = req
             .options
             .as_ref()
             .map(|o| runc_options(&o.value))
@@ -110,7 +124,8 @@ impl Service {
         } else {
             PathBuf::from(root)
         };
-        let record = serde_json::json!({"binary": binary, "root": root});
+        let record =
+            serde_json::json!({"binary": binary, "root": root, "systemd_cgroup": systemd_cgroup});
         std::fs::write(bundle.join(RUNTIME_FILE), record.to_string())
             .map_err(|e| TaskError::Internal(format!("writing {RUNTIME_FILE}: {e}")))?;
         let mounts: Vec<RootfsMount> = req
@@ -136,6 +151,7 @@ impl Service {
                 runtime: Arc::new(RuncCli {
                     binary,
                     root,
+                    systemd_cgroup,
                     reaper: Arc::clone(&self.reaper),
                 }),
                 rootfs_mounted: !mounts.is_empty(),
@@ -339,5 +355,28 @@ impl containerd_shim_protos::Task for Service {
         // containerd asks after every task delete; the helper's life is the
         // pod's, ended by crid, never by containerd.
         Ok(Empty::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runc_options_decode_binary_root_and_systemd_cgroup() {
+        // shim_cgroup (3, skipped), binary_name (6), root (7), systemd_cgroup (9).
+        let mut b = vec![0x1a, 2, b'/', b'x', 0x32, 4];
+        b.extend_from_slice(b"runc");
+        b.extend_from_slice(&[0x3a, 2, b'/', b'r', 0x48, 1]);
+        assert_eq!(
+            runc_options(&b),
+            RuncOptions {
+                binary: "runc".into(),
+                root: "/r".into(),
+                systemd_cgroup: true,
+            }
+        );
+        assert!(!runc_options(&b[..b.len() - 2]).systemd_cgroup);
+        assert_eq!(runc_options(&[]), RuncOptions::default());
     }
 }
