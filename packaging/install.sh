@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs crid as a service on a Debian 12 node (run as root from a checkout):
 #   - Debian's containerd, runc, containernetworking-plugins and iptables;
-#   - crid and crid-pod-helper into $PREFIX/bin (default /usr/local/bin), built
+#   - crid, crid-pod-helper and crid-exec (ExecSync's native process start,
+#     beside the helper; links Debian's libseccomp) into $PREFIX/bin (default /usr/local/bin), built
 #     here with cargo (release) or taken from --binaries DIR;
 #   - /etc/crid/config.toml from `crid --print-default-config` if none exists
 #     (an existing file is never touched);
@@ -12,7 +13,7 @@
 #   - /usr/local/sbin/crid-service, the fallback for nodes without systemd
 #     (`crid-service start|stop|restart|status`).
 # Options:
-#   --binaries DIR   take crid and crid-pod-helper from DIR instead of building
+#   --binaries DIR   take crid, crid-pod-helper and crid-exec from DIR instead of building
 #   --start          start containerd and crid now (systemctl, or crid-service)
 #   --no-packages    do not apt-get anything
 #   --destdir DIR    stage every file under DIR (for building a package or a
@@ -42,8 +43,8 @@ sbindir="$destdir/usr/local/sbin"
 etc="$destdir/etc"
 
 if [ "$packages" = 1 ]; then
-  pkgs=(containerd runc containernetworking-plugins iptables)
-  [ -n "$binaries" ] || pkgs+=(protobuf-compiler)
+  pkgs=(containerd runc containernetworking-plugins iptables libseccomp2)
+  [ -n "$binaries" ] || pkgs+=(protobuf-compiler libseccomp-dev)
   ensure_packages "${pkgs[@]}"
 fi
 
@@ -53,14 +54,14 @@ if [ -z "$binaries" ]; then
   cargo build --release -q -p crid -p crid-pod-helper
   binaries="${CARGO_TARGET_DIR:-target}/release"
 fi
-for b in crid crid-pod-helper; do
+for b in crid crid-pod-helper crid-exec; do
   [ -x "$binaries/$b" ] || { log "$binaries/$b is missing or not executable"; exit 1; }
 done
-log "installing crid and crid-pod-helper into $bindir"
+log "installing crid, crid-pod-helper and crid-exec into $bindir"
 install -d "$bindir" "$sbindir"
 # Into a temp name then renamed: a running crid keeps its old executable and
 # helpers started from here after the rename get the new one.
-for b in crid crid-pod-helper; do
+for b in crid crid-pod-helper crid-exec; do
   install -m 0755 "$binaries/$b" "$bindir/.$b.new"
   mv -f "$bindir/.$b.new" "$bindir/$b"
 done

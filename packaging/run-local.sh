@@ -19,7 +19,7 @@ command -v cargo >/dev/null || { log "cargo (Rust toolchain) is required to buil
 log "building crid (release)"
 cargo build --release -q -p crid -p crid-pod-helper
 target="${CARGO_TARGET_DIR:-target}/release"
-install -m 0755 "$target/crid" "$target/crid-pod-helper" /usr/local/bin/
+install -m 0755 "$target/crid" "$target/crid-pod-helper" "$target/crid-exec" /usr/local/bin/
 
 ensure_cni_config /etc/cni/net.d
 

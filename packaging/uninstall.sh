@@ -47,7 +47,7 @@ fi
 rm -f "$unit"
 [ -z "$destdir" ] && have_systemd && systemctl daemon-reload
 # The names install.sh creates (see its list of further names).
-rm -f "$bindir/crid" "$bindir/crid-pod-helper" "$bindir/containerd-shim-crid-v1" "$sbindir/crid-service"
+rm -f "$bindir/crid" "$bindir/crid-pod-helper" "$bindir/crid-exec" "$bindir/containerd-shim-crid-v1" "$sbindir/crid-service"
 rm -rf "$destdir/usr/share/doc/crid"
 
 if [ "$purge_config" = 1 ]; then

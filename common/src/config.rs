@@ -255,6 +255,10 @@ pub struct SandboxConfig {
     pub shm_size_bytes: u64,
     /// Seconds a helper may take for set-up (namespaces and CNI ADD).
     pub setup_timeout_secs: u64,
+    /// ExecSync in a pod whose helper is its shim starts the process with
+    /// crid-exec (namespaces, cgroups, credentials, seccomp set natively)
+    /// instead of `runc exec`; false: always `runc exec`.
+    pub native_exec: bool,
 }
 
 impl Default for SandboxConfig {
@@ -263,6 +267,7 @@ impl Default for SandboxConfig {
             helper_path: PathBuf::new(),
             shm_size_bytes: 64 << 20,
             setup_timeout_secs: 60,
+            native_exec: true,
         }
     }
 }
@@ -1101,5 +1106,17 @@ mod tests {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod native_exec_tests {
+    use super::*;
+
+    #[test]
+    fn native_exec_is_on_by_default_and_can_be_turned_off() {
+        assert!(Config::default().sandbox.native_exec);
+        let c: Config = toml::from_str("[sandbox]\nnative_exec = false\n").unwrap();
+        assert!(!c.sandbox.native_exec);
     }
 }

@@ -487,6 +487,10 @@ pub struct ShimSpec {
     pub containerd_ttrpc: std::path::PathBuf,
     /// The containerd namespace of the pod's containers.
     pub namespace: String,
+    /// ExecSync processes are started by crid-exec instead of `runc exec`
+    /// (where it applies; see `pod-helper/src/shim/nativeexec.rs`).
+    #[serde(default)]
+    pub native_exec: bool,
 }
 
 /// One range of an id mapping, as in `/proc/<pid>/uid_map`.
@@ -741,6 +745,7 @@ mod tests {
                 socket: "/run/crid-shim/s.sock".into(),
                 containerd_ttrpc: "/run/containerd/containerd.sock.ttrpc".into(),
                 namespace: "crid".into(),
+                native_exec: true,
             }),
         })
         .unwrap();

@@ -354,3 +354,17 @@ pub fn recv_console(conn: &std::os::unix::net::UnixStream) -> std::io::Result<Fi
     // SAFETY: as above: a fresh descriptor from SCM_RIGHTS, owned here.
     Ok(unsafe { File::from_raw_fd(first) })
 }
+
+/// Makes `fd` the child's fd 3 (crid-exec's report pipe).
+pub fn pass_as_fd3(cmd: &mut std::process::Command, fd: std::os::fd::RawFd) {
+    // SAFETY: dup2 is async-signal-safe and touches only the child's fd
+    // table; `fd` stays open in the parent until the child has started.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}

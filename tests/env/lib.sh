@@ -9,7 +9,7 @@ REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # for the interop test against the SPDY library kubectl itself uses; openssl
 # makes the streaming TLS test's certificates; gcc and libc6-dev build the static
 # syscall probe of the security_seccomp suite.
-CRID_TEST_PACKAGES="containerd runc containernetworking-plugins protobuf-compiler docker-registry busybox-static iptables iproute2 apache2-utils procps curl openssl golang-go golang-github-docker-spdystream-dev gcc libc6-dev"
+CRID_TEST_PACKAGES="containerd runc containernetworking-plugins protobuf-compiler docker-registry busybox-static iptables iproute2 apache2-utils procps curl openssl golang-go golang-github-docker-spdystream-dev gcc libc6-dev libseccomp-dev"
 
 log() { echo "[crid-env] $*" >&2; }
 

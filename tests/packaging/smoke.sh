@@ -68,7 +68,7 @@ step() { echo "== $*"; }
 
 step "install.sh --destdir"
 bash packaging/install.sh --destdir "$root" --binaries "$bin_dir"
-for f in usr/local/bin/crid usr/local/bin/crid-pod-helper usr/local/sbin/crid-service \
+for f in usr/local/bin/crid usr/local/bin/crid-pod-helper usr/local/bin/crid-exec usr/local/sbin/crid-service \
   etc/crid/config.toml etc/cni/net.d/10-crid-bridge.conflist etc/systemd/system/crid.service; do
   [ -e "$root/$f" ] || { echo "missing $f" >&2; exit 1; }
 done

@@ -48,6 +48,27 @@ pub fn ctr(socket: &Path, args: &[&str]) -> String {
 /// Boxed error for test plumbing.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// `seccomp-probe` (tests/tests/seccomp_probe.c) compiled static with the
+/// system C compiler, to be added to a test image.
+pub fn seccomp_probe_binary() -> Vec<u8> {
+    let dir = test_dir();
+    let src = dir.path().join("probe.c");
+    let out = dir.path().join("probe");
+    std::fs::write(&src, include_str!("../tests/seccomp_probe.c")).unwrap();
+    let res = std::process::Command::new("cc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .output()
+        .expect("running cc (Debian: gcc, libc6-dev)");
+    assert!(
+        res.status.success(),
+        "cc -static failed: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    std::fs::read(&out).unwrap()
+}
+
 /// A fresh directory for one test, named so leak checks can find leftovers.
 pub fn test_dir() -> tempfile::TempDir {
     let base = Path::new("/var/tmp");

@@ -10,7 +10,6 @@
 
 use crid_e2e::images::Entry;
 use crid_e2e::pods::{parse_cri_log, sh, wait_log_contains, Node};
-use crid_e2e::test_dir;
 use crid_proto::cri;
 use crid_proto::cri::security_profile::ProfileType;
 use std::collections::HashMap;
@@ -18,32 +17,15 @@ use std::path::Path;
 use std::time::Duration;
 use tonic::Code;
 
-const PROBE_SOURCE: &str = include_str!("seccomp_probe.c");
 const EXIT_WAIT: Duration = Duration::from_secs(30);
-
-/// The probe, compiled static with the system C compiler.
-fn probe_binary() -> Vec<u8> {
-    let dir = test_dir();
-    let src = dir.path().join("probe.c");
-    let out = dir.path().join("probe");
-    std::fs::write(&src, PROBE_SOURCE).unwrap();
-    let res = std::process::Command::new("cc")
-        .args(["-static", "-O2", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .output()
-        .expect("running cc (Debian: gcc, libc6-dev)");
-    assert!(
-        res.status.success(),
-        "cc -static failed: {}",
-        String::from_utf8_lossy(&res.stderr)
-    );
-    std::fs::read(&out).unwrap()
-}
 
 /// A node whose image has /bin/seccomp-probe.
 async fn node() -> Node {
-    Node::start(vec![Entry::exe("/bin/seccomp-probe", probe_binary())]).await
+    Node::start(vec![Entry::exe(
+        "/bin/seccomp-probe",
+        crid_e2e::seccomp_probe_binary(),
+    )])
+    .await
 }
 
 fn profile(t: ProfileType, localhost_ref: &str) -> Option<cri::SecurityProfile> {

@@ -548,6 +548,7 @@ impl Sandboxes {
                 socket: record::shim_socket(dir, id),
                 containerd_ttrpc: ttrpc.into(),
                 namespace: self.config.containerd.namespace.clone(),
+                native_exec: self.config.sandbox.native_exec,
             }
         })
     }

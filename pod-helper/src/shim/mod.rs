@@ -8,6 +8,7 @@ pub mod binary;
 mod cgroup;
 mod events;
 mod mount;
+mod nativeexec;
 mod oom;
 mod procio;
 mod reaper;
@@ -94,11 +95,23 @@ pub fn start(spec: &ShimSpec) -> Result<ExecRunner, String> {
     let reaper = reaper::Reaper::new();
     let forwarder = events::Forwarder::start(spec.containerd_ttrpc.clone(), spec.namespace.clone())
         .map_err(|e| format!("starting the event forwarder: {e}"))?;
-    let tasks = Arc::new(task::Tasks::new(
+    let mut tasks = task::Tasks::new(
         Arc::clone(&reaper),
         Arc::new(forwarder),
         Arc::new(procio::HostProcOs),
-    ));
+    );
+    if spec.native_exec {
+        match nativeexec::find() {
+            Some(b) => {
+                tasks = tasks.with_native(nativeexec::NativeExec::new(b, Arc::clone(&reaper)))
+            }
+            None => crate::log(&format!(
+                "no {} beside the helper: ExecSync uses runc exec",
+                nativeexec::BINARY_NAME
+            )),
+        }
+    }
+    let tasks = Arc::new(tasks);
     let t = Arc::clone(&tasks);
     let r = Arc::clone(&reaper);
     std::thread::Builder::new()

@@ -94,6 +94,11 @@ pub trait Runtime: Send + Sync {
     fn update(&self, id: &str, resources: &Path) -> Result<(), RuncError>;
     /// `pause` (`true`) or `resume`.
     fn pause(&self, id: &str, pause: bool) -> Result<(), RuncError>;
+    /// The runtime's name when it is runc, whose exec crid-exec reproduces
+    /// (None: another runtime; its own `exec` is always used).
+    fn native_name(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The runtime's state root when the handler names none (as the runc shim).
@@ -209,6 +214,11 @@ fn read_pid(path: &Path) -> Result<u32, RuncError> {
 }
 
 impl Runtime for RuncCli {
+    fn native_name(&self) -> Option<String> {
+        let name = Path::new(&self.binary).file_name()?.to_str()?;
+        (name == "runc").then(|| self.binary.clone())
+    }
+
     fn create(
         &self,
         id: &str,

@@ -166,6 +166,9 @@ pub struct Tasks {
     reaper: Arc<Reaper>,
     events: Arc<dyn Publish>,
     os: Arc<dyn ProcOs>,
+    /// Starts [`Tasks::exec_detached`]'s processes natively (None: always
+    /// the runtime's `exec`).
+    native: Option<super::nativeexec::NativeExec>,
 }
 
 fn not_found(id: &str) -> TaskError {
@@ -182,7 +185,14 @@ impl Tasks {
             reaper,
             events,
             os,
+            native: None,
         }
+    }
+
+    /// Starts detached execs with crid-exec where it applies.
+    pub fn with_native(mut self, native: super::nativeexec::NativeExec) -> Tasks {
+        self.native = Some(native);
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Container>> {
@@ -402,7 +412,7 @@ impl Tasks {
         io: ProcIo,
         on_exit: DirectExit,
     ) -> Result<u32, TaskError> {
-        let (runtime, bundle) = {
+        let (runtime, bundle, init_pid) = {
             let map = self.lock();
             let c = map.get(id).ok_or_else(|| not_found(id))?;
             if c.init.status != Status::Running {
@@ -410,12 +420,37 @@ impl Tasks {
                     "container {id} is not running"
                 )));
             }
-            (Arc::clone(&c.runtime), c.bundle.clone())
+            (Arc::clone(&c.runtime), c.bundle.clone(), c.init.pid)
         };
         let process = bundle.join(format!("{exec_id}.process.json"));
         std::fs::write(&process, spec)
             .map_err(|e| TaskError::Internal(format!("writing {}: {e}", process.display())))?;
-        let r = runtime.exec(id, &bundle, exec_id, &process, io, None);
+        let native = match (&self.native, runtime.native_name()) {
+            (Some(n), Some(name)) => {
+                match n.start(id, init_pid, &bundle, &process, &io) {
+                    super::nativeexec::Outcome::Started(pid) => Some(Ok(pid)),
+                    // Worded as a failed `runc exec` (crid reads 126/127 from it).
+                    super::nativeexec::Outcome::Failed(message) => Some(Err(RuncError::Failed {
+                        binary: name,
+                        op: "exec".into(),
+                        message,
+                    })),
+                    super::nativeexec::Outcome::Unsupported(why) => {
+                        crate::log(&format!("exec in {id}: runc exec ({why})"));
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let r = match native {
+            Some(r) => {
+                // The process's stdio must not stay open here (see runc.rs).
+                drop(io);
+                r
+            }
+            None => runtime.exec(id, &bundle, exec_id, &process, io, None),
+        };
         let _ = std::fs::remove_file(&process);
         let pid = r?;
         // Claimed under the waiters' lock: the reaper's callback for this
