@@ -461,9 +461,15 @@ impl Sandboxes {
         .map_err(Error::Internal)
     }
 
-    /// Watches a ready sandbox's helper and restarts it when it dies.
+    /// Watches a ready sandbox's helper and restarts it when it dies: a
+    /// task on crid's runtime (no thread per pod, issue 19: idle memory),
+    /// or a thread where there is no runtime (unit tests).
     fn supervise(self: &Arc<Self>, entry: Arc<Entry>, child: Option<std::process::Child>) {
         let me = Arc::clone(self);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(me.supervisor_task(entry, child));
+            return;
+        }
         let spawned = std::thread::Builder::new()
             .name("helper-supervisor".into())
             .stack_size(256 * 1024)
@@ -473,16 +479,54 @@ impl Sandboxes {
         }
     }
 
+    /// The sandbox's helper socket and pod id while it is ready.
+    fn watched(entry: &Entry) -> Option<(PathBuf, String)> {
+        let rec = lock(&entry.rec);
+        rec.is_ready().then(|| (rec.socket(), rec.id.clone()))
+    }
+
+    /// [`Self::supervisor`] on the async runtime: the idle wait for the
+    /// control connection's EOF is a read on the reactor; connecting and
+    /// what follows a loss (waits, restarts) run on the blocking pool.
+    async fn supervisor_task(
+        self: Arc<Self>,
+        entry: Arc<Entry>,
+        mut child: Option<std::process::Child>,
+    ) {
+        let mut failures = 0u32;
+        while let Some((socket, id)) = Self::watched(&entry) {
+            let sock = socket.clone();
+            let conn = tokio::task::spawn_blocking(move || {
+                helper_client::connect(&sock, Duration::from_secs(2))
+            })
+            .await;
+            if let Ok(Ok(s)) = conn {
+                failures = 0;
+                let async_conn = s
+                    .set_nonblocking(true)
+                    .and_then(|()| tokio::net::UnixStream::from_std(s));
+                if let Ok(mut s) = async_conn {
+                    let mut buf = [0u8; 1];
+                    let _ = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await;
+                }
+            }
+            let me = Arc::clone(&self);
+            let e = Arc::clone(&entry);
+            let lost = tokio::task::spawn_blocking(move || {
+                let go_on = me.helper_lost(&e, &mut child, &mut failures, &socket, &id);
+                (go_on, child, failures)
+            })
+            .await;
+            match lost {
+                Ok((true, c, f)) => (child, failures) = (c, f),
+                _ => break,
+            }
+        }
+    }
+
     fn supervisor(&self, entry: Arc<Entry>, mut child: Option<std::process::Child>) {
         let mut failures = 0u32;
-        loop {
-            let (socket, id) = {
-                let rec = lock(&entry.rec);
-                if !rec.is_ready() {
-                    break;
-                }
-                (rec.socket(), rec.id.clone())
-            };
+        while let Some((socket, id)) = Self::watched(&entry) {
             // Hold a control connection; EOF means the helper is gone.
             if let Ok(mut s) = helper_client::connect(&socket, Duration::from_secs(2)) {
                 failures = 0;
@@ -490,44 +534,60 @@ impl Sandboxes {
                 let mut buf = [0u8; 1];
                 let _ = std::io::Read::read(&mut s, &mut buf);
             }
-            if let Some(mut c) = child.take() {
-                let _ = c.wait();
-            }
-            let mut rec = lock(&entry.rec);
-            if !rec.is_ready() {
+            if !self.helper_lost(&entry, &mut child, &mut failures, &socket, &id) {
                 break;
             }
-            if rec.helper_pid.is_some_and(helper_client::helper_alive) {
-                // Alive but not answering: give it a moment, then look again.
-                drop(rec);
-                failures += 1;
-                if failures > 10 {
-                    if let Some(pid) = lock(&entry.rec).helper_pid {
-                        let _ = helper_client::end(&socket, Some(pid), None);
-                    }
+        }
+    }
+
+    /// After the control connection ended: waits for a helper that is
+    /// alive but not answering, or starts a new one. False when supervision
+    /// ends (the sandbox is no longer ready, or the restart failed).
+    fn helper_lost(
+        &self,
+        entry: &Entry,
+        child: &mut Option<std::process::Child>,
+        failures: &mut u32,
+        socket: &std::path::Path,
+        id: &str,
+    ) -> bool {
+        if let Some(mut c) = child.take() {
+            let _ = c.wait();
+        }
+        let mut rec = lock(&entry.rec);
+        if !rec.is_ready() {
+            return false;
+        }
+        if rec.helper_pid.is_some_and(helper_client::helper_alive) {
+            // Alive but not answering: give it a moment, then look again.
+            drop(rec);
+            *failures += 1;
+            if *failures > 10 {
+                if let Some(pid) = lock(&entry.rec).helper_pid {
+                    let _ = helper_client::end(socket, Some(pid), None);
                 }
-                std::thread::sleep(Duration::from_millis(100));
-                continue;
             }
-            tracing::warn!(pod = %id, "helper is gone; starting a new one that re-adopts the pod's namespaces");
-            match self.readopt(&mut rec) {
-                Ok(c) => {
-                    crate::own_metrics::get().helper_restarted();
-                    child = Some(c);
+            std::thread::sleep(Duration::from_millis(100));
+            return true;
+        }
+        tracing::warn!(pod = %id, "helper is gone; starting a new one that re-adopts the pod's namespaces");
+        match self.readopt(&mut rec) {
+            Ok(c) => {
+                crate::own_metrics::get().helper_restarted();
+                *child = Some(c);
+                true
+            }
+            Err(e) => {
+                tracing::error!(pod = %id, error = %e, "restarting the helper failed");
+                rec.state =
+                    SandboxState::NotReady(format!("helper died and could not be restarted: {e}"));
+                let _ = self.store.put(&rec.id, &rec);
+                drop(rec);
+                let hook = lock(&self.on_not_ready).clone();
+                if let Some(hook) = hook {
+                    hook(id);
                 }
-                Err(e) => {
-                    tracing::error!(pod = %id, error = %e, "restarting the helper failed");
-                    rec.state = SandboxState::NotReady(format!(
-                        "helper died and could not be restarted: {e}"
-                    ));
-                    let _ = self.store.put(&rec.id, &rec);
-                    drop(rec);
-                    let hook = lock(&self.on_not_ready).clone();
-                    if let Some(hook) = hook {
-                        hook(&id);
-                    }
-                    break;
-                }
+                false
             }
         }
     }
