@@ -11,7 +11,7 @@
 //! The only thing it asks is the helper itself (a Ping on its control socket),
 //! and only for `debug pod <id>`.
 
-use crate::cgroups;
+use crate::cgroups::{self, Hierarchy};
 use crate::container::record::{ContainerRecord, RECORD_VERSION as CONTAINER_RECORD_VERSION};
 use crate::helper_client;
 use crate::sandbox::record::{SandboxRecord, SandboxState, RECORD_VERSION};
@@ -73,7 +73,7 @@ pub fn run(cmd: &DebugCommand, config: &Config) -> Result<String, DebugError> {
             }
         }
         DebugCommand::Pods { json } => {
-            let mounts = mount_points();
+            let mounts = hierarchies();
             let pods: Vec<PodView> = load_sandboxes(config)?
                 .iter()
                 .map(|r| PodView::of(r, &ProcFs, &mounts))
@@ -87,7 +87,7 @@ pub fn run(cmd: &DebugCommand, config: &Config) -> Result<String, DebugError> {
         DebugCommand::Pod { id, json } => {
             let sandboxes = load_sandboxes(config)?;
             let rec = find_pod(&sandboxes, id)?;
-            let mounts = mount_points();
+            let mounts = hierarchies();
             let mut containers: Vec<ContainerView> = load_containers(config)?
                 .into_iter()
                 .filter(|c| c.sandbox_id == rec.id)
@@ -208,12 +208,16 @@ struct PodView {
     reason: Option<String>,
     helper_pid: Option<u32>,
     helper_alive: bool,
-    /// Whether the helper pid is in its leaf cgroup under the pod's cgroup in
-    /// every hierarchy crid placed it in.
+    /// Whether the helper pid is in its cgroup under the pod's in every
+    /// hierarchy it was placed in: cgroupfs, the leaf crid made in each;
+    /// systemd, its scope in the pod's slice in the name=systemd and
+    /// cgroup2 hierarchies and in every v1 controller systemd realized the
+    /// scope in.
     helper_in_pod_cgroup: bool,
-    /// The pod's cgroup (the helper leaf's parent), relative to the cgroup mount.
+    /// The pod's cgroup (the helper leaf's parent; the systemd driver: the
+    /// pod's slice), relative to the cgroup mount.
     cgroup_path: Option<String>,
-    /// The helper's leaf cgroup dirs, one per hierarchy.
+    /// The helper's cgroup dirs (leaves or scope), one per hierarchy.
     helper_cgroups: Vec<PathBuf>,
     /// The pinned network namespace (None: the host's).
     netns_path: Option<PathBuf>,
@@ -228,24 +232,22 @@ struct PodView {
 }
 
 impl PodView {
-    fn of(r: &SandboxRecord, src: &dyn ProcSource, mounts: &[PathBuf]) -> PodView {
+    fn of(r: &SandboxRecord, src: &dyn ProcSource, hs: &[Hierarchy]) -> PodView {
         let helper_pid = r.helper_pid;
         let helper_alive = helper_pid.is_some_and(|p| src.alive(p, false));
+        let placed = match &r.systemd {
+            Some(units) => systemd_placement(units, src, hs),
+            None => cgroupfs_placement(r, src, hs),
+        };
         let helper_in_pod_cgroup = match helper_pid {
-            Some(pid) if helper_alive && !r.cgroups.leaves.is_empty() => {
-                r.cgroups.leaves.iter().all(|leaf| {
-                    src.cgroup_procs(leaf)
-                        .is_some_and(|procs| procs_contain(&procs, pid))
-                })
-            }
+            Some(pid) if helper_alive && !placed.dirs.is_empty() => placed
+                .dirs
+                .iter()
+                .all(|(_, procs)| procs.as_deref().is_some_and(|p| procs_contain(p, pid))),
             _ => false,
         };
-        let cgroup_path = r
-            .cgroups
-            .leaves
-            .first()
-            .and_then(|leaf| leaf.parent())
-            .map(|pod| relative_cgroup(pod, mounts));
+        let cgroup_path = placed.pod;
+        let helper_cgroups = placed.dirs.into_iter().map(|(d, _)| d).collect();
         let pss = |pid: Option<u32>, reaper: bool| {
             pid.filter(|p| src.alive(*p, reaper))
                 .and_then(|p| src.smaps_rollup(p))
@@ -270,7 +272,7 @@ impl PodView {
             helper_alive,
             helper_in_pod_cgroup,
             cgroup_path,
-            helper_cgroups: r.cgroups.leaves.clone(),
+            helper_cgroups,
             netns_path: r.own_namespaces().net.then(|| r.ns_dir().join("net")),
             helper_pss_kib,
             reaper_pid: r.reaper_pid,
@@ -279,6 +281,69 @@ impl PodView {
             log_directory: r.log_directory.clone(),
         }
     }
+}
+
+/// Where a pod's helper should be: its cgroup dirs with their
+/// `cgroup.procs` (None: missing or unreadable), and the pod's cgroup path.
+struct HelperPlacement {
+    dirs: Vec<(PathBuf, Option<String>)>,
+    pod: Option<String>,
+}
+
+/// cgroupfs: the leaves crid made (recorded with the sandbox).
+fn cgroupfs_placement(
+    r: &SandboxRecord,
+    src: &dyn ProcSource,
+    hs: &[Hierarchy],
+) -> HelperPlacement {
+    let mounts: Vec<PathBuf> = hs.iter().map(|h| h.mount.clone()).collect();
+    HelperPlacement {
+        dirs: r
+            .cgroups
+            .leaves
+            .iter()
+            .map(|leaf| (leaf.clone(), src.cgroup_procs(leaf)))
+            .collect(),
+        pod: r
+            .cgroups
+            .leaves
+            .first()
+            .and_then(|leaf| leaf.parent())
+            .map(|pod| relative_cgroup(pod, &mounts)),
+    }
+}
+
+/// The systemd driver: the helper's scope in the pod's slice. systemd
+/// makes a unit's dir in the name=systemd and cgroup2 hierarchies always
+/// (the helper must be there), and in a v1 controller's only when a unit
+/// of the slice asks for that controller (the scope asks for cpu, memory,
+/// pids, blkio and devices; systemd 252 made no cpuacct, cpuset or freezer
+/// dir for it on the hybrid test host): where the scope's dir exists the
+/// helper must be in it; where it does not, systemd put no process of the
+/// scope there and there is nothing to check.
+fn systemd_placement(
+    units: &crate::systemd_cgroups::PodUnits,
+    src: &dyn ProcSource,
+    hs: &[Hierarchy],
+) -> HelperPlacement {
+    let mut out = HelperPlacement {
+        dirs: Vec::new(),
+        pod: crate::systemd_cgroups::pod_cgroup_path(units).ok(),
+    };
+    // No scope yet (the helper never got ready): in no pod cgroup.
+    let Ok(Some(scope)) = crate::systemd_cgroups::helper_cgroup_path(units) else {
+        return out;
+    };
+    for h in hs {
+        let dir = h.mount.join(scope.trim_start_matches('/'));
+        let always = h.controllers.is_empty() || h.controllers.iter().any(|c| c == "name=systemd");
+        let procs = src.cgroup_procs(&dir);
+        // A missing dir systemd always makes stays listed, unread: not in.
+        if procs.is_some() || always {
+            out.dirs.push((dir, procs));
+        }
+    }
+    out
 }
 
 /// One container of `debug pod`.
@@ -396,13 +461,18 @@ fn procs_contain(procs: &str, pid: u32) -> bool {
     procs.lines().any(|l| l.trim().parse::<u32>() == Ok(pid))
 }
 
-/// The cgroup mount points of this host.
-fn mount_points() -> Vec<PathBuf> {
+/// The cgroup hierarchies of this host, one per mount point (a mount
+/// point mounted over, as systemd does in a container, counts once).
+fn hierarchies() -> Vec<Hierarchy> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    cgroups::hierarchies(&mountinfo)
-        .into_iter()
-        .map(|h| h.mount)
-        .collect()
+    let mut out: Vec<Hierarchy> = Vec::new();
+    for h in cgroups::hierarchies(&mountinfo) {
+        match out.iter_mut().find(|o| o.mount == h.mount) {
+            Some(seen) => *seen = h,
+            None => out.push(h),
+        }
+    }
+    out
 }
 
 /// `dir` relative to the deepest cgroup mount holding it ("/a/b"); the
@@ -624,9 +694,9 @@ mod tests {
             created: vec![],
         };
         let mounts = [
-            PathBuf::from("/sys/fs/cgroup/memory"),
-            PathBuf::from("/sys/fs/cgroup/unified"),
-            PathBuf::from("/sys/fs/cgroup"),
+            hv1("/sys/fs/cgroup/memory", "memory"),
+            hv2("/sys/fs/cgroup/unified"),
+            hv2("/sys/fs/cgroup"),
         ];
         let mut src = FakeProc {
             alive: vec![40, 41],
@@ -667,6 +737,108 @@ mod tests {
             procs: HashMap::new(),
         };
         assert_eq!(PodView::of(&r, &src, &[]).netns_path, None);
+    }
+
+    fn hv1(mount: &str, controller: &str) -> Hierarchy {
+        Hierarchy {
+            mount: PathBuf::from(mount),
+            controllers: vec![controller.to_string()],
+        }
+    }
+
+    fn hv2(mount: &str) -> Hierarchy {
+        Hierarchy {
+            mount: PathBuf::from(mount),
+            controllers: vec![],
+        }
+    }
+
+    /// A systemd-driver pod: slice `kubepods-besteffort-pod1.slice`, the
+    /// helper's scope started.
+    fn systemd_record() -> SandboxRecord {
+        let mut r = record("abc");
+        r.cgroup_parent = "kubepods-besteffort-pod1.slice".into();
+        r.systemd = Some(crate::systemd_cgroups::PodUnits {
+            slice: r.cgroup_parent.clone(),
+            own_slice: false,
+            helper_scope: Some("crid-pod-helper-abc.scope".into()),
+        });
+        r
+    }
+
+    const SLICE: &str = "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice";
+
+    #[test]
+    fn a_systemd_pods_helper_is_in_its_scope_wherever_systemd_made_it() {
+        let r = systemd_record();
+        let hs = [
+            hv1("/sys/fs/cgroup/memory", "memory"),
+            hv1("/sys/fs/cgroup/cpuacct", "cpuacct"),
+            hv1("/sys/fs/cgroup/systemd", "name=systemd"),
+            hv2("/sys/fs/cgroup/unified"),
+        ];
+        let scope = |m: &str| {
+            PathBuf::from(format!(
+                "/sys/fs/cgroup/{m}/{SLICE}/crid-pod-helper-abc.scope"
+            ))
+        };
+        // systemd realized memory, not cpuacct, for the scope.
+        let mut src = FakeProc {
+            alive: vec![40, 41],
+            smaps: HashMap::from([(40, SMAPS.to_string())]),
+            procs: HashMap::from([
+                (scope("memory"), "40\n41\n".into()),
+                (scope("systemd"), "40\n41\n".into()),
+                (scope("unified"), "40\n41\n".into()),
+            ]),
+        };
+        let v = PodView::of(&r, &src, &hs);
+        assert!(v.helper_in_pod_cgroup, "{v:?}");
+        assert_eq!(v.cgroup_path.as_deref(), Some(&*format!("/{SLICE}")));
+        assert_eq!(
+            v.helper_cgroups,
+            [scope("memory"), scope("systemd"), scope("unified")]
+        );
+        assert_eq!(v.helper_pss_kib, Some(1234));
+        assert!(pods_table(&[v]).contains("40 (in pod cgroup)"));
+
+        // Out of the scope in a hierarchy where it exists: not in.
+        src.procs.insert(scope("memory"), "41\n".into());
+        assert!(!PodView::of(&r, &src, &hs).helper_in_pod_cgroup);
+        src.procs.insert(scope("memory"), "40\n".into());
+
+        // The scope missing where systemd always makes it: not in.
+        src.procs.remove(&scope("unified"));
+        let v = PodView::of(&r, &src, &hs);
+        assert!(!v.helper_in_pod_cgroup);
+        assert!(v.helper_cgroups.contains(&scope("unified")));
+        src.procs.remove(&scope("systemd"));
+        src.procs.insert(scope("unified"), "40\n".into());
+        assert!(!PodView::of(&r, &src, &hs).helper_in_pod_cgroup);
+
+        // No scope started yet: in nothing, the slice still named.
+        let mut r = systemd_record();
+        if let Some(u) = r.systemd.as_mut() {
+            u.helper_scope = None;
+        }
+        let v = PodView::of(&r, &src, &hs);
+        assert!(!v.helper_in_pod_cgroup && v.helper_cgroups.is_empty());
+        assert_eq!(v.cgroup_path.as_deref(), Some(&*format!("/{SLICE}")));
+    }
+
+    #[test]
+    fn a_cgroup2_only_systemd_host_checks_the_one_hierarchy() {
+        let r = systemd_record();
+        let hs = [hv2("/sys/fs/cgroup")];
+        let dir = PathBuf::from(format!("/sys/fs/cgroup/{SLICE}/crid-pod-helper-abc.scope"));
+        let src = FakeProc {
+            alive: vec![40],
+            smaps: HashMap::new(),
+            procs: HashMap::from([(dir.clone(), "40\n".into())]),
+        };
+        let v = PodView::of(&r, &src, &hs);
+        assert!(v.helper_in_pod_cgroup);
+        assert_eq!(v.helper_cgroups, [dir]);
     }
 
     #[test]

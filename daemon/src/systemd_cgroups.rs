@@ -28,6 +28,8 @@ pub enum UnitProperty {
     DevicePolicy(String),
     /// `DeviceAllow`: (device pattern, access) pairs.
     DeviceAllow(Vec<(String, String)>),
+    /// One of systemd's `<X>Accounting` booleans (e.g. `IOAccounting`), on.
+    Accounting(&'static str),
 }
 
 /// systemd's manager, as crid uses it.
@@ -94,6 +96,7 @@ impl SystemdManager for DbusSystemd {
                 UnitProperty::Delegate(b) => ("Delegate", Value::from(*b)),
                 UnitProperty::DefaultDependencies(b) => ("DefaultDependencies", Value::from(*b)),
                 UnitProperty::DevicePolicy(p) => ("DevicePolicy", Value::from(p.as_str())),
+                UnitProperty::Accounting(name) => (*name, Value::from(true)),
                 UnitProperty::DeviceAllow(rules) => (
                     "DeviceAllow",
                     Value::from(
@@ -239,6 +242,56 @@ pub fn slice_path(name: &str) -> Result<String> {
     Ok(path)
 }
 
+/// The cgroup path, relative to each cgroup mount, of a systemd-driver
+/// cgroup: a slice name (`a-b.slice` → `/a.slice/a-b.slice`) or runc's
+/// `slice:prefix:name` (→ `<slice path>/<prefix>-<name>.scope`, or
+/// `<slice path>/<name>` when `name` is itself a slice; an empty slice is
+/// runc's default, `system.slice`). Stats and `crid debug` read cgroup
+/// files there; systemd names the units, cgroupfs sees these dirs.
+pub fn cgroupfs_path(systemd_path: &str) -> Result<String> {
+    let parts: Vec<&str> = systemd_path.split(':').collect();
+    let (slice, prefix, name) = match parts.as_slice() {
+        [slice] => return slice_path(slice),
+        [slice, prefix, name] => (*slice, *prefix, *name),
+        _ => {
+            return Err(Error::InvalidArgument(format!(
+                "{systemd_path:?} is neither a slice name nor slice:prefix:name"
+            )))
+        }
+    };
+    let unit = if name.ends_with(".slice") {
+        name.to_string()
+    } else {
+        format!("{prefix}-{name}.scope")
+    };
+    if name.is_empty() || unit.contains('/') || !unit.chars().all(unit_char) {
+        return Err(Error::InvalidArgument(format!(
+            "{systemd_path:?}: {unit:?} is not a unit name"
+        )));
+    }
+    let parent = slice_path(if slice.is_empty() {
+        "system.slice"
+    } else {
+        slice
+    })?;
+    Ok(format!("{}/{unit}", parent.trim_end_matches('/')))
+}
+
+/// The pod's cgroup path (its slice's), relative to each cgroup mount.
+pub fn pod_cgroup_path(units: &PodUnits) -> Result<String> {
+    slice_path(&units.slice)
+}
+
+/// The helper's scope's cgroup path, relative to each cgroup mount; None
+/// before the scope is started.
+pub fn helper_cgroup_path(units: &PodUnits) -> Result<Option<String>> {
+    let Some(scope) = &units.helper_scope else {
+        return Ok(None);
+    };
+    let slice = pod_cgroup_path(units)?;
+    Ok(Some(format!("{}/{scope}", slice.trim_end_matches('/'))))
+}
+
 /// The helper's scope name.
 pub fn helper_scope(sandbox_id: &str) -> String {
     format!("crid-pod-helper-{sandbox_id}.scope")
@@ -297,6 +350,7 @@ pub fn place_helper(
         ]
         .into_iter()
         .chain(helper_device_properties())
+        .chain(ACCOUNTING.map(UnitProperty::Accounting))
         .collect::<Vec<_>>(),
     )
     .map_err(Error::Internal)?;
@@ -324,6 +378,20 @@ fn helper_device_properties() -> [UnitProperty; 2] {
         ]),
     ]
 }
+
+/// The accounting the helper's scope asks for: what the kubelet asks for
+/// its pod slices and runc for containers' scopes, so that systemd
+/// realizes every controller it manages for the helper at once and the
+/// helper is in its scope in each. Without it (systemd 252, hybrid host)
+/// the scope had no blkio cgroup until the first container's scope asked
+/// for block I/O accounting; systemd then made the scope's blkio dir but
+/// left the helper (a delegated scope's process) in the slice's.
+const ACCOUNTING: [&str; 4] = [
+    "CPUAccounting",
+    "MemoryAccounting",
+    "TasksAccounting",
+    "IOAccounting",
+];
 
 /// Stops the helper's scope and crid's own slice (both idempotent).
 pub fn remove_pod(mgr: &dyn SystemdManager, units: &PodUnits) -> Result<()> {
@@ -417,6 +485,68 @@ mod tests {
     }
 
     #[test]
+    fn systemd_paths_map_to_their_cgroupfs_dirs() {
+        // runc's scope for a container of a kubelet pod.
+        assert_eq!(
+            cgroupfs_path("kubepods-besteffort-pod1.slice:crid:c1").unwrap(),
+            "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/crid-c1.scope"
+        );
+        // The same for what crid generates.
+        assert_eq!(
+            cgroupfs_path(&container_cgroups_path("crid-podabc.slice", "c1")).unwrap(),
+            "/crid.slice/crid-podabc.slice/crid-c1.scope"
+        );
+        // A bare slice name; runc's empty slice; a slice as the unit; root.
+        assert_eq!(
+            cgroupfs_path("kubepods-burstable.slice").unwrap(),
+            "/kubepods.slice/kubepods-burstable.slice"
+        );
+        assert_eq!(
+            cgroupfs_path(":cri-containerd:x").unwrap(),
+            "/system.slice/cri-containerd-x.scope"
+        );
+        assert_eq!(
+            cgroupfs_path("kubepods.slice::kubepods-pod2.slice").unwrap(),
+            "/kubepods.slice/kubepods-pod2.slice"
+        );
+        assert_eq!(cgroupfs_path("-.slice:p:n").unwrap(), "/p-n.scope");
+        for bad in [
+            "/kubepods/pod1/c1",
+            "kubepods-pod1.slice:crid:",
+            "kubepods-pod1.slice:crid:a/b",
+            "a:b",
+            "a.slice:b:c:d",
+            "kube--pods.slice:crid:c1",
+        ] {
+            assert!(cgroupfs_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_pod_and_its_helper_scope_have_cgroup_paths() {
+        let mut u = pod_slice("kubepods-besteffort-pod1.slice", "abc").unwrap();
+        assert_eq!(
+            pod_cgroup_path(&u).unwrap(),
+            "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice"
+        );
+        assert_eq!(helper_cgroup_path(&u).unwrap(), None);
+        place_helper(&RecordingSystemd::default(), &mut u, "abc", &[1]).unwrap();
+        assert_eq!(
+            helper_cgroup_path(&u).unwrap().as_deref(),
+            Some("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/crid-pod-helper-abc.scope")
+        );
+        let root = PodUnits {
+            slice: "-.slice".into(),
+            own_slice: false,
+            helper_scope: Some("crid-pod-helper-x.scope".into()),
+        };
+        assert_eq!(
+            helper_cgroup_path(&root).unwrap().as_deref(),
+            Some("/crid-pod-helper-x.scope")
+        );
+    }
+
+    #[test]
     fn a_pod_without_parent_gets_crids_own_slice() {
         let u = pod_slice("", "abc").unwrap();
         assert_eq!(u.slice, "crid-podabc.slice");
@@ -464,6 +594,15 @@ mod tests {
         // Devices: all allowed, and named, so systemd realizes the slice's
         // v1 devices cgroup before runc's first container scope.
         assert!(scope_props.contains(&UnitProperty::DevicePolicy("auto".into())));
+        // Accounting: every controller systemd manages, from the start.
+        for a in [
+            "CPUAccounting",
+            "MemoryAccounting",
+            "TasksAccounting",
+            "IOAccounting",
+        ] {
+            assert!(scope_props.contains(&UnitProperty::Accounting(a)), "{a}");
+        }
         assert!(scope_props.contains(&UnitProperty::DeviceAllow(vec![
             ("char-*".into(), "rwm".into()),
             ("block-*".into(), "rwm".into()),

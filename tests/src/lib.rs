@@ -8,6 +8,7 @@ pub mod containerd;
 pub mod containerd_cri;
 pub mod crid;
 pub mod critest;
+pub mod debug_cli;
 pub mod fake_registry;
 pub mod images;
 pub mod kubelet;

@@ -8,8 +8,14 @@ use crate::net::TestNet;
 use crate::{test_dir, CriClients, CridProcess, PrivateContainerd, Registry, RegistryOptions};
 use crid_common::config::Config;
 use crid_proto::cri;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// The value of an optional CRI counter, 0 when absent.
+pub fn val(v: &Option<cri::UInt64Value>) -> u64 {
+    v.as_ref().map(|v| v.value).unwrap_or(0)
+}
 
 /// One test's node, dropped in field order: clients, crid, containerd,
 /// registry, dir.
@@ -438,6 +444,65 @@ impl Node {
             })
             .await
             .map(|r| r.into_inner().status.unwrap_or_default())
+    }
+
+    /// ContainerStats of `id` (panics on an error).
+    pub async fn container_stats(&self, id: &str) -> cri::ContainerStats {
+        let mut rt = self.c.runtime.clone();
+        rt.container_stats(cri::ContainerStatsRequest {
+            container_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .expect("ContainerStats has stats")
+    }
+
+    /// PodSandboxStats of `id` (panics on an error).
+    pub async fn pod_stats(&self, id: &str) -> cri::PodSandboxStats {
+        let mut rt = self.c.runtime.clone();
+        rt.pod_sandbox_stats(cri::PodSandboxStatsRequest {
+            pod_sandbox_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .expect("PodSandboxStats has stats")
+    }
+
+    /// ListPodSandboxStats without a filter.
+    pub async fn list_pod_stats(&self) -> Vec<cri::PodSandboxStats> {
+        let mut rt = self.c.runtime.clone();
+        rt.list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .stats
+    }
+
+    /// ListMetricDescriptors: each metric's label keys by name.
+    pub async fn metric_descriptors(&self) -> HashMap<String, Vec<String>> {
+        let mut rt = self.c.runtime.clone();
+        rt.list_metric_descriptors(cri::ListMetricDescriptorsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .descriptors
+            .into_iter()
+            .map(|d| (d.name, d.label_keys))
+            .collect()
+    }
+
+    /// ListPodSandboxMetrics.
+    pub async fn pod_metrics(&self) -> Vec<cri::PodSandboxMetrics> {
+        let mut rt = self.c.runtime.clone();
+        rt.list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .pod_metrics
     }
 
     /// StopPodSandbox + RemovePodSandbox.

@@ -313,16 +313,6 @@ fn value(m: &cri::Metric) -> u64 {
     m.value.as_ref().map(|v| v.value).expect("a value")
 }
 
-async fn pod_metrics(n: &Node) -> Vec<cri::PodSandboxMetrics> {
-    n.c.runtime
-        .clone()
-        .list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_metrics
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn pod_metrics_streamed_lists_and_pod_resources() {
     let (mut n, net) = Node::start_with_net(237).await;
@@ -349,16 +339,7 @@ async fn pod_metrics_streamed_lists_and_pod_resources() {
     n.wait_logged("metrics", "burner", "done", Duration::from_secs(60))
         .await;
 
-    let descs: HashMap<String, Vec<String>> =
-        n.c.runtime
-            .list_metric_descriptors(cri::ListMetricDescriptorsRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .descriptors
-            .into_iter()
-            .map(|d| (d.name, d.label_keys))
-            .collect();
+    let descs = n.metric_descriptors().await;
     for name in [
         "container_cpu_usage_seconds_total",
         "container_memory_working_set_bytes",
@@ -370,7 +351,7 @@ async fn pod_metrics_streamed_lists_and_pod_resources() {
         assert!(descs.contains_key(name), "{name} not described");
     }
 
-    let all = pod_metrics(&n).await;
+    let all = n.pod_metrics().await;
     assert_eq!(all.len(), 1);
     let pm = &all[0];
     assert_eq!(pm.pod_sandbox_id, pod);
@@ -623,7 +604,7 @@ async fn pod_metrics_streamed_lists_and_pod_resources() {
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
 
     n.stop_remove_pod(&pod).await;
-    let after = pod_metrics(&n).await;
+    let after = n.pod_metrics().await;
     assert!(after.is_empty(), "a removed pod has no metrics");
     assert!(net.allocations().is_empty(), "{:?}", net.allocations());
 }

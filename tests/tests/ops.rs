@@ -2,56 +2,12 @@
 //! pod (helper in the pod cgroup, its PSS, the netns pin, the containers),
 //! with crid running and with crid stopped.
 
+use crid_e2e::debug_cli::{config_file, crid_debug, crid_debug_json, pod_entry};
 use crid_e2e::pods::{sh, Node};
 use crid_e2e::{workspace_bin, CridProcess};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-/// The config file the harness started crid with.
-fn config_file(n: &Node) -> PathBuf {
-    n.crid
-        .config
-        .socket
-        .parent()
-        .expect("socket in a dir")
-        .join("crid.toml")
-}
-
-/// `crid --config FILE debug ARGS`; its stdout (asserting it succeeded).
-fn crid_debug(config: &Path, args: &[&str]) -> String {
-    let out = Command::new(workspace_bin("crid"))
-        .arg("--config")
-        .arg(config)
-        .arg("debug")
-        .args(args)
-        .output()
-        .expect("running crid debug");
-    assert!(
-        out.status.success(),
-        "crid debug {args:?}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 output")
-}
-
-fn crid_debug_json(config: &Path, args: &[&str]) -> serde_json::Value {
-    let mut all = args.to_vec();
-    all.push("--json");
-    let out = crid_debug(config, &all);
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
-}
-
-/// The entry of `debug pods --json` for pod `id`.
-fn pod_entry(pods: &serde_json::Value, id: &str) -> serde_json::Value {
-    pods.as_array()
-        .expect("a JSON array of pods")
-        .iter()
-        .find(|p| p["id"] == id)
-        .unwrap_or_else(|| panic!("pod {id} not in {pods:#}"))
-        .clone()
-}
 
 /// Asserts what `debug pods` must say of a running pod, checking each claim
 /// against the kernel rather than against crid.

@@ -2,13 +2,9 @@
 //! CPU time and rate, memory working set, writable layer usage, process
 //! count, and the filters of the list calls.
 
-use crid_e2e::pods::{sh, wait_log_contains, Node};
+use crid_e2e::pods::{sh, val, wait_log_contains, Node};
 use crid_proto::cri;
 use std::time::Duration;
-
-fn val(v: &Option<cri::UInt64Value>) -> u64 {
-    v.as_ref().map(|v| v.value).unwrap_or(0)
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn container_and_pod_stats_reflect_what_the_container_does() {
@@ -27,16 +23,7 @@ async fn container_and_pod_stats_reflect_what_the_container_does() {
     let log = n.log_dir("stats").join("worker.log");
     wait_log_contains(&log, "done", Duration::from_secs(30)).await;
 
-    let s =
-        n.c.runtime
-            .container_stats(cri::ContainerStatsRequest {
-                container_id: id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .stats
-            .unwrap();
+    let s = n.container_stats(&id).await;
     assert_eq!(s.attributes.as_ref().unwrap().id, id);
     let cpu = s.cpu.unwrap();
     assert!(val(&cpu.usage_core_nano_seconds) > 10_000_000, "{cpu:?}");
@@ -88,16 +75,7 @@ async fn container_and_pod_stats_reflect_what_the_container_does() {
     .await;
     assert!(none.is_empty());
 
-    let p =
-        n.c.runtime
-            .pod_sandbox_stats(cri::PodSandboxStatsRequest {
-                pod_sandbox_id: pod.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .stats
-            .unwrap();
+    let p = n.pod_stats(&pod).await;
     let linux = p.linux.unwrap();
     assert_eq!(linux.containers.len(), 1);
     // sleep + the pod helper + its PID-namespace init, at least.
@@ -128,14 +106,7 @@ async fn container_and_pod_stats_reflect_what_the_container_does() {
     assert_eq!(e.code(), tonic::Code::NotFound);
     n.stop_remove_pod(&pod).await;
     // Stopped pods are not listed.
-    let pods =
-        n.c.runtime
-            .list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest { filter: None })
-            .await
-            .unwrap()
-            .into_inner()
-            .stats;
-    assert!(pods.is_empty());
+    assert!(n.list_pod_stats().await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -144,25 +115,13 @@ async fn pod_network_stats_count_the_pods_traffic() {
     // The pod's own network namespace on the test bridge.
     let pod_cfg = n.pod_config_with_netns("stats-net");
     let pod = n.run_pod(&pod_cfg).await;
-    let pod_stats = |n: &Node| {
-        let mut rt = n.c.runtime.clone();
-        let pod = pod.clone();
-        async move {
-            rt.pod_sandbox_stats(cri::PodSandboxStatsRequest {
-                pod_sandbox_id: pod,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .stats
-            .unwrap()
-            .linux
+    let network = |s: cri::PodSandboxStats| {
+        s.linux
             .unwrap()
             .network
             .expect("a pod with its own netns has network stats")
-        }
     };
-    let before = pod_stats(&n).await;
+    let before = network(n.pod_stats(&pod).await);
     let eth0 = before.default_interface.clone().unwrap();
     assert_eq!(eth0.name, "eth0");
     assert!(before.interfaces.iter().all(|i| i.name != "lo"));
@@ -181,7 +140,7 @@ async fn pod_network_stats_count_the_pods_traffic() {
         .await;
     let s = n.wait_exited(&id, Duration::from_secs(30)).await;
     assert_eq!(s.exit_code, 0, "ping failed: {s:?}");
-    let after = pod_stats(&n).await.default_interface.unwrap();
+    let after = network(n.pod_stats(&pod).await).default_interface.unwrap();
     let tx = val(&after.tx_bytes) - val(&eth0.tx_bytes);
     let rx = val(&after.rx_bytes) - val(&eth0.rx_bytes);
     assert!(tx >= 20 * 1000 && rx >= 20 * 1000, "tx {tx} rx {rx}");

@@ -4,12 +4,14 @@
 //! suite with `--ignored` and checks the host is unchanged). Asserted as a
 //! kubelet with the systemd driver would see it, plus what systemd and the
 //! kernel say: the pod's slice, the helper's delegated scope, every
-//! cgroup hierarchy of a container's process, and stopping a pod with a
-//! running container.
+//! cgroup hierarchy of a container's process, stats and metrics read from
+//! the scope's and the slice's cgroups, `crid debug pods` finding the
+//! helper in its scope, and stopping a pod with a running container.
 
 use crid_common::config::{CgroupDriver, RUNC_V2_RUNTIME_HANDLER};
+use crid_e2e::debug_cli::{config_file, crid_debug, crid_debug_json, pod_entry};
 use crid_e2e::images::ImageBuilder;
-use crid_e2e::pods::{sh, Node};
+use crid_e2e::pods::{sh, val, Node};
 use crid_proto::cri;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -69,6 +71,145 @@ fn assert_all_in(pid: u32, want: &str, unit: &str) {
     panic!("pid {pid} of {unit} outside {want} in: {wrong:?}\n{props}");
 }
 
+/// What the kubelet's CRI stats provider and its metrics endpoint read of a
+/// systemd-driver pod: the container's scope and the pod's slice, with real
+/// figures (not the empty ones of a cgroupfs path that does not exist).
+async fn assert_stats_of_systemd_pod(
+    n: &Node,
+    pod: &str,
+    ctr: &str,
+    slice_path: &str,
+    ctr_scope: &str,
+) {
+    let s = n.container_stats(ctr).await;
+    let cpu = s.cpu.as_ref().unwrap();
+    assert!(
+        val(&cpu.usage_core_nano_seconds) > 0,
+        "container cpu {cpu:?}"
+    );
+    let mem = s.memory.as_ref().unwrap();
+    assert!(val(&mem.working_set_bytes) > 0, "container memory {mem:?}");
+
+    let p = n.pod_stats(pod).await;
+    let linux = p.linux.unwrap();
+    let cpu = linux.cpu.unwrap();
+    assert!(val(&cpu.usage_core_nano_seconds) > 0, "pod cpu {cpu:?}");
+    let pod_mem = linux.memory.unwrap();
+    // The slice holds the container's scope and the helper's.
+    assert!(
+        val(&pod_mem.working_set_bytes) >= val(&mem.working_set_bytes)
+            && val(&pod_mem.working_set_bytes) > 0,
+        "pod memory {pod_mem:?} vs container {mem:?}"
+    );
+    // The sleeper, the helper and its PID-namespace init, at least.
+    assert!(
+        val(&linux.process.unwrap().process_count) >= 3,
+        "pod process count"
+    );
+    assert_eq!(linux.containers.len(), 1);
+    let c = &linux.containers[0];
+    assert!(
+        val(&c.memory.as_ref().unwrap().working_set_bytes) > 0,
+        "{c:?}"
+    );
+    // A second sample gives the rates (the samples are kept under the
+    // cgroup paths the list calls keep alive).
+    let first = n.list_pod_stats().await;
+    assert_eq!(first.len(), 1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = n.list_pod_stats().await;
+    let linux = second[0].linux.as_ref().unwrap();
+    assert!(
+        linux.cpu.as_ref().unwrap().usage_nano_cores.is_some(),
+        "pod cpu rate: {linux:?}"
+    );
+    assert!(
+        linux.containers[0]
+            .cpu
+            .as_ref()
+            .unwrap()
+            .usage_nano_cores
+            .is_some(),
+        "container cpu rate: {linux:?}"
+    );
+
+    // ListPodSandboxMetrics: cAdvisor's series, `id` = the cgroup path.
+    let descs = n.metric_descriptors().await;
+    let id_of = |m: &cri::Metric| -> String {
+        let keys = &descs[&m.name];
+        let i = keys.iter().position(|k| k == "id").expect("an id label");
+        m.label_values[i].clone()
+    };
+    let all = n.pod_metrics().await;
+    assert_eq!(all.len(), 1);
+    let working_set = |ms: &[cri::Metric]| -> cri::Metric {
+        ms.iter()
+            .find(|m| m.name == "container_memory_working_set_bytes")
+            .unwrap_or_else(|| panic!("no working set in {ms:?}"))
+            .clone()
+    };
+    let ws = working_set(&all[0].metrics);
+    assert_eq!(id_of(&ws), slice_path);
+    assert!(ws.value.as_ref().unwrap().value > 0, "{ws:?}");
+    assert_eq!(all[0].container_metrics.len(), 1);
+    let ws = working_set(&all[0].container_metrics[0].metrics);
+    assert_eq!(id_of(&ws), format!("{slice_path}/{ctr_scope}"));
+    assert!(ws.value.as_ref().unwrap().value > 0, "{ws:?}");
+}
+
+/// `crid debug pods` as an operator reads it: the helper alive, in the
+/// pod's cgroup (its scope in the pod's slice), with its PSS.
+fn assert_debug_sees_helper_in_slice(
+    n: &Node,
+    pod: &str,
+    helper: u32,
+    slice_path: &str,
+    scope: &str,
+) {
+    let config = config_file(n);
+    let p = pod_entry(&crid_debug_json(&config, &["pods"]), pod);
+    assert_eq!(p["helper_pid"], helper, "{p:#}");
+    assert_eq!(p["helper_alive"], true, "{p:#}");
+    assert_eq!(
+        p["helper_in_pod_cgroup"],
+        true,
+        "{p:#}\nthe kernel: {:?}",
+        cgroups_of(helper)
+    );
+    assert_eq!(p["cgroup_path"], slice_path, "{p:#}");
+    assert!(p["helper_pss_kib"].as_u64().unwrap_or(0) > 0, "{p:#}");
+    // Each dir it names is the helper's scope and lists the helper, and
+    // the unified and name=systemd ones are among them.
+    let dirs: Vec<&str> = p["helper_cgroups"]
+        .as_array()
+        .expect("helper_cgroups")
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    for h in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd"] {
+        assert!(
+            dirs.contains(&format!("{h}{slice_path}/{scope}").as_str()),
+            "{h}: {p:#}"
+        );
+    }
+    for d in &dirs {
+        assert!(d.ends_with(&format!("{slice_path}/{scope}")), "{d}");
+        let procs = std::fs::read_to_string(format!("{d}/cgroup.procs")).unwrap();
+        assert!(
+            procs.lines().any(|l| l == helper.to_string()),
+            "{d}: {procs}"
+        );
+    }
+    let table = crid_debug(&config, &["pods"]);
+    println!("crid debug pods:\n{table}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&pod[..13]))
+        .unwrap_or_else(|| panic!("no row for {pod}:\n{table}"));
+    assert!(row.contains(&format!("{helper} (in pod cgroup)")), "{row}");
+    assert!(row.contains(slice_path), "{row}");
+}
+
 async fn pod_with_running_container(handler: &str, tag: &str) {
     in_box();
     let mut n = Node::start_with_image(ImageBuilder::busybox().unwrap(), |c| {
@@ -104,6 +245,14 @@ async fn pod_with_running_container(handler: &str, tag: &str) {
         let p = &helper_cg.iter().find(|(k, _)| k == h).unwrap().1;
         assert_eq!(p, &format!("{slice_path}/{scope}"), "helper's {h}");
     }
+    // The v1 controllers systemd manages on every hybrid host, realized
+    // for the scope because it asks for their accounting.
+    assert_eq!(unit_prop(&scope, "IOAccounting"), "yes");
+    for h in ["memory", "pids", "devices", "blkio"] {
+        if let Some((_, p)) = helper_cg.iter().find(|(k, _)| k == h) {
+            assert_eq!(p, &format!("{slice_path}/{scope}"), "helper's {h}");
+        }
+    }
 
     let ctr = n
         .run(&pod, &pod_cfg, sh("sleeper", &n.image, "exec sleep 3600"))
@@ -132,6 +281,9 @@ async fn pod_with_running_container(handler: &str, tag: &str) {
     assert_eq!((r.exit_code, r.stdout.as_slice()), (0, &b"in-scope\n"[..]));
     // Still in place after systemd saw more units come and go.
     assert_all_in(pid, &format!("{slice_path}/{ctr_scope}"), &ctr_scope);
+
+    assert_stats_of_systemd_pod(&n, &pod, &ctr, &slice_path, &ctr_scope).await;
+    assert_debug_sees_helper_in_slice(&n, &pod, helper, &slice_path, &scope);
 
     // As the kubelet deletes a pod: its container still running.
     let t = Instant::now();

@@ -32,8 +32,13 @@ fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
-/// The pod's cgroup in cgroupfs syntax (`/crid/<sandbox id>` by default).
+/// The pod's cgroup dir relative to the cgroup mounts: `/crid/<sandbox id>`
+/// by default, the `cgroup_parent`'s dirs under cgroupfs, the slice's
+/// (`/kubepods.slice/…/kubepods-…-pod<uid>.slice`) under the systemd driver.
 pub fn pod_cgroup(sb: &SandboxRecord) -> Result<String> {
+    if let Some(units) = &sb.systemd {
+        return crate::systemd_cgroups::pod_cgroup_path(units);
+    }
     let comps = crate::cgroups::parent_components(&sb.cgroup_parent, &sb.id)?;
     Ok(format!("/{}", comps.join("/")))
 }

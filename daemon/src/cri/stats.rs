@@ -125,12 +125,21 @@ fn memory(ts: i64, s: &CgroupStats) -> cri::MemoryUsage {
     }
 }
 
-/// The container's cgroup as its OCI spec names it.
+/// The container's cgroup dir relative to the cgroup mounts: its OCI
+/// spec's `cgroupsPath`, turned into the scope's dir when it is runc's
+/// systemd `slice:prefix:name`.
 pub fn container_cgroup(r: &ContainerRecord) -> Option<String> {
-    r.spec
-        .pointer("/linux/cgroupsPath")
-        .and_then(|v| v.as_str())
-        .map(str::to_string)
+    let path = r.spec.pointer("/linux/cgroupsPath")?.as_str()?;
+    cgroup_dir_of(path)
+}
+
+/// A spec `cgroupsPath` as a dir relative to the cgroup mounts (None: not
+/// one crid can read: a systemd path that does not parse).
+fn cgroup_dir_of(cgroups_path: &str) -> Option<String> {
+    if cgroups_path.starts_with('/') {
+        return Some(cgroups_path.to_string());
+    }
+    crate::systemd_cgroups::cgroupfs_path(cgroups_path).ok()
 }
 
 async fn container_stats(crid: &Crid, c: &Ctx, r: &ContainerRecord) -> Result<cri::ContainerStats> {
@@ -344,4 +353,24 @@ pub async fn list_pods(
     }
     forget_gone(crid);
     Ok(cri::ListPodSandboxStatsResponse { stats: out })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_cgroups_paths_become_cgroup_dirs() {
+        // cgroupfs driver: the path as runc uses it.
+        assert_eq!(
+            cgroup_dir_of("/kubepods/besteffort/pod1/c1").as_deref(),
+            Some("/kubepods/besteffort/pod1/c1")
+        );
+        // systemd driver: the scope runc makes in the pod's slice.
+        assert_eq!(
+            cgroup_dir_of("kubepods-besteffort-pod1.slice:crid:c1").as_deref(),
+            Some("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/crid-c1.scope")
+        );
+        assert_eq!(cgroup_dir_of("not:a:valid:path"), None);
+    }
 }
