@@ -83,12 +83,12 @@ pub fn hierarchies(mountinfo: &str) -> Vec<Hierarchy> {
             continue;
         };
         let superopts = fields.get(sep + 3).copied().unwrap_or("");
-        match *fstype {
-            "cgroup2" => out.push(Hierarchy {
+        let h = match *fstype {
+            "cgroup2" => Hierarchy {
                 mount: PathBuf::from(mount),
                 controllers: Vec::new(),
-            }),
-            "cgroup" => out.push(Hierarchy {
+            },
+            "cgroup" => Hierarchy {
                 mount: PathBuf::from(mount),
                 controllers: superopts
                     .split(',')
@@ -102,8 +102,14 @@ pub fn hierarchies(mountinfo: &str) -> Vec<Hierarchy> {
                     })
                     .map(str::to_string)
                     .collect(),
-            }),
-            _ => {}
+            },
+            _ => continue,
+        };
+        // A mount point mounted over (systemd in a container mounts
+        // /sys/fs/cgroup again) reaches only the later mount.
+        match out.iter_mut().find(|o: &&mut Hierarchy| o.mount == h.mount) {
+            Some(seen) => *seen = h,
+            None => out.push(h),
         }
     }
     out
@@ -392,6 +398,21 @@ mod tests {
 34 30 0:30 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
 35 25 0:31 / /proc rw - proc proc rw
 ";
+
+    #[test]
+    fn a_mount_point_mounted_over_counts_once_as_the_later_mount() {
+        let over = format!(
+            "{MOUNTINFO}40 30 0:40 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory,name=x\n"
+        );
+        let hs = hierarchies(&over);
+        let memory: Vec<_> = hs
+            .iter()
+            .filter(|h| h.mount == Path::new("/sys/fs/cgroup/memory"))
+            .collect();
+        assert_eq!(memory.len(), 1);
+        assert_eq!(memory[0].controllers, vec!["memory", "name=x"]);
+        assert_eq!(hs.len(), 4);
+    }
 
     #[test]
     fn finds_v1_and_v2_hierarchies() {

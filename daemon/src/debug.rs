@@ -461,18 +461,10 @@ fn procs_contain(procs: &str, pid: u32) -> bool {
     procs.lines().any(|l| l.trim().parse::<u32>() == Ok(pid))
 }
 
-/// The cgroup hierarchies of this host, one per mount point (a mount
-/// point mounted over, as systemd does in a container, counts once).
+/// The cgroup hierarchies of this host.
 fn hierarchies() -> Vec<Hierarchy> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut out: Vec<Hierarchy> = Vec::new();
-    for h in cgroups::hierarchies(&mountinfo) {
-        match out.iter_mut().find(|o| o.mount == h.mount) {
-            Some(seen) => *seen = h,
-            None => out.push(h),
-        }
-    }
-    out
+    cgroups::hierarchies(&mountinfo)
 }
 
 /// `dir` relative to the deepest cgroup mount holding it ("/a/b"); the
