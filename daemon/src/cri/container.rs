@@ -135,6 +135,11 @@ impl CreateGuard {
     }
 }
 
+/// How often, and how far apart, a failed CreateContainer's undo tries to
+/// remove its containerd objects (~15 s: a containerd restart).
+const UNDO_TRIES: u32 = 30;
+const UNDO_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+
 async fn undo(
     containers: &Containers,
     s: &Session,
@@ -143,8 +148,18 @@ async fn undo(
     snapshotter: &str,
     runtime_dir: &std::path::Path,
 ) {
-    if let Err(e) = ctrd::remove_all(s, id, snapshotter, id).await {
-        tracing::error!(container = %id, error = %e, "undoing a failed CreateContainer");
+    // A CreateContainer failed by containerd going away must still remove
+    // its snapshot: retry while containerd comes back, holding the name, so
+    // the orphan sweep after the reconnect (which skips reserved names)
+    // is not the only chance.
+    let mut tries = 0;
+    while let Err(e) = ctrd::remove_all(s, id, snapshotter, id).await {
+        tries += 1;
+        if tries == UNDO_TRIES {
+            tracing::error!(container = %id, error = %e, "undoing a failed CreateContainer");
+            break;
+        }
+        tokio::time::sleep(UNDO_RETRY).await;
     }
     if let Err(e) = image_volume::cleanup(s, snapshotter, runtime_dir, id).await {
         tracing::error!(container = %id, error = %e, "undoing a failed CreateContainer's image volumes");
